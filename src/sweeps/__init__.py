@@ -1,0 +1,18 @@
+"""sweeps: hyperparameter sweeps for PyTorch MLPs, scored by k-fold validation loss.
+
+A study file declares a `Study`; `python -m sweeps.run STUDY_FILE` runs it.
+
+Example:
+    >>> from sklearn.datasets import load_digits
+    >>> from sweeps import Study, Space
+    >>> study = Study(name="digits", task="classification",
+    ...               data=lambda: load_digits(return_X_y=True),
+    ...               space=Space(depth=(1, 4), width=(16, 512)))
+"""
+
+from sweeps.errors import SweepsError
+from sweeps.study import Categorical, Float, Int, Space, Study
+
+__version__ = "0.1.0"
+
+__all__ = ["Categorical", "Float", "Int", "Space", "Study", "SweepsError", "__version__"]

@@ -1,0 +1,201 @@
+"""Load a study's data, validate it once, and carve the held-out test set.
+
+The held-out split is made here, once, from the study's seed, before any trial; the sweep
+only ever sees `Dataset.dev` rows. Its fingerprint lets later runs prove they see the same
+data and the same test rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from sweeps.errors import SweepsError
+from sweeps.study import Study
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A study's validated data and its held-out split.
+
+    `X` is float32 [n, d]; `y` holds class indices (int64) for classification and float32
+    targets for regression. `dev` and `test` are row indices into them.
+    """
+
+    X: np.ndarray
+    y: np.ndarray
+    classes: np.ndarray | None  # original class labels; y indexes into it
+    dev: np.ndarray
+    test: np.ndarray
+    data_hash: str
+    test_hash: str
+
+    @property
+    def fingerprint(self) -> dict:
+        """What the study stores to recognise its data and its test rows later."""
+        return {
+            "data_sha256": self.data_hash,
+            "test_rows_sha256": self.test_hash,
+            "n_rows": int(len(self.y)),
+            "n_features": int(self.X.shape[1]),
+            "n_test": int(len(self.test)),
+        }
+
+
+def load_dataset(spec: Study) -> Dataset:
+    """Call the study's data loader, validate what it returns, and split off the test set."""
+    raw = spec.data() if callable(spec.data) else spec.data
+    X, y = _unpack(raw)
+    X = _features(X)
+    if len(X) != len(y):
+        raise SweepsError(
+            f"data: X has {len(X)} rows but y has {len(y)}; they must describe the same rows."
+        )
+    if spec.task == "classification":
+        y, classes = _class_labels(y)
+    else:
+        y, classes = _regression_target(y), None
+
+    dev, test = _held_out_split(len(y), y if classes is not None else None, spec)
+    _check_fold_sizes(y, dev, classes, spec.folds)
+    data_hash = _sha256(X, y)
+    test_hash = _sha256(np.sort(test).astype(np.int64), data_hash.encode())
+    return Dataset(X, y, classes, dev, test, data_hash, test_hash)
+
+
+def _unpack(raw: object) -> tuple[object, object]:
+    if hasattr(raw, "data") and hasattr(raw, "target"):  # a scikit-learn Bunch
+        return raw.data, raw.target
+    if isinstance(raw, (tuple, list)) and len(raw) == 2:
+        return raw[0], raw[1]
+    raise SweepsError(
+        f"data: the loader must return (X, y), got {type(raw).__name__}; "
+        "e.g. data=lambda: load_digits(return_X_y=True)."
+    )
+
+
+def _features(X: object) -> np.ndarray:
+    try:
+        array = np.asarray(X)
+    except Exception as e:  # ragged lists and the like
+        raise SweepsError(f"data: X cannot be read as a table ({e}).") from None
+    if array.ndim == 1:
+        raise SweepsError(f"data: X must be 2-D (rows x features), got shape {array.shape}; "
+                          "for one feature use X.reshape(-1, 1).")
+    if array.ndim != 2:
+        raise SweepsError(f"data: X must be 2-D (rows x features), got shape {array.shape}.")
+    if array.shape[1] == 0:
+        raise SweepsError("data: X has no feature columns.")
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+        bad = _first_non_numeric(array)
+        raise SweepsError(
+            f"data: X has non-numeric values ({bad}); encode categorical columns as numbers "
+            "(e.g. one-hot) or drop them."
+        )
+    array = array.astype(np.float32)
+    if not np.isfinite(array).all():
+        rows, cols = np.nonzero(~np.isfinite(array))
+        raise SweepsError(
+            f"data: X has {len(rows)} NaN or infinite value(s), first at row {rows[0]}, column "
+            f"{cols[0]}; impute them (e.g. sklearn.impute.SimpleImputer) or drop those rows."
+        )
+    return array
+
+
+def _first_non_numeric(array: np.ndarray) -> str:
+    for index, value in np.ndenumerate(array):
+        try:
+            float(value)
+        except (TypeError, ValueError):
+            return f"{_label(value)!r} at row {index[0]}, column {index[1]}"
+    return f"dtype {array.dtype}"
+
+
+def _class_labels(y: object) -> tuple[np.ndarray, np.ndarray]:
+    labels = np.asarray(y)
+    if labels.ndim != 1:
+        raise SweepsError(f"data: y must be 1-D (one label per row), got shape {labels.shape}.")
+    if labels.dtype.kind == "f" and not np.isfinite(labels).all():
+        raise SweepsError("data: y has NaN or infinite labels; drop those rows.")
+    if labels.dtype == object and any(v is None for v in labels):
+        raise SweepsError("data: y has missing labels (None); drop those rows.")
+    try:
+        classes, encoded = np.unique(labels, return_inverse=True)
+    except TypeError:
+        raise SweepsError("data: y mixes label types that cannot be compared; use one type.") from None
+    if len(classes) < 2:
+        raise SweepsError(
+            f"data: y has a single class ({_label(classes[0])!r}) for a classification study; a classifier "
+            "needs at least two classes."
+        )
+    return encoded.astype(np.int64), classes
+
+
+def _regression_target(y: object) -> np.ndarray:
+    target = np.asarray(y)
+    if target.ndim == 2 and target.shape[1] == 1:
+        target = target[:, 0]
+    if target.ndim != 1:
+        raise SweepsError(f"data: y must be 1-D (one target per row), got shape {target.shape}.")
+    try:
+        target = target.astype(np.float32)
+    except (TypeError, ValueError):
+        raise SweepsError("data: y has non-numeric values for a regression study; use task="
+                          "'classification' for labels.") from None
+    if not np.isfinite(target).all():
+        raise SweepsError(f"data: y has {int((~np.isfinite(target)).sum())} NaN or infinite "
+                          "value(s); drop those rows.")
+    if float(target.std()) == 0.0:
+        raise SweepsError("data: y is constant; there is nothing to learn.")
+    return target
+
+
+def _held_out_split(n: int, labels: np.ndarray | None, spec: Study) -> tuple[np.ndarray, np.ndarray]:
+    """The one held-out split: seeded, stratified for classification, sorted indices."""
+    n_test = int(np.ceil(spec.test_size * n))
+    if labels is not None and n_test < len(np.unique(labels)):
+        raise SweepsError(
+            f"data: test_size={spec.test_size} gives {n_test} test rows for {len(np.unique(labels))} "
+            "classes; a stratified test set needs one row per class; raise test_size."
+        )
+    if n - n_test < spec.folds:
+        raise SweepsError(f"data: {n} rows leave {n - n_test} for {spec.folds} folds; "
+                          "use more data, fewer folds or a smaller test_size.")
+    try:
+        dev, test = train_test_split(np.arange(n), test_size=spec.test_size,
+                                     random_state=spec.seed, stratify=labels)
+    except ValueError as e:  # e.g. a class with a single row cannot be stratified
+        raise SweepsError(f"data: cannot make a stratified held-out split: {e}; "
+                          "drop classes with a single row.") from None
+    return np.sort(dev), np.sort(test)
+
+
+def _check_fold_sizes(y: np.ndarray, dev: np.ndarray, classes: np.ndarray | None, folds: int) -> None:
+    if classes is None:
+        return
+    counts = np.bincount(y[dev], minlength=len(classes))
+    smallest = int(counts.argmin())
+    if counts[smallest] < folds:
+        raise SweepsError(
+            f"data: class {_label(classes[smallest])!r} has {counts[smallest]} rows outside the test set, "
+            f"fewer than folds={folds}; stratified k-fold needs at least one per fold; use "
+            f"folds<={max(int(counts[smallest]), 2)} or more data."
+        )
+
+
+def _label(value: object) -> object:
+    """A numpy scalar as the plain Python value, so messages read `9`, not `np.int64(9)`."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def _sha256(*parts: np.ndarray | bytes) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, np.ndarray):
+            digest.update(str((part.dtype, part.shape)).encode())
+            part = np.ascontiguousarray(part).tobytes()
+        digest.update(part)
+    return digest.hexdigest()

@@ -1,0 +1,123 @@
+"""The k folds of the development rows, preprocessed and stacked for the training engine.
+
+The folds and their preprocessing do not depend on a trial's hyperparameters, so they are
+made once per process and shared by every trial: each fold's scaler is fitted on that
+fold's training part only (no leakage), and each fold's rows are laid out as one slice of
+a `[k, rows, features]` tensor so that all k fold-models train together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from sklearn.model_selection import KFold, StratifiedKFold
+from sklearn.preprocessing import StandardScaler
+
+from sweeps.data import Dataset
+
+
+@dataclass
+class Folds:
+    """Stacked fold data. Dimension 0 is the fold everywhere.
+
+    Training parts differ in size by a few rows; the shorter ones are topped up with
+    repeats of their own rows so that all folds take the same number of equal-sized
+    batches (`train_weight` is 0 on those repeats when losses are measured).
+    """
+
+    X_train: torch.Tensor  # [k, n_train, d] float32
+    y_train: torch.Tensor  # [k, n_train] int64 class index, or float32 standardized target
+    train_weight: torch.Tensor  # [k, n_train] 1.0 for real rows, 0.0 for top-up repeats
+    X_val: torch.Tensor  # [k, n_val, d]
+    y_val: torch.Tensor  # [k, n_val]
+    val_weight: torch.Tensor  # [k, n_val] 1.0 for real rows, 0.0 for padding
+    target_std: torch.Tensor  # [k] regression: the target's std on each training part (for RMSE)
+    n_outputs: int  # classes for classification, 1 for regression
+    train_rows: list[np.ndarray]  # per fold: dataset row indices of its training part
+    val_rows: list[np.ndarray]  # per fold: dataset row indices of its validation part
+    fold_ids: list[int] = field(default_factory=list)  # which folds these are (seeds derive from it)
+
+    def __post_init__(self) -> None:
+        if not self.fold_ids:
+            self.fold_ids = list(range(self.k))
+
+    def select(self, fold_ids: list[int]) -> Folds:
+        """The same data restricted to some folds (e.g. to train one fold alone)."""
+        pos = [self.fold_ids.index(f) for f in fold_ids]
+        index = torch.tensor(pos, device=self.X_train.device)
+        return Folds(self.X_train[index], self.y_train[index], self.train_weight[index],
+                     self.X_val[index], self.y_val[index], self.val_weight[index],
+                     self.target_std[index], self.n_outputs, [self.train_rows[p] for p in pos],
+                     [self.val_rows[p] for p in pos], list(fold_ids))
+
+    @property
+    def k(self) -> int:
+        return self.X_train.shape[0]
+
+    @property
+    def n_features(self) -> int:
+        return self.X_train.shape[2]
+
+    @property
+    def classification(self) -> bool:
+        return self.y_train.dtype == torch.int64
+
+
+def split_folds(dataset: Dataset, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train_rows, val_rows) per fold, as dataset row indices; never a test row."""
+    dev = dataset.dev
+    if dataset.classes is not None:
+        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+        splits = splitter.split(dev, dataset.y[dev])
+    else:
+        splits = KFold(n_splits=folds, shuffle=True, random_state=seed).split(dev)
+    return [(dev[train], dev[val]) for train, val in splits]
+
+
+def make_folds(dataset: Dataset, folds: int, seed: int, device: torch.device | str = "cpu") -> Folds:
+    """Preprocess each fold on its own training part and stack all folds on `device`."""
+    splits = split_folds(dataset, folds, seed)
+    rng = np.random.default_rng(seed)
+    n_train = max(len(train) for train, _ in splits)
+    n_val = max(len(val) for _, val in splits)
+    classification = dataset.classes is not None
+
+    X_train, y_train, w_train, X_val, y_val, w_val, stds = [], [], [], [], [], [], []
+    for train, val in splits:
+        scaler = StandardScaler().fit(dataset.X[train])
+        top_up = rng.choice(train, n_train - len(train), replace=False) if n_train > len(train) else []
+        train_padded = np.concatenate([train, top_up]).astype(np.int64)
+        val_padded = np.concatenate([val, np.full(n_val - len(val), val[0])]).astype(np.int64)
+        X_train.append(scaler.transform(dataset.X[train_padded]))
+        X_val.append(scaler.transform(dataset.X[val_padded]))
+        w_train.append(np.arange(n_train) < len(train))
+        w_val.append(np.arange(n_val) < len(val))
+        if classification:
+            y_train.append(dataset.y[train_padded])
+            y_val.append(dataset.y[val_padded])
+            stds.append(1.0)
+        else:
+            # The net learns the standardized target, so one lr range suits any target scale.
+            mean, std = float(dataset.y[train].mean()), float(dataset.y[train].std()) or 1.0
+            y_train.append((dataset.y[train_padded] - mean) / std)
+            y_val.append((dataset.y[val_padded] - mean) / std)
+            stds.append(std)
+
+    def stack(arrays: list, dtype: torch.dtype) -> torch.Tensor:
+        return torch.as_tensor(np.stack(arrays), dtype=dtype, device=device).contiguous()
+
+    y_dtype = torch.int64 if classification else torch.float32
+    return Folds(
+        X_train=stack(X_train, torch.float32),
+        y_train=stack(y_train, y_dtype),
+        train_weight=stack(w_train, torch.float32),
+        X_val=stack(X_val, torch.float32),
+        y_val=stack(y_val, y_dtype),
+        val_weight=stack(w_val, torch.float32),
+        target_std=torch.tensor(stds, dtype=torch.float32, device=device),
+        n_outputs=len(dataset.classes) if classification else 1,
+        train_rows=[train for train, _ in splits],
+        val_rows=[val for _, val in splits],
+    )

@@ -1,0 +1,79 @@
+"""Where a study lives: storage URL resolution, and creating or resuming the Optuna study.
+
+The default is an SQLite file, `storage/<name>.db` relative to the current directory; any
+Optuna storage URL works (PostgreSQL for many machines).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import optuna
+
+from sweeps.errors import SweepsError
+
+DEFAULT_DIR = Path("storage")
+
+
+def resolve_url(study_name: str, url: str | None) -> str:
+    """The storage URL to use: `url`, or `sqlite:///storage/<study_name>.db`."""
+    return url if url else f"sqlite:///{DEFAULT_DIR / study_name}.db"
+
+
+def describe(url: str) -> str:
+    """The URL without a password, for messages."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
+
+
+def open_storage(url: str, *, create: bool) -> optuna.storages.BaseStorage:
+    """Connect to `url`, turning every connection problem into one clear `SweepsError`.
+
+    With `create=False` an SQLite file that does not exist is an error (nothing is made).
+    """
+    if url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///"):])
+        if not create and not path.exists():
+            raise SweepsError(f"{path}: no such study database; run the sweep first "
+                              "(python -m sweeps.run STUDY_FILE) or pass --storage.")
+        if create:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise SweepsError(f"cannot create {path.parent} for the study database ({e.strerror}); "
+                                  "pass --storage with a writable location.") from None
+    if "://" not in url:
+        raise SweepsError(f"--storage {url!r} is not a storage URL; use e.g. sqlite:///path/to.db "
+                          "or postgresql://user@host/db.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
+    except ImportError as e:
+        raise SweepsError(f"storage {describe(url)}: its database driver is missing ({e}); "
+                          "install it, e.g. pip install 'psycopg[binary]' for PostgreSQL.") from None
+    except Exception as e:
+        reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+        raise SweepsError(f"cannot open storage {describe(url)}: {reason}; check the URL, "
+                          "that the server is running and that you may connect.") from None
+
+
+def _engine_kwargs(url: str) -> dict:
+    if url.startswith("sqlite"):
+        # Wait for a lock instead of failing at once when another worker writes.
+        return {"connect_args": {"timeout": 60}}
+    # Detect connections dropped by the server between trials.
+    return {"pool_pre_ping": True}
+
+
+def study_exists(storage: optuna.storages.BaseStorage, name: str) -> bool:
+    try:
+        storage.get_study_id_from_name(name)
+        return True
+    except KeyError:
+        return False

@@ -1,0 +1,314 @@
+"""What a study file declares: `Study`, `Space` and the parameter types, plus the loader.
+
+A study file is plain Python that builds one `Study`. Everything here is validated once,
+in `__post_init__`, so the rest of the package can trust a `Study` it is handed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import math
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from sweeps.errors import SweepsError
+
+TASKS = ("classification", "regression")
+
+
+# --- parameter types ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class Float:
+    """A float range, sampled with `trial.suggest_float(name, low, high, log=log)`."""
+
+    low: float
+    high: float
+    log: bool = False
+
+    def suggest(self, trial: optuna.Trial, name: str) -> float:
+        return trial.suggest_float(name, self.low, self.high, log=self.log)
+
+
+@dataclass(frozen=True)
+class Int:
+    """An integer range, sampled with `trial.suggest_int(name, low, high, log=log)`."""
+
+    low: int
+    high: int
+    log: bool = False
+
+    def suggest(self, trial: optuna.Trial, name: str) -> int:
+        return trial.suggest_int(name, self.low, self.high, log=self.log)
+
+
+@dataclass(frozen=True)
+class Categorical:
+    """A choice among values, sampled with `trial.suggest_categorical(name, choices)`."""
+
+    choices: tuple
+
+    def __init__(self, choices: Sequence) -> None:
+        object.__setattr__(self, "choices", tuple(choices))
+
+    def suggest(self, trial: optuna.Trial, name: str) -> Any:
+        return trial.suggest_categorical(name, self.choices)
+
+
+Param = Float | Int | Categorical
+
+# How a plain value in `Space(...)` is read: (kind, log scale, valid interval, why).
+# Widths are searched on a log scale like lr: 16 -> 32 matters as much as 256 -> 512.
+_NATURAL = {
+    "depth": (Int, False, (1, math.inf)),
+    "width": (Int, True, (1, math.inf)),
+    "dropout": (Float, False, (0.0, 1.0 - 1e-9)),
+    "weight_decay": (Float, True, (0.0, math.inf)),
+    "lr": (Float, True, (1e-12, math.inf)),
+    "batch_size": (Int, False, (1, math.inf)),
+}
+
+
+def _as_param(name: str, value: Any) -> Param:
+    """Turn what the user wrote for one parameter into a checked `Float`/`Int`/`Categorical`."""
+    kind, log, (valid_low, valid_high) = _NATURAL[name]
+    if isinstance(value, (Float, Int, Categorical)):
+        param = value
+    elif isinstance(value, tuple) and len(value) == 2:
+        low, high = value
+        param = kind(low, high, log)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        param = kind(value, value, False)  # a fixed value: recorded in trial.params like any other
+    elif isinstance(value, list):
+        param = Categorical(value)
+    else:
+        raise SweepsError(
+            f"Space.{name}: expected a (low, high) tuple, a single value, or "
+            f"Float/Int/Categorical, got {value!r}."
+        )
+
+    if isinstance(param, Categorical):
+        if not param.choices:
+            raise SweepsError(f"Space.{name}: Categorical needs at least one choice.")
+        values = param.choices
+    else:
+        for bound in (param.low, param.high):
+            if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not math.isfinite(bound):
+                raise SweepsError(f"Space.{name}: bounds must be finite numbers, got {bound!r}.")
+        if isinstance(param, Int) and not (float(param.low).is_integer() and float(param.high).is_integer()):
+            raise SweepsError(
+                f"Space.{name}: takes whole numbers, got (low={param.low}, high={param.high})."
+            )
+        if param.low > param.high:
+            raise SweepsError(
+                f"Space.{name}: low <= high must hold, but got (low={param.low}, "
+                f"high={param.high}); swap the bounds."
+            )
+        if param.log and param.low <= 0:
+            raise SweepsError(
+                f"Space.{name}: a log-scale range needs low > 0, but got (low={param.low}, "
+                f"high={param.high}); use a small positive low such as 1e-6, or "
+                f"Float({param.low}, {param.high}) for a linear range."
+            )
+        values = (param.low, param.high)
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (valid_low <= v <= valid_high):
+            rule = {"dropout": "0 <= dropout < 1"}.get(name, f"{name} >= {valid_low:g}")
+            raise SweepsError(f"Space.{name}: {rule} must hold, got {v!r}.")
+    if isinstance(param, Int) or (isinstance(param, Categorical) and kind is Int):
+        if any(float(v) != int(v) for v in values):
+            raise SweepsError(f"Space.{name}: takes whole numbers, got {values!r}.")
+    return param
+
+
+@dataclass(frozen=True, kw_only=True)
+class Space:
+    """The search space of the network: each field is a range, a fixed value or a choice.
+
+    A `(low, high)` tuple takes each parameter's natural scale: integers for depth, width
+    and batch_size (width on a log scale), log scale for lr and weight_decay, linear for
+    dropout. A single value fixes the parameter; `Float`, `Int` and `Categorical` give
+    explicit control.
+
+    Example:
+        >>> Space(depth=(1, 3), width=(16, 256), lr=Float(1e-4, 1e-1, log=True))
+    """
+
+    depth: Any = (1, 4)
+    width: Any = (16, 512)
+    dropout: Any = (0.0, 0.5)
+    weight_decay: Any = (1e-6, 1e-1)
+    lr: Any = (1e-4, 1e-1)
+    batch_size: Any = 128
+
+    def __post_init__(self) -> None:
+        for name in _NATURAL:
+            object.__setattr__(self, name, _as_param(name, getattr(self, name)))
+
+    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
+        """Sample one network configuration for `trial`."""
+        return {name: getattr(self, name).suggest(trial, name) for name in _NATURAL}
+
+
+def check_config(config: dict[str, Any], where: str = "config") -> dict[str, Any]:
+    """Check a configuration dict (from a define-by-run space or a file) and fill defaults."""
+    if not isinstance(config, dict):
+        raise SweepsError(f"{where}: a space function must return a dict, got {type(config).__name__}.")
+    unknown = sorted(set(config) - set(_NATURAL))
+    if unknown:
+        raise SweepsError(f"{where}: unknown parameter(s) {unknown}; valid ones are {list(_NATURAL)}.")
+    missing = sorted({"depth", "width", "dropout", "weight_decay", "lr"} - set(config))
+    if missing:
+        raise SweepsError(f"{where}: missing parameter(s) {missing}.")
+    checked = {"batch_size": 128, **config}
+    for name, value in checked.items():
+        _as_param(name, value if not isinstance(value, (list, tuple)) else list(value))
+    return checked
+
+
+@dataclass(frozen=True, kw_only=True)
+class Study:
+    """One sweep, declared in a study file.
+
+    Args:
+        name: the Optuna study name; also names the database, `storage/<name>.db`.
+        task: "classification" (cross-entropy loss, accuracy) or "regression" (MSE on the
+            standardized target, RMSE in the target's units).
+        data: a function returning `(X, y)`, or the `(X, y)` pair itself. Called once per process.
+        space: a `Space`, or a function `space(trial) -> dict` for conditional spaces.
+        folds: k of the k-fold cross-validation that scores each trial.
+        max_epochs: the most epochs one fold trains.
+        patience: epochs without a better validation loss before a fold stops.
+        test_size: fraction of rows held out, once, as the final test set.
+        n_trials: the number of finished trials the study aims for; a rerun tops it up.
+        timeout: seconds after which no new trial starts (None: no limit).
+        seed: seeds the held-out split, the folds, the sampler and every trial.
+        sampler: any Optuna sampler (default: TPE seeded from `seed`).
+        pruner: any Optuna pruner (default: median of the folds' mean validation loss).
+
+    Example:
+        >>> from sklearn.datasets import load_digits
+        >>> study = Study(name="digits", task="classification",
+        ...               data=lambda: load_digits(return_X_y=True),
+        ...               space=Space(depth=(1, 3), width=(16, 256)))
+    """
+
+    name: str
+    task: str
+    data: Any
+    space: Space | Callable[[optuna.Trial], dict] = field(default_factory=Space)
+    folds: int = 5
+    max_epochs: int = 100
+    patience: int = 10
+    test_size: float = 0.2
+    n_trials: int = 50
+    timeout: float | None = None
+    seed: int = 0
+    sampler: optuna.samplers.BaseSampler | None = None
+    pruner: optuna.pruners.BasePruner | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise SweepsError(f"Study.name: must be a non-empty string, got {self.name!r}.")
+        if any(c in self.name for c in "/\\") or self.name.startswith("."):
+            raise SweepsError(
+                f"Study.name: {self.name!r} names a database file, so it cannot contain "
+                "'/' or '\\' or start with '.'; use letters, digits, '-' and '_'."
+            )
+        if self.task not in TASKS:
+            raise SweepsError(f"Study.task: must be 'classification' or 'regression', got {self.task!r}.")
+        if self.data is None:
+            raise SweepsError("Study.data: give a function returning (X, y), e.g. "
+                              "data=lambda: load_digits(return_X_y=True).")
+        if isinstance(self.space, tuple) or not (isinstance(self.space, Space) or callable(self.space)):
+            raise SweepsError(
+                f"Study.space: must be a Space(...) or a function space(trial) -> dict, got {self.space!r}."
+            )
+        _check_int("folds", self.folds, 2, "use at least 2 folds (5 is usual)")
+        _check_int("max_epochs", self.max_epochs, 1, "use at least 1 epoch")
+        _check_int("patience", self.patience, 1, "use at least 1 epoch of patience")
+        _check_int("n_trials", self.n_trials, 1, "use at least 1 trial")
+        _check_int("seed", self.seed, 0, "use a non-negative integer seed")
+        if isinstance(self.test_size, bool) or not isinstance(self.test_size, (int, float)) \
+                or not 0.0 < self.test_size < 1.0:
+            raise SweepsError(f"Study.test_size: must be a fraction with 0 < test_size < 1, got {self.test_size!r}.")
+        if self.timeout is not None and (isinstance(self.timeout, bool) or not isinstance(self.timeout, (int, float))
+                                         or self.timeout <= 0):
+            raise SweepsError(f"Study.timeout: must be a positive number of seconds or None, got {self.timeout!r}.")
+        if self.sampler is not None and not isinstance(self.sampler, optuna.samplers.BaseSampler):
+            raise SweepsError(f"Study.sampler: must be an Optuna sampler, got {self.sampler!r}.")
+        if self.pruner is not None and not isinstance(self.pruner, optuna.pruners.BasePruner):
+            raise SweepsError(f"Study.pruner: must be an Optuna pruner, got {self.pruner!r}.")
+
+    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
+        """The network configuration of `trial`, from the `Space` or the space function."""
+        if isinstance(self.space, Space):
+            return self.space.suggest(trial)
+        return check_config(self.space(trial), where="Study.space(trial)")
+
+    def replace(self, **changes: Any) -> Study:
+        """A copy with some fields changed (and validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The settings that define what a trial's value means; stored on the Optuna study."""
+        return {"task": self.task, "folds": self.folds, "max_epochs": self.max_epochs,
+                "patience": self.patience, "test_size": self.test_size, "seed": self.seed}
+
+
+def _check_int(name: str, value: Any, minimum: int, fix: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise SweepsError(f"Study.{name}: must be an integer >= {minimum}, got {value!r}; {fix}.")
+
+
+# --- loading a study file ----------------------------------------------------------------
+def load_study_file(path: str | Path) -> Study:
+    """Run a study file and return the `Study` it declares.
+
+    Every problem (missing file, syntax error, exception, invalid field, no `Study`)
+    becomes one `SweepsError` that starts with the file's path.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SweepsError(f"{path}: no such study file; give the path of a .py file that builds a Study.")
+    module_name = f"_sweeps_study_{abs(hash(str(path.resolve())))}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise SweepsError(f"{path}: cannot be loaded as Python; study files end in .py.")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses and pickling look modules up here
+    try:
+        spec.loader.exec_module(module)
+    except SweepsError as e:
+        raise SweepsError(f"{path}: {e}") from None
+    except SyntaxError as e:
+        raise SweepsError(f"{path}:{e.lineno}: syntax error: {e.msg}; fix the study file.") from None
+    except Exception as e:  # the user's code failed: say where, in one line
+        line = _user_line(e, path)
+        raise SweepsError(f"{path}{line}: {type(e).__name__}: {e}; fix the study file.") from None
+
+    studies = {k: v for k, v in vars(module).items() if isinstance(v, Study)}
+    if isinstance(studies.get("study"), Study):
+        return studies["study"]
+    if len(studies) == 1:
+        return next(iter(studies.values()))
+    if not studies:
+        raise SweepsError(
+            f"{path}: declares no Study; add `study = Study(name=..., task=..., data=..., space=Space(...))` "
+            "(from sweeps import Study, Space)."
+        )
+    raise SweepsError(f"{path}: declares several Study objects ({', '.join(sorted(studies))}); "
+                      "name the one to run `study`.")
+
+
+def _user_line(error: BaseException, path: Path) -> str:
+    """':LINE' of the deepest frame inside the study file, for error messages."""
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if Path(f.filename) == path]
+    return f":{frames[-1].lineno}" if frames else ""

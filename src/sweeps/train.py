@@ -1,0 +1,228 @@
+"""The one training engine: all k folds of a trial train together, with early stopping.
+
+Read it top to bottom like a nanoGPT loop: per epoch, each fold shuffles its own training
+rows; per step, one forward, one backward and one fused AdamW step advance all k
+fold-models; after each epoch, every fold is validated, keeps its best weights, and stops
+after `patience` epochs without improvement. A stopped fold leaves the stack (its rows,
+weights and optimizer state are sliced away), so it stops costing compute.
+
+The caller's `on_epoch(epoch, mean_val_loss)` hook sees the mean over folds of each
+fold's best validation loss so far after every epoch (what Optuna's pruners see) and
+may end training by returning a reason.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from sweeps.folds import Folds
+from sweeps.model import StackedMLP, loss_and_grad, per_row_losses, seeds_for
+
+EpochHook = Callable[[int, float], "str | None"]
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    """One trial's network and optimizer settings."""
+
+    depth: int
+    width: int
+    dropout: float
+    weight_decay: float
+    lr: float
+    batch_size: int = 128
+
+    @classmethod
+    def from_params(cls, params: dict) -> NetConfig:
+        return cls(**{k: params[k] for k in cls.__dataclass_fields__ if k in params})
+
+
+@dataclass
+class FoldResult:
+    """What training all folds of one configuration produced (per-fold lists in fold order)."""
+
+    val_losses: list[float]  # each fold's best validation loss
+    train_losses: list[float]  # each fold's training loss at its best epoch (eval mode, no dropout)
+    metrics: list[float]  # accuracy (classification) or RMSE in target units (regression)
+    best_epochs: list[int]  # 1-based epoch of each fold's best validation loss
+    stop_reasons: list[str]
+    curve_train: list[float] = field(default_factory=list)  # per epoch: mean minibatch loss of training folds
+    curve_val: list[float] = field(default_factory=list)  # per epoch: mean validation loss of training folds
+    reported: list[float] = field(default_factory=list)  # per epoch: what on_epoch saw
+    interrupted: str | None = None  # the hook's reason, if it ended training
+    diverged: str | None = None  # set when a loss became NaN or infinite
+    n_params: int = 0
+    seconds: float = 0.0
+    model: StackedMLP | None = None  # the best weights of every fold
+
+    @property
+    def cv_loss(self) -> float:
+        return float(np.mean(self.val_losses))
+
+
+def train_folds(folds: Folds, config: NetConfig, *, max_epochs: int, patience: int | None,
+                seed: int, on_epoch: EpochHook | None = None, compact: bool = True) -> FoldResult:
+    """Train one fold-model per fold of `folds`, together, and return their results.
+
+    Args:
+        patience: epochs without improvement before a fold stops; None trains every fold
+            for `max_epochs` (the benchmark's fixed-epoch mode).
+        seed: the trial's seed; each fold derives its own init and batch-order seeds from
+            it and its fold id, so a fold trains the same inside the stack or alone.
+        compact: remove stopped folds from the stack (True), or keep computing them and
+            ignore the result (False, "masking"; measured slower, kept for the benchmark).
+    """
+    started = time.perf_counter()
+    device = folds.X_train.device
+    k, n_train = folds.k, folds.X_train.shape[1]
+    fold_ids = folds.fold_ids
+    model = StackedMLP.init(seeds_for(seed, fold_ids, "init"), folds.n_features, folds.n_outputs,
+                            config.depth, config.width, config.dropout, device)
+    best = model.clone()
+    batch_rngs = [torch.Generator().manual_seed(s) for s in seeds_for(seed, fold_ids, "batches")]
+    dropout_rng = torch.Generator(device=device).manual_seed(seeds_for(seed, [0], "dropout")[0])
+    optimizer, grads = _adamw(model, config)
+
+    active = torch.arange(k, device=device)  # stack position -> fold index
+    active_list = list(range(k))
+    done = [False] * k  # only used when masking: stopped folds still in the stack
+    best_val = [math.inf] * k
+    best_epoch = [0] * k
+    stop_reasons = [f"reached max_epochs={max_epochs}"] * k
+    result = FoldResult([], [], [], [], stop_reasons, n_params=model.n_params)
+    n_steps = math.ceil(n_train / config.batch_size)
+
+    for epoch in range(1, max_epochs + 1):
+        # Each fold shuffles its own rows; gathering once per epoch makes every batch a view.
+        order = torch.stack([torch.randperm(n_train, generator=batch_rngs[f]) for f in active_list])
+        order = order.to(device)
+        X = folds.X_train[active.unsqueeze(1), order]
+        y = folds.y_train[active.unsqueeze(1), order]
+        loss_sum = torch.zeros(len(active_list), device=device)
+        for step in range(n_steps):
+            rows = slice(step * config.batch_size, (step + 1) * config.batch_size)
+            out, activations = model.forward(X[:, rows], dropout_rng if config.dropout else None)
+            batch_loss, grad_out = loss_and_grad(out, y[:, rows], folds.classification)
+            loss_sum += batch_loss
+            model.backward(activations, grad_out, grads)
+            optimizer.step()
+
+        # Validate every training fold with its current weights (no dropout).
+        val = _weighted_mean_loss(model, folds.X_val[active], folds.y_val[active],
+                                  folds.val_weight[active], folds.classification).tolist()
+        train = (loss_sum / n_train).tolist()
+        live = [i for i, f in enumerate(active_list) if not done[f]]
+        result.curve_train.append(float(np.mean([train[i] for i in live])))
+        result.curve_val.append(float(np.mean([val[i] for i in live])))
+        bad = [active_list[i] for i in live if not (math.isfinite(train[i]) and math.isfinite(val[i]))]
+        if bad:
+            result.diverged = f"diverged: the loss of fold {bad[0]} became non-finite at epoch {epoch}"
+            break
+
+        improved = [i for i in live if val[i] < best_val[active_list[i]]]
+        for i in improved:
+            best_val[active_list[i]] = val[i]
+            best_epoch[active_list[i]] = epoch
+        if improved:
+            _copy_folds(best, model, positions=improved, folds=[active_list[i] for i in improved])
+
+        stopping = []
+        if patience is not None:
+            stopping = [i for i in live if epoch - best_epoch[active_list[i]] >= patience]
+            for i in stopping:
+                stop_reasons[active_list[i]] = (
+                    f"early stop at epoch {epoch}: no better validation loss for {patience} epochs")
+
+        reported = float(np.mean(best_val))
+        result.reported.append(reported)
+        if on_epoch is not None:
+            reason = on_epoch(epoch, reported)
+            if reason:
+                result.interrupted = reason
+                break
+        if len(stopping) == len(live):
+            break
+        if stopping and compact:
+            keep = [i for i in range(len(active_list)) if i not in stopping]
+            model, optimizer, grads = _drop_folds(model, optimizer, config, keep)
+            active_list = [active_list[i] for i in keep]
+            active = torch.tensor(active_list, device=device)
+        for i in stopping if not compact else ():
+            done[active_list[i]] = True  # masking: it keeps computing, its results are ignored
+
+    result.model = best
+    _final_scores(result, best, folds, best_epoch, best_val)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _adamw(model: StackedMLP, config: NetConfig) -> tuple[torch.optim.Optimizer, list[torch.Tensor]]:
+    """Fused AdamW over the stacked parameters, with gradient buffers the backward writes into.
+
+    AdamW is element-wise, so one step over the stack equals k separate steps.
+    Fused: 1.6 ms a step at depth 4 width 512 x 5 folds, against 5.4 ms for `foreach`.
+    """
+    params = model.params
+    grads = [torch.zeros_like(p) for p in params]
+    for p, g in zip(params, grads):
+        p.grad = g
+    fused = params[0].device.type in ("cpu", "cuda")
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
+    return optimizer, grads
+
+
+def _drop_folds(model: StackedMLP, optimizer: torch.optim.Optimizer, config: NetConfig,
+                keep: list[int]) -> tuple[StackedMLP, torch.optim.Optimizer, list[torch.Tensor]]:
+    """A smaller stack of the folds at positions `keep`, optimizer state carried over."""
+    index = torch.tensor(keep, device=model.weights[0].device)
+    smaller = model.select(index)
+    new_optimizer, grads = _adamw(smaller, config)
+    for old, new in zip(model.params, smaller.params):
+        state = optimizer.state[old]
+        new_optimizer.state[new] = {
+            "step": state["step"].clone(),  # all folds started together: same step count
+            "exp_avg": state["exp_avg"][index],
+            "exp_avg_sq": state["exp_avg_sq"][index],
+        }
+    return smaller, new_optimizer, grads
+
+
+def _copy_folds(dst: StackedMLP, src: StackedMLP, positions: list[int], folds: list[int]) -> None:
+    device = src.weights[0].device
+    src_index = torch.tensor(positions, device=device)
+    dst_index = torch.tensor(folds, device=device)
+    for d, s in zip(dst.params, src.params):
+        d.index_copy_(0, dst_index, s.index_select(0, src_index))
+
+
+@torch.no_grad()
+def _weighted_mean_loss(model: StackedMLP, X: torch.Tensor, y: torch.Tensor, weight: torch.Tensor,
+                        classification: bool) -> torch.Tensor:
+    out, _ = model.forward(X)
+    losses = per_row_losses(out, y, classification)
+    return (losses * weight).sum(1) / weight.sum(1)
+
+
+@torch.no_grad()
+def _final_scores(result: FoldResult, best: StackedMLP, folds: Folds, best_epoch: list,
+                  best_val: list[float]) -> None:
+    """Per-fold losses and metric of the best weights: validation and (clean) training loss."""
+    result.val_losses = _weighted_mean_loss(best, folds.X_val, folds.y_val, folds.val_weight,
+                                            folds.classification).tolist()
+    result.train_losses = _weighted_mean_loss(best, folds.X_train, folds.y_train, folds.train_weight,
+                                              folds.classification).tolist()
+    out, _ = best.forward(folds.X_val)
+    w = folds.val_weight
+    if folds.classification:
+        correct = (out.argmax(-1) == folds.y_val).float()
+        result.metrics = ((correct * w).sum(1) / w.sum(1)).tolist()
+    else:
+        mse = torch.tensor(result.val_losses, device=w.device)
+        result.metrics = (mse.sqrt() * folds.target_std).tolist()
+    result.best_epochs = list(best_epoch)

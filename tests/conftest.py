@@ -1,0 +1,51 @@
+"""Shared fixtures: small real data (scikit-learn's digits), real SQLite files."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+
+from sweeps import Space, Study
+from sweeps._cli import quiet_optuna
+from sweeps.data import load_dataset
+from sweeps.folds import make_folds
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+    quiet_optuna()
+
+
+def digits_study(**changes) -> Study:
+    """A quick digits study: a small space and few epochs, so a trial takes ~0.2 s."""
+    fields = dict(
+        name="digits-test", task="classification", data=lambda: load_digits(return_X_y=True),
+        space=Space(depth=(1, 2), width=(16, 64), dropout=(0.0, 0.3),
+                    weight_decay=(1e-6, 1e-2), lr=(1e-3, 3e-2)),
+        folds=3, max_epochs=8, patience=3, test_size=0.2, n_trials=3, seed=0,
+    )
+    fields.update(changes)
+    return Study(**fields)
+
+
+@pytest.fixture(scope="session")
+def digits_dataset():
+    return load_dataset(digits_study())
+
+
+@pytest.fixture(scope="session")
+def digits_folds(digits_dataset):
+    return make_folds(digits_dataset, folds=3, seed=0)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path):
+    return f"sqlite:///{tmp_path / 'study.db'}"

@@ -1,0 +1,113 @@
+"""The sweep end to end on real SQLite files: what is stored, resume, pruning, divergence."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import optuna
+import pytest
+from optuna.trial import TrialState
+from sklearn.datasets import load_diabetes, load_digits
+
+from sweeps import Space, SweepsError
+from sweeps.data import load_dataset
+from sweeps.run import run_study, summary
+
+from conftest import digits_study
+
+
+def run(spec, url, **kwargs):
+    return run_study(spec, load_dataset(spec), storage=url, progress=False, out=io.StringIO(), **kwargs)
+
+
+def test_a_sweep_is_stored_and_readable_with_plain_optuna(sqlite_url, digits_dataset):
+    spec = digits_study(n_trials=3)
+    run(spec, sqlite_url)
+    study = optuna.load_study(study_name=spec.name, storage=sqlite_url)  # no sweeps involved
+    assert len(study.trials) == 3 and study.metric_names == ["cv_loss"]
+    assert study.user_attrs["fingerprint"] == digits_dataset.fingerprint
+    assert study.user_attrs["settings"]["folds"] == 3
+    trial = study.best_trial
+    a = trial.user_attrs
+    assert len(a["fold_val_losses"]) == len(a["fold_train_losses"]) == len(a["best_epochs"]) == 3
+    assert trial.value == pytest.approx(np.mean(a["fold_val_losses"]), rel=1e-6)
+    assert a["cv_loss_std"] == pytest.approx(np.std(a["fold_val_losses"]), rel=1e-6)
+    assert a["metric_name"] == "accuracy" and 0.8 < a["metric"] <= 1.0
+    assert a["n_params"] > 0 and a["seconds"] > 0
+    assert len(a["curve_train"]) == len(a["curve_val"]) == a["epochs"] == len(trial.intermediate_values)
+    assert set(trial.params) == {"depth", "width", "dropout", "weight_decay", "lr", "batch_size"}
+    text = summary(study, sqlite_url)
+    assert f"Best trial #{trial.number}" in text and "optuna-dashboard sqlite:///" in text
+
+
+def test_rerun_resumes_and_n_trials_adds(sqlite_url):
+    spec = digits_study(n_trials=2)
+    run(spec, sqlite_url)
+    out = io.StringIO()
+    run_study(spec, load_dataset(spec), storage=sqlite_url, progress=False, out=out)
+    assert "already has 2 finished trials" in out.getvalue()
+    out = io.StringIO()
+    study = run_study(spec, load_dataset(spec), storage=sqlite_url, n_trials=2, progress=False, out=out)
+    assert "Resuming study 'digits-test'" in out.getvalue()
+    assert len(study.trials) == 4
+    params = [tuple(sorted(t.params.items())) for t in study.trials]
+    assert len(set(params)) == 4  # the resumed sampler does not replay the first run
+
+
+def test_changed_data_refuses_to_continue(sqlite_url):
+    run(digits_study(n_trials=1), sqlite_url)
+    X, y = load_digits(return_X_y=True)
+    changed = digits_study(data=(X[:-10], y[:-10]))
+    with pytest.raises(SweepsError, match=r"was made with different data \(1797 rows x 64 features"):
+        run(changed, sqlite_url)
+    with pytest.raises(SweepsError, match=r"held out different test rows"):
+        run(digits_study(test_size=0.3), sqlite_url)
+    with pytest.raises(SweepsError, match=r"was run with folds=3, the study file now says folds=4"):
+        run(digits_study(folds=4), sqlite_url)
+    assert len(optuna.load_study(study_name="digits-test", storage=sqlite_url).trials) == 1
+
+
+def test_pruning_prunes_hopeless_trials(sqlite_url):
+    spec = digits_study(
+        n_trials=8, max_epochs=10, patience=10,
+        space=Space(depth=1, width=32, dropout=0.0, weight_decay=1e-6, lr=(1e-7, 1e-1)),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2),
+    )
+    study = optuna.create_study(study_name=spec.name, storage=sqlite_url)
+    for _ in range(3):
+        study.enqueue_trial({"lr": 1e-2})  # good trials set the median
+    for _ in range(5):
+        study.enqueue_trial({"lr": 1e-7})  # cannot learn in 10 epochs
+    run(spec, sqlite_url)
+    study = optuna.load_study(study_name=spec.name, storage=sqlite_url)
+    states = [t.state for t in study.trials]
+    assert states[:3] == [TrialState.COMPLETE] * 3
+    assert states[3:] == [TrialState.PRUNED] * 5
+    pruned = study.trials[3]
+    assert "pruned by MedianPruner at epoch 2" in pruned.user_attrs["prune_reason"]
+    assert len(pruned.intermediate_values) == 2  # stopped as soon as the warm-up allowed
+    assert pruned.user_attrs["fold_val_losses"]  # its evidence was recorded before pruning
+
+
+def test_a_diverging_trial_is_pruned_with_its_reason_and_the_study_goes_on(sqlite_url):
+    spec = digits_study(
+        name="diabetes-test", task="regression", data=lambda: load_diabetes(return_X_y=True), n_trials=3,
+        space=Space(depth=2, width=32, dropout=0.0, weight_decay=1e-6, lr=(1e-3, 1e10)))
+    study = optuna.create_study(study_name=spec.name, storage=sqlite_url)
+    study.enqueue_trial({"lr": 1e10})
+    study.enqueue_trial({"lr": 1e-2})
+    study.enqueue_trial({"lr": 3e-3})
+    run(spec, sqlite_url)
+    trials = optuna.load_study(study_name=spec.name, storage=sqlite_url).trials
+    assert [t.state for t in trials] == [TrialState.PRUNED, TrialState.COMPLETE, TrialState.COMPLETE]
+    assert trials[0].user_attrs["prune_reason"].startswith("diverged: the loss of fold")
+    assert trials[0].user_attrs["epochs"] == 1  # ended in the epoch it diverged
+
+
+def test_unreachable_storage_is_one_clear_error(tmp_path):
+    spec = digits_study()
+    with pytest.raises(SweepsError, match=r"cannot open storage postgresql://nobody@127.0.0.1:1/none"):
+        run(spec, "postgresql://nobody@127.0.0.1:1/none")
+    with pytest.raises(SweepsError, match=r"is not a storage URL"):
+        run(spec, "storage/x.db")
