@@ -84,7 +84,7 @@ class StackedMLP:
                 return z, activations
             h = z.relu_()
             if keep_threshold:
-                h.mul_(_random_bytes(h.shape, dropout_rng) >= keep_threshold)
+                h.mul_(_random_bytes(h.shape, dropout_rng).ge_(keep_threshold))  # 0/1 bytes, no bool copy
                 alpha = scale
             activations.append(h)
         raise AssertionError("unreachable")

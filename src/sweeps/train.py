@@ -23,6 +23,7 @@ import torch
 
 from sweeps.folds import Folds
 from sweeps.model import StackedMLP, loss_and_grad, per_row_losses, seeds_for
+from sweeps.optim import StackedAdamW
 
 EpochHook = Callable[[int, float], "str | None"]
 
@@ -87,7 +88,7 @@ def train_folds(folds: Folds, config: NetConfig, *, max_epochs: int, patience: i
     best = model.clone()
     batch_rngs = [torch.Generator().manual_seed(s) for s in seeds_for(seed, fold_ids, "batches")]
     dropout_rng = torch.Generator(device=device).manual_seed(seeds_for(seed, [0], "dropout")[0])
-    optimizer, grads = _adamw(model, config)
+    optimizer = StackedAdamW(model.params, config.lr, config.weight_decay)
 
     active = torch.arange(k, device=device)  # stack position -> fold index
     active_list = list(range(k))
@@ -110,7 +111,7 @@ def train_folds(folds: Folds, config: NetConfig, *, max_epochs: int, patience: i
             out, activations = model.forward(X[:, rows], dropout_rng if config.dropout else None)
             batch_loss, grad_out = loss_and_grad(out, y[:, rows], folds.classification)
             loss_sum += batch_loss
-            model.backward(activations, grad_out, grads)
+            model.backward(activations, grad_out, optimizer.grads)
             optimizer.step()
 
         # Validate every training fold with its current weights (no dropout).
@@ -150,7 +151,9 @@ def train_folds(folds: Folds, config: NetConfig, *, max_epochs: int, patience: i
             break
         if stopping and compact:
             keep = [i for i in range(len(active_list)) if i not in stopping]
-            model, optimizer, grads = _drop_folds(model, optimizer, config, keep)
+            index = torch.tensor(keep, device=device)
+            model = model.select(index)
+            optimizer = optimizer.select(model.params, index)
             active_list = [active_list[i] for i in keep]
             active = torch.tensor(active_list, device=device)
         for i in stopping if not compact else ():
@@ -160,37 +163,6 @@ def train_folds(folds: Folds, config: NetConfig, *, max_epochs: int, patience: i
     _final_scores(result, best, folds, best_epoch, best_val)
     result.seconds = time.perf_counter() - started
     return result
-
-
-def _adamw(model: StackedMLP, config: NetConfig) -> tuple[torch.optim.Optimizer, list[torch.Tensor]]:
-    """Fused AdamW over the stacked parameters, with gradient buffers the backward writes into.
-
-    AdamW is element-wise, so one step over the stack equals k separate steps.
-    Fused: 1.6 ms a step at depth 4 width 512 x 5 folds, against 5.4 ms for `foreach`.
-    """
-    params = model.params
-    grads = [torch.zeros_like(p) for p in params]
-    for p, g in zip(params, grads):
-        p.grad = g
-    fused = params[0].device.type in ("cpu", "cuda")
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
-    return optimizer, grads
-
-
-def _drop_folds(model: StackedMLP, optimizer: torch.optim.Optimizer, config: NetConfig,
-                keep: list[int]) -> tuple[StackedMLP, torch.optim.Optimizer, list[torch.Tensor]]:
-    """A smaller stack of the folds at positions `keep`, optimizer state carried over."""
-    index = torch.tensor(keep, device=model.weights[0].device)
-    smaller = model.select(index)
-    new_optimizer, grads = _adamw(smaller, config)
-    for old, new in zip(model.params, smaller.params):
-        state = optimizer.state[old]
-        new_optimizer.state[new] = {
-            "step": state["step"].clone(),  # all folds started together: same step count
-            "exp_avg": state["exp_avg"][index],
-            "exp_avg_sq": state["exp_avg_sq"][index],
-        }
-    return smaller, new_optimizer, grads
 
 
 def _copy_folds(dst: StackedMLP, src: StackedMLP, positions: list[int], folds: list[int]) -> None:

@@ -1,0 +1,164 @@
+"""Time one trial: the idiomatic PyTorch k-fold loop against the sweeps engine, same run.
+
+    python benchmarks/bench_engine.py [--reps 5] [--device cpu|cuda] [--quick]
+
+One trial = k=5 folds, fixed epochs (early stopping off), dropout 0.2, AdamW(lr=1e-3,
+wd=1e-4), batch 64, on the same pre-scaled fold data for both variants:
+  (a) idiomatic: what Optuna's PyTorch example and most tutorials do: a DataLoader over a
+      TensorDataset, nn.Sequential(Linear, ReLU, Dropout, ...), folds one after another;
+  (b) sweeps: `train_folds`, all folds stacked, hand-written backward, fused AdamW.
+Variants alternate within each repetition; medians are printed with the ratio a/b, the
+final mean validation loss of both (equal quality), and each variant as a multiple of the
+arithmetic floor: the trial's FLOPs over this machine's measured fp32 matmul throughput.
+A second table measures what removing stopped folds from the stack saves against masking.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+from sklearn.datasets import load_digits, make_classification
+
+from sweeps.data import load_dataset
+from sweeps.folds import Folds, make_folds
+from sweeps.study import Space, Study
+from sweeps.train import NetConfig, train_folds
+
+CONFIGS = [(1, 32), (2, 128), (4, 512)]
+
+
+def dataset_folds(name: str, device: str) -> Folds:
+    if name == "digits":
+        data = lambda: load_digits(return_X_y=True)  # noqa: E731
+    else:
+        data = lambda: make_classification(n_samples=20_000, n_features=50, n_informative=30,  # noqa: E731
+                                           n_classes=5, random_state=0)
+    spec = Study(name=name, task="classification", data=data, space=Space(), folds=5, seed=0)
+    return make_folds(load_dataset(spec), folds=5, seed=0, device=device)
+
+
+def idiomatic_trial(folds: Folds, config: NetConfig, epochs: int, seed: int) -> float:
+    """The tutorial loop: DataLoader, nn.Module, folds in sequence. Returns mean val loss."""
+    torch.manual_seed(seed)
+    device = folds.X_train.device
+    losses = []
+    for f in range(folds.k):
+        real = folds.train_weight[f].bool()
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.TensorDataset(folds.X_train[f][real], folds.y_train[f][real]),
+            batch_size=config.batch_size, shuffle=True)
+        layers, width_in = [], folds.n_features
+        for _ in range(config.depth):
+            layers += [torch.nn.Linear(width_in, config.width), torch.nn.ReLU(), torch.nn.Dropout(config.dropout)]
+            width_in = config.width
+        model = torch.nn.Sequential(*layers, torch.nn.Linear(width_in, folds.n_outputs)).to(device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        criterion = torch.nn.CrossEntropyLoss()
+        for _ in range(epochs):
+            model.train()
+            for xb, yb in loader:
+                optimizer.zero_grad()
+                criterion(model(xb), yb).backward()
+                optimizer.step()
+        model.eval()
+        with torch.no_grad():
+            real_val = folds.val_weight[f].bool()
+            losses.append(criterion(model(folds.X_val[f][real_val]), folds.y_val[f][real_val]).item())
+    return float(np.mean(losses))
+
+
+def trial_flops(folds: Folds, config: NetConfig, epochs: int) -> float:
+    """Matmul FLOPs of one trial: 6 per weight per training row (fwd + 2 bwd), 2 per val row."""
+    sizes = [folds.n_features] + [config.width] * config.depth + [folds.n_outputs]
+    weights = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    n_train = int(folds.train_weight.sum())
+    n_val = int(folds.val_weight.sum())
+    return epochs * weights * (6 * n_train + 2 * n_val)
+
+
+def matmul_throughput(device: str) -> float:
+    """Measured fp32 matmul FLOP/s on this machine with the current thread count."""
+    a = torch.randn(2048, 2048, device=device)
+    b = torch.randn(2048, 2048, device=device)
+    rates = []
+    for _ in range(5):
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(3):
+            a @ b
+        sync(device)
+        rates.append(3 * 2 * 2048**3 / (time.perf_counter() - start))
+    return max(rates)
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device: str) -> tuple[float, float]:
+    sync(device)
+    start = time.perf_counter()
+    value = fn()
+    sync(device)
+    return time.perf_counter() - start, value
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--quick", action="store_true", help="digits only, 3 repetitions")
+    args = p.parse_args()
+    reps = 3 if args.quick else args.reps
+    flops_per_s = matmul_throughput(args.device)
+    print(f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"fp32 matmul {flops_per_s / 1e9:.0f} GFLOP/s; k=5, batch 64, dropout 0.2, "
+          f"early stopping off; medians of {reps}\n")
+    print(f"| data | config | epochs | idiomatic (a) | sweeps (b) | a/b | floor | a/floor | b/floor "
+          f"| val loss a | val loss b |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    datasets = [("digits", 20)] if args.quick else [("digits", 20), ("synthetic 20000x50", 3)]
+    for name, epochs in datasets:
+        folds = dataset_folds(name, args.device)
+        for depth, width in CONFIGS:
+            config = NetConfig(depth, width, 0.2, 1e-4, 1e-3, batch_size=64)
+            run_a = lambda: idiomatic_trial(folds, config, epochs, seed=0)  # noqa: E731
+            # The last epoch's mean validation loss, like (a); a sweep would keep each fold's best.
+            run_b = lambda: train_folds(folds, config, max_epochs=epochs, patience=None, seed=0).curve_val[-1]  # noqa: E731
+            run_a(), run_b()  # warm-up: allocator, thread pools, lazy kernels
+            times_a, times_b, loss_a, loss_b = [], [], [], []
+            for _ in range(reps):
+                t, v = timed(run_a, args.device)
+                times_a.append(t), loss_a.append(v)
+                t, v = timed(run_b, args.device)
+                times_b.append(t), loss_b.append(v)
+            a, b = statistics.median(times_a), statistics.median(times_b)
+            floor = trial_flops(folds, config, epochs) / flops_per_s
+            print(f"| {name} | d{depth} w{width} | {epochs} | {a:.3f} s | {b:.3f} s | {a / b:.1f}x "
+                  f"| {floor:.3f} s | {a / floor:.1f} | {b / floor:.1f} | {np.mean(loss_a):.4f} "
+                  f"| {np.mean(loss_b):.4f} |", flush=True)
+
+    print("\nStopped folds (digits, early stopping with patience 3, at most 60 epochs, lr 3e-3):")
+    print("| config | compact (remove stopped folds) | mask (keep computing) | mask/compact |")
+    print("|---|---|---|---|")
+    folds = dataset_folds("digits", args.device)
+    for depth, width in CONFIGS:
+        config = NetConfig(depth, width, 0.2, 1e-4, 3e-3, batch_size=64)
+        compact = lambda: train_folds(folds, config, max_epochs=60, patience=3, seed=0, compact=True).cv_loss  # noqa: E731
+        mask = lambda: train_folds(folds, config, max_epochs=60, patience=3, seed=0, compact=False).cv_loss  # noqa: E731
+        compact(), mask()
+        tc, tm = [], []
+        for _ in range(reps):
+            tc.append(timed(compact, args.device)[0])
+            tm.append(timed(mask, args.device)[0])
+        c, m = statistics.median(tc), statistics.median(tm)
+        print(f"| d{depth} w{width} | {c:.3f} s | {m:.3f} s | {m / c:.2f}x |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
