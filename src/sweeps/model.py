@@ -36,7 +36,6 @@ class StackedMLP:
         sizes = [n_in] + [width] * depth + [n_out]
         weights, biases = [], []
         for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
-            bound = 1.0 / math.sqrt(fan_in)
             weights.append(torch.empty(len(seeds), fan_in, fan_out))
             biases.append(torch.empty(len(seeds), 1, fan_out))
         for f, seed in enumerate(seeds):  # per-fold generators: a fold's init ignores the others

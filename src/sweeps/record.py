@@ -81,12 +81,6 @@ def write_fail_reason(trial: optuna.Trial, reason: str) -> None:
     trial.set_user_attr("fail_reason", reason)
 
 
-def trial_summary(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
-    """The stored evidence of one trial, with its number, state, value and params."""
-    return {"number": trial.number, "state": trial.state.name, "value": trial.value,
-            "params": dict(trial.params), **trial.user_attrs}
-
-
 # --- study-level attrs ---------------------------------------------------------------------
 def write_study(study: optuna.Study, spec: Study, dataset: Dataset) -> None:
     from sweeps import __version__

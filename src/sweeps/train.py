@@ -160,7 +160,7 @@ def train_folds(folds: Folds, config: NetConfig, *, max_epochs: int, patience: i
             done[active_list[i]] = True  # masking: it keeps computing, its results are ignored
 
     result.model = best
-    _final_scores(result, best, folds, best_epoch, best_val)
+    _final_scores(result, best, folds, best_epoch)
     result.seconds = time.perf_counter() - started
     return result
 
@@ -182,8 +182,7 @@ def _weighted_mean_loss(model: StackedMLP, X: torch.Tensor, y: torch.Tensor, wei
 
 
 @torch.no_grad()
-def _final_scores(result: FoldResult, best: StackedMLP, folds: Folds, best_epoch: list,
-                  best_val: list[float]) -> None:
+def _final_scores(result: FoldResult, best: StackedMLP, folds: Folds, best_epoch: list[int]) -> None:
     """Per-fold losses and metric of the best weights: validation and (clean) training loss."""
     result.val_losses = _weighted_mean_loss(best, folds.X_val, folds.y_val, folds.val_weight,
                                             folds.classification).tolist()
