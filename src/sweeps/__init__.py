@@ -12,7 +12,10 @@ Example:
 
 from sweeps.errors import SweepsError
 from sweeps.study import Categorical, Float, Int, Space, Study
+from sweeps.trained import TrainedModel, load_model
 
 __version__ = "0.1.0"
 
-__all__ = ["Categorical", "Float", "Int", "Space", "Study", "SweepsError", "__version__"]
+__all__ = [
+    "Categorical", "Float", "Int", "Space", "Study", "SweepsError", "TrainedModel", "load_model", "__version__",
+]

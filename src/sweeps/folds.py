@@ -64,6 +64,10 @@ class Folds:
     def classification(self) -> bool:
         return self.y_train.dtype == torch.int64
 
+    @property
+    def has_validation(self) -> bool:
+        return self.X_val.shape[1] > 0
+
 
 def split_folds(dataset: Dataset, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """(train_rows, val_rows) per fold, as dataset row indices; never a test row."""
@@ -76,9 +80,48 @@ def split_folds(dataset: Dataset, folds: int, seed: int) -> list[tuple[np.ndarra
     return [(dev[train], dev[val]) for train, val in splits]
 
 
+@dataclass(frozen=True)
+class Preprocessing:
+    """What is fitted on a training part: feature scaling and (regression) target scaling."""
+
+    x_mean: np.ndarray
+    x_scale: np.ndarray
+    y_mean: float = 0.0
+    y_std: float = 1.0
+
+    @classmethod
+    def fit(cls, dataset: Dataset, rows: np.ndarray) -> Preprocessing:
+        scaler = StandardScaler().fit(dataset.X[rows])
+        if dataset.classes is not None:
+            return cls(scaler.mean_.astype(np.float32), scaler.scale_.astype(np.float32))
+        # The net learns the standardized target, so one lr range suits any target scale.
+        y = dataset.y[rows]
+        return cls(scaler.mean_.astype(np.float32), scaler.scale_.astype(np.float32),
+                   float(y.mean()), float(y.std()) or 1.0)
+
+    def features(self, X: np.ndarray) -> np.ndarray:
+        return ((X - self.x_mean) / self.x_scale).astype(np.float32)
+
+    def target(self, y: np.ndarray) -> np.ndarray:
+        return ((y - self.y_mean) / self.y_std).astype(np.float32)
+
+
 def make_folds(dataset: Dataset, folds: int, seed: int, device: torch.device | str = "cpu") -> Folds:
     """Preprocess each fold on its own training part and stack all folds on `device`."""
-    splits = split_folds(dataset, folds, seed)
+    return _stack(dataset, split_folds(dataset, folds, seed), seed, device)
+
+
+def make_final_fit(dataset: Dataset, device: torch.device | str = "cpu") -> tuple[Folds, Preprocessing]:
+    """One "fold" that trains on every non-test row, with no validation rows, and its preprocessing.
+
+    The preprocessing is fitted on those rows only; the held-out test rows stay unseen.
+    """
+    folds = _stack(dataset, [(dataset.dev, dataset.dev[:0])], seed=0, device=device)
+    return folds, Preprocessing.fit(dataset, dataset.dev)
+
+
+def _stack(dataset: Dataset, splits: list[tuple[np.ndarray, np.ndarray]], seed: int,
+           device: torch.device | str) -> Folds:
     rng = np.random.default_rng(seed)
     n_train = max(len(train) for train, _ in splits)
     n_val = max(len(val) for _, val in splits)
@@ -86,24 +129,21 @@ def make_folds(dataset: Dataset, folds: int, seed: int, device: torch.device | s
 
     X_train, y_train, w_train, X_val, y_val, w_val, stds = [], [], [], [], [], [], []
     for train, val in splits:
-        scaler = StandardScaler().fit(dataset.X[train])
+        prep = Preprocessing.fit(dataset, train)
         top_up = rng.choice(train, n_train - len(train), replace=False) if n_train > len(train) else []
         train_padded = np.concatenate([train, top_up]).astype(np.int64)
-        val_padded = np.concatenate([val, np.full(n_val - len(val), val[0])]).astype(np.int64)
-        X_train.append(scaler.transform(dataset.X[train_padded]))
-        X_val.append(scaler.transform(dataset.X[val_padded]))
+        val_padded = np.concatenate([val, np.full(n_val - len(val), val[0] if len(val) else 0)]).astype(np.int64)
+        X_train.append(prep.features(dataset.X[train_padded]))
+        X_val.append(prep.features(dataset.X[val_padded]))
         w_train.append(np.arange(n_train) < len(train))
         w_val.append(np.arange(n_val) < len(val))
         if classification:
             y_train.append(dataset.y[train_padded])
             y_val.append(dataset.y[val_padded])
-            stds.append(1.0)
         else:
-            # The net learns the standardized target, so one lr range suits any target scale.
-            mean, std = float(dataset.y[train].mean()), float(dataset.y[train].std()) or 1.0
-            y_train.append((dataset.y[train_padded] - mean) / std)
-            y_val.append((dataset.y[val_padded] - mean) / std)
-            stds.append(std)
+            y_train.append(prep.target(dataset.y[train_padded]))
+            y_val.append(prep.target(dataset.y[val_padded]))
+        stds.append(prep.y_std)
 
     def stack(arrays: list, dtype: torch.dtype) -> torch.Tensor:
         return torch.as_tensor(np.stack(arrays), dtype=dtype, device=device).contiguous()

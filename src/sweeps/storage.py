@@ -77,3 +77,15 @@ def study_exists(storage: optuna.storages.BaseStorage, name: str) -> bool:
         return True
     except KeyError:
         return False
+
+
+def load_existing_study(study_name: str, url: str | None) -> tuple[optuna.Study, str]:
+    """The stored study `study_name` (and its URL); a clear error when there is none. Writes nothing."""
+    url = resolve_url(study_name, url)
+    rdb = open_storage(url, create=False)
+    if not study_exists(rdb, study_name):
+        names = optuna.get_all_study_names(rdb)
+        known = f"it holds {', '.join(repr(n) for n in names)}" if names else "it holds no study"
+        raise SweepsError(f"no study named '{study_name}' in {describe(url)} ({known}); run the sweep "
+                          "first, or pass the --storage it was run with.")
+    return optuna.load_study(study_name=study_name, storage=rdb), url

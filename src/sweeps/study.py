@@ -168,7 +168,10 @@ def check_config(config: dict[str, Any], where: str = "config") -> dict[str, Any
         raise SweepsError(f"{where}: missing parameter(s) {missing}.")
     checked = {"batch_size": 128, **config}
     for name, value in checked.items():
-        _as_param(name, value if not isinstance(value, (list, tuple)) else list(value))
+        try:
+            _as_param(name, value if not isinstance(value, (list, tuple)) else list(value))
+        except SweepsError as e:
+            raise SweepsError(f"{where}: {e}") from None
     return checked
 
 

@@ -73,7 +73,8 @@ def train_folds(folds: Folds, config: NetConfig, *, max_epochs: int, patience: i
 
     Args:
         patience: epochs without improvement before a fold stops; None trains every fold
-            for `max_epochs` (the benchmark's fixed-epoch mode).
+            for `max_epochs` (the benchmark's fixed-epoch mode). Folds without validation
+            rows (`make_final_fit`) always train `max_epochs` and return the last weights.
         seed: the trial's seed; each fold derives its own init and batch-order seeds from
             it and its fold id, so a fold trains the same inside the stack or alone.
         compact: remove stopped folds from the stack (True), or keep computing them and
@@ -114,10 +115,17 @@ def train_folds(folds: Folds, config: NetConfig, *, max_epochs: int, patience: i
             model.backward(activations, grad_out, optimizer.grads)
             optimizer.step()
 
+        train = (loss_sum / n_train).tolist()
+        if not folds.has_validation:  # a final fit: fixed epochs, the last weights are the model
+            result.curve_train.append(float(np.mean(train)))
+            if not all(map(math.isfinite, train)):
+                result.diverged = f"diverged: the training loss became non-finite at epoch {epoch}"
+                break
+            continue
+
         # Validate every training fold with its current weights (no dropout).
         val = _weighted_mean_loss(model, folds.X_val[active], folds.y_val[active],
                                   folds.val_weight[active], folds.classification).tolist()
-        train = (loss_sum / n_train).tolist()
         live = [i for i, f in enumerate(active_list) if not done[f]]
         result.curve_train.append(float(np.mean([train[i] for i in live])))
         result.curve_val.append(float(np.mean([val[i] for i in live])))
@@ -159,8 +167,8 @@ def train_folds(folds: Folds, config: NetConfig, *, max_epochs: int, patience: i
         for i in stopping if not compact else ():
             done[active_list[i]] = True  # masking: it keeps computing, its results are ignored
 
-    result.model = best
-    _final_scores(result, best, folds, best_epoch)
+    result.model = best if folds.has_validation else model
+    _final_scores(result, result.model, folds, best_epoch)
     result.seconds = time.perf_counter() - started
     return result
 
@@ -184,10 +192,13 @@ def _weighted_mean_loss(model: StackedMLP, X: torch.Tensor, y: torch.Tensor, wei
 @torch.no_grad()
 def _final_scores(result: FoldResult, best: StackedMLP, folds: Folds, best_epoch: list[int]) -> None:
     """Per-fold losses and metric of the best weights: validation and (clean) training loss."""
-    result.val_losses = _weighted_mean_loss(best, folds.X_val, folds.y_val, folds.val_weight,
-                                            folds.classification).tolist()
     result.train_losses = _weighted_mean_loss(best, folds.X_train, folds.y_train, folds.train_weight,
                                               folds.classification).tolist()
+    if not folds.has_validation:
+        result.best_epochs = [len(result.curve_train)] * folds.k
+        return
+    result.val_losses = _weighted_mean_loss(best, folds.X_val, folds.y_val, folds.val_weight,
+                                            folds.classification).tolist()
     out, _ = best.forward(folds.X_val)
     w = folds.val_weight
     if folds.classification:

@@ -1,0 +1,216 @@
+"""`python -m sweeps.evaluate STUDY_FILE`: retrain the chosen configuration, score the test set once.
+
+    python -m sweeps.evaluate studies/digits.py [--config EXPORTED_FILE] [--storage URL]
+                                                [--output MODEL_PATH] [--device auto|cpu|cuda]
+
+The configuration is the study's best trial, or the one in an exported file. It is
+retrained on every non-test row (preprocessing fitted on those rows only) for a fixed number
+of epochs: the median over folds of the chosen trial's best epoch. No rows are set aside for
+early stopping, so the final model sees all the data the sweep saw; with k folds it sees
+k/(k-1) times the rows per epoch that each fold did.
+
+The held-out test set, carved off before the first trial, is then scored once. The result
+is printed beside the CV estimate, recorded on the study (user attrs `test_result`,
+`test_evaluations`, `test_history`), and the model is saved for `sweeps.load_model`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import optuna
+import torch
+from optuna.trial import TrialState
+from sklearn.metrics import (balanced_accuracy_score, classification_report, confusion_matrix,
+                             mean_absolute_error, r2_score)
+
+from sweeps import _cli, record
+from sweeps.data import Dataset
+from sweeps.errors import SweepsError
+from sweeps.export import read_config
+from sweeps.folds import make_final_fit
+from sweeps.objective import trial_seed
+from sweeps.storage import describe, load_existing_study
+from sweeps.study import Study
+from sweeps.train import NetConfig, train_folds
+from sweeps.trained import TrainedModel
+
+
+def choose(study: optuna.Study, spec: Study, config_path: str | None) -> dict[str, Any]:
+    """The configuration to evaluate: params, epochs, seed, and where it came from."""
+    if config_path:
+        document = read_config(config_path)
+        if "study" in document and document["study"] != spec.name:
+            raise SweepsError(f"{config_path}: was exported from study '{document['study']}', not "
+                              f"'{spec.name}'; export this study's config, or remove the 'study' and "
+                              "'fingerprint' keys to use only its params.")
+        stored, given = study.user_attrs.get("fingerprint") or {}, document.get("fingerprint")
+        if given is not None and given != stored:
+            raise SweepsError(f"{config_path}: its data or test fingerprint does not match study "
+                              f"'{spec.name}' (the data or held-out rows changed since it was exported); "
+                              "export the config again.")
+        first = (document.get("trials") or [{}])[0]
+        number = first.get("trial") if isinstance(first, dict) else None
+        return {"params": document["params"], "epochs": document["median_best_epoch"], "trial": number,
+                "cv_loss": first.get("cv_loss"), "cv_loss_std": first.get("cv_loss_std"),
+                "metric": first.get("metric"), "metric_std": first.get("metric_std"),
+                "source": f"trial #{number} (from {config_path})" if number is not None else str(config_path)}
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        raise SweepsError(f"study '{spec.name}' has no completed trial yet; run the sweep first "
+                          f"(python -m sweeps.run).")
+    best = study.best_trial
+    a = best.user_attrs
+    return {"params": dict(best.params), "epochs": max(1, int(np.median(a.get("best_epochs") or [1]))),
+            "trial": best.number, "cv_loss": best.value, "cv_loss_std": a.get("cv_loss_std"),
+            "metric": a.get("metric"), "metric_std": a.get("metric_std"), "source": f"trial #{best.number}"}
+
+
+def score(model: TrainedModel, dataset: Dataset) -> dict[str, Any]:
+    """Loss and metrics of `model` on the held-out test rows (the only place they are used)."""
+    X, y = dataset.X[dataset.test], dataset.y[dataset.test]
+    if model.task == "classification":
+        with torch.no_grad():
+            log_p = torch.log_softmax(model.outputs(X), dim=-1).cpu()
+        loss = float(-log_p[torch.arange(len(y)), torch.as_tensor(y)].mean())
+        pred = log_p.argmax(-1).numpy()
+        labels = list(range(len(dataset.classes)))
+        names = [str(c) for c in model.classes]
+        report = classification_report(y, pred, labels=labels, target_names=names, output_dict=True,
+                                       zero_division=0)
+        return {
+            "loss": loss, "metric_name": "accuracy", "metric": float((pred == y).mean()),
+            "balanced_accuracy": float(balanced_accuracy_score(y, pred)),
+            "macro_f1": float(report["macro avg"]["f1-score"]),
+            "confusion_matrix": confusion_matrix(y, pred, labels=labels).tolist(),
+            "classes": names,
+            "per_class": {n: {k: round(float(v), 4) for k, v in report[n].items()} for n in names},
+        }
+    pred = model.predict(X)
+    p = model.preprocessing
+    return {
+        "loss": float(np.mean(((pred - y) / p.y_std) ** 2)),  # the CV loss's units: standardized MSE
+        "metric_name": "rmse", "metric": float(np.sqrt(np.mean((pred - y) ** 2))),
+        "mae": float(mean_absolute_error(y, pred)), "r2": float(r2_score(y, pred)),
+    }
+
+
+def evaluate_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
+                   config_path: str | None = None, model_path: str | None = None,
+                   device: str = "cpu", out: TextIO = sys.stdout, err: TextIO = sys.stderr
+                   ) -> tuple[dict[str, Any], TrainedModel]:
+    """Retrain the chosen configuration on all non-test rows, score the test set once, record it.
+
+    Returns the recorded test result and the trained model (also saved to its file).
+    """
+    study, url = load_existing_study(spec.name, storage)
+    record.check_same_study(study, spec, dataset, describe(url))
+    chosen = choose(study, spec, config_path)
+    used = int(study.user_attrs.get("test_evaluations", 0))
+    if used:
+        last = (study.user_attrs.get("test_result") or {}).get("timestamp", "?")
+        print(f"warning: the held-out test set of '{spec.name}' has already been used {used} time(s) "
+              f"(last {last}). It is for one final look, not for selection: choosing a configuration "
+              "by its test score makes that score optimistic.", file=err)
+
+    folds, preprocessing = make_final_fit(dataset, device)
+    seed = trial_seed(spec.seed, chosen["trial"] if chosen["trial"] is not None else 0)
+    result = train_folds(folds, NetConfig.from_params(chosen["params"]), max_epochs=chosen["epochs"],
+                         patience=None, seed=seed)
+    if result.diverged:
+        raise SweepsError(f"the final fit of {chosen['source']} {result.diverged}; nothing was recorded.")
+    model = TrainedModel(spec.task, chosen["params"], preprocessing, result.model,
+                         [c.item() if hasattr(c, "item") else c for c in dataset.classes]
+                         if dataset.classes is not None else None)
+    test = score(model, dataset)
+
+    evaluation = used + 1
+    path = Path(model_path) if model_path else _default_model_path(spec.name, url)
+    entry = {
+        "evaluation": evaluation,
+        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "source": chosen["source"], "trial": chosen["trial"], "params": chosen["params"],
+        "epochs": chosen["epochs"], "train_rows": int(len(dataset.dev)), "test_rows": int(len(dataset.test)),
+        "cv_loss": chosen["cv_loss"], "cv_loss_std": chosen["cv_loss_std"],
+        "cv_metric": chosen["metric"], "cv_metric_std": chosen["metric_std"],
+        "train_loss": result.train_losses[0], "model_path": str(path), **test,
+    }
+    model.info = {"study": spec.name, "fingerprint": dataset.fingerprint, "test_result": entry}
+    model.save(path)
+    history = list(study.user_attrs.get("test_history", []))
+    history.append({k: entry[k] for k in ("evaluation", "timestamp", "source", "loss", "metric")})
+    study.set_user_attr("test_result", entry)
+    study.set_user_attr("test_history", history)
+    study.set_user_attr("test_evaluations", evaluation)
+    print(report(spec, entry), file=out)
+    return entry, model
+
+
+def _default_model_path(study_name: str, url: str) -> Path:
+    folder = Path(url[len("sqlite:///"):]).parent if url.startswith("sqlite:///") else Path("storage")
+    return folder / f"{study_name}-model.pt"
+
+
+def _pm(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return "-"
+    return f"{mean:.4f} ± {std:.4f}" if std is not None else f"{mean:.4f}"
+
+
+def report(spec: Study, e: dict[str, Any]) -> str:
+    """The test figures beside the CV estimate, as printed by the command."""
+    lines = [
+        f"Held-out test set of '{spec.name}': {e['test_rows']} rows the sweep never saw.",
+        f"{e['source']} retrained on all {e['train_rows']} non-test rows for {e['epochs']} epochs.",
+        "",
+        f"  {'':10s} {'test':>10s}   CV (mean ± std over {spec.folds} folds)",
+        f"  {'loss':10s} {e['loss']:10.4f}   {_pm(e['cv_loss'], e['cv_loss_std'])}",
+        f"  {e['metric_name']:10s} {e['metric']:10.4f}   {_pm(e['cv_metric'], e['cv_metric_std'])}",
+    ]
+    if e["metric_name"] == "accuracy":
+        lines.append(f"  {'bal. acc.':10s} {e['balanced_accuracy']:10.4f}")
+        lines.append(f"  {'macro F1':10s} {e['macro_f1']:10.4f}")
+        lines += ["", "Confusion matrix (rows: true class, columns: predicted):"]
+        width = max(len(c) for c in e["classes"]) + 1
+        cell = max(4, len(str(max(max(r) for r in e["confusion_matrix"]))) + 1)
+        lines.append(" " * (width + 2) + "".join(f"{c:>{cell}}" for c in e["classes"]))
+        for name, row in zip(e["classes"], e["confusion_matrix"]):
+            lines.append(f"  {name:>{width}}" + "".join(f"{v:>{cell}}" for v in row))
+        lines += ["", f"  {'class':>{width}} precision  recall      f1  support"]
+        for name, s in e["per_class"].items():
+            lines.append(f"  {name:>{width}} {s['precision']:9.3f} {s['recall']:7.3f} {s['f1-score']:7.3f} "
+                         f"{int(s['support']):8d}")
+    else:
+        lines.append(f"  {'mae':10s} {e['mae']:10.4f}")
+        lines.append(f"  {'r2':10s} {e['r2']:10.4f}")
+    lines += ["", f"Saved model: {e['model_path']}  (sweeps.load_model(path).predict(X))",
+              f"Recorded on study '{spec.name}' as test evaluation #{e['evaluation']}."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = _cli.parser("python -m sweeps.evaluate",
+                    "Retrain the chosen configuration and score the held-out test set once.")
+    p.add_argument("--config", metavar="FILE", help="a file written by python -m sweeps.export "
+                   "(default: the study's best trial)")
+    p.add_argument("--output", metavar="PATH", help="where to save the model (default: storage/<name>-model.pt)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    args = p.parse_args(argv)
+
+    def body() -> int:
+        _cli.quiet_optuna()
+        _cli.set_threads()
+        device = _cli.resolve_device(args.device)
+        spec, dataset = _cli.load(args.study_file)
+        evaluate_study(spec, dataset, storage=args.storage, config_path=args.config,
+                       model_path=args.output, device=str(device))
+        return 0
+
+    return _cli.guarded(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""Export the best configuration, evaluate it once on the held-out test set, reload the model."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+
+import numpy as np
+import optuna
+import pytest
+from sklearn.datasets import load_diabetes, load_digits
+
+import sweeps
+from sweeps import SweepsError
+from sweeps.data import load_dataset
+from sweeps.evaluate import evaluate_study, main as evaluate_main
+from sweeps.export import export_config, main as export_main, read_config, write_config
+from sweeps.folds import make_final_fit
+from sweeps.run import run_study
+
+from conftest import digits_study
+
+SPEC = digits_study(n_trials=4, max_epochs=10)
+
+
+@pytest.fixture(scope="module")
+def swept_db(tmp_path_factory):
+    """A real 4-trial digits sweep in SQLite, made once; tests work on copies."""
+    path = tmp_path_factory.mktemp("swept") / "digits.db"
+    run_study(SPEC, load_dataset(SPEC), storage=f"sqlite:///{path}", progress=False, out=io.StringIO())
+    return path
+
+
+@pytest.fixture
+def study_url(swept_db, tmp_path):
+    path = tmp_path / "storage" / "study.db"
+    path.parent.mkdir()
+    shutil.copy(swept_db, path)
+    return f"sqlite:///{path}"
+
+
+def evaluate(url, dataset=None, **kwargs):
+    out, err = io.StringIO(), io.StringIO()
+    entry, model = evaluate_study(SPEC, dataset or load_dataset(SPEC), storage=url, out=out, err=err, **kwargs)
+    return entry, model, out.getvalue(), err.getvalue()
+
+
+def test_export_holds_the_best_trial_and_its_provenance(study_url, tmp_path):
+    study = optuna.load_study(study_name=SPEC.name, storage=study_url)
+    document = export_config(study, study_url, top=3)
+    best = study.best_trial
+    assert document["params"] == best.params and document["trials"][0]["trial"] == best.number
+    assert document["trials"][0]["cv_loss"] == best.value
+    assert document["trials"][0]["cv_loss_std"] == best.user_attrs["cv_loss_std"]
+    assert document["median_best_epoch"] == int(np.median(best.user_attrs["best_epochs"]))
+    assert document["fingerprint"] == study.user_attrs["fingerprint"]
+    assert document["seed"] == 0 and set(document["versions"]) == {"sweeps", "optuna", "torch"}
+    values = [t["cv_loss"] for t in document["trials"]]
+    assert len(values) == 3 and values == sorted(values)
+    for fmt in ("json", "yaml"):
+        path = write_config(document, tmp_path / f"best.{fmt}", fmt)
+        again = read_config(path)
+        assert again["params"] == {**best.params} and again["median_best_epoch"] == document["median_best_epoch"]
+
+
+def test_export_cli_writes_next_to_the_database(study_url, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    study_file = tmp_path / "s.py"
+    study_file.write_text("import sys; sys.path.insert(0, %r)\nfrom conftest import digits_study\n"
+                          "study = digits_study(n_trials=4, max_epochs=10)\n" % str(__import__("pathlib").Path(__file__).parent))
+    assert export_main([str(study_file), "--storage", study_url]) == 0
+    assert "storage/study.db" not in capsys.readouterr().err
+    written = tmp_path / "storage" / f"{SPEC.name}-best.json"
+    assert json.loads(written.read_text())["study"] == SPEC.name
+    assert export_main([str(study_file), "--storage", study_url, "--top", "2", "--output", "top.yaml"]) == 0
+    assert len(read_config(tmp_path / "top.yaml")["trials"]) == 2
+
+
+def test_evaluate_round_trip_records_and_reloads(study_url, tmp_path):
+    study = optuna.load_study(study_name=SPEC.name, storage=study_url)
+    config = write_config(export_config(study, study_url), tmp_path / "best.json", "json")
+    entry, model, out, err = evaluate(study_url, config_path=str(config), model_path=str(tmp_path / "m.pt"))
+    assert entry["params"] == study.best_params and entry["trial"] == study.best_trial.number
+    assert not err  # first use of the test set: no warning
+    assert "loss" in out and f"{entry['metric']:.4f}" in out and f"{study.best_value:.4f} ±" in out
+    assert "Confusion matrix" in out and entry["test_rows"] == 360
+    assert entry["metric"] > 0.9  # ~0.95 for this quick sweep
+    assert np.asarray(entry["confusion_matrix"]).sum() == 360
+
+    stored = optuna.load_study(study_name=SPEC.name, storage=study_url).user_attrs
+    assert stored["test_evaluations"] == 1 and stored["test_result"]["metric"] == entry["metric"]
+    assert stored["test_result"]["timestamp"]
+
+    dataset = load_dataset(SPEC)
+    X_test = dataset.X[dataset.test]
+    reloaded = sweeps.load_model(tmp_path / "m.pt")
+    np.testing.assert_array_equal(reloaded.predict_proba(X_test), model.predict_proba(X_test))
+    accuracy = (reloaded.predict(X_test) == load_digits().target[dataset.test]).mean()
+    assert accuracy == pytest.approx(entry["metric"])
+
+    # A second look at the test set is allowed, but counted and warned about.
+    entry2, _, _, err = evaluate(study_url, model_path=str(tmp_path / "m2.pt"))
+    assert "already been used 1 time(s)" in err and entry2["evaluation"] == 2
+    assert entry2["metric"] == entry["metric"]  # same config, same seed: same model
+    stored = optuna.load_study(study_name=SPEC.name, storage=study_url).user_attrs
+    assert stored["test_evaluations"] == 2 and len(stored["test_history"]) == 2
+
+
+def test_final_fit_uses_every_non_test_row_and_nothing_else(digits_dataset):
+    folds, preprocessing = make_final_fit(digits_dataset)
+    assert folds.k == 1 and not folds.has_validation
+    assert np.array_equal(np.sort(folds.train_rows[0]), digits_dataset.dev)
+    np.testing.assert_allclose(preprocessing.x_mean, digits_dataset.X[digits_dataset.dev].mean(0), atol=1e-4)
+
+
+def snapshot(url):
+    return dict(optuna.load_study(study_name=SPEC.name, storage=url).user_attrs)
+
+
+def test_refuses_changed_data(study_url, tmp_path):
+    X, y = load_digits(return_X_y=True)
+    changed = load_dataset(digits_study(data=(X[:-1], y[:-1])))
+    before = snapshot(study_url)
+    with pytest.raises(SweepsError, match=r"was made with different data"):
+        evaluate(study_url, dataset=changed, model_path=str(tmp_path / "m.pt"))
+    assert snapshot(study_url) == before and not (tmp_path / "m.pt").exists()
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d.update(study="other"), r"was exported from study 'other'"),
+    (lambda d: d["fingerprint"].update(data_sha256="0" * 64), r"fingerprint does not match"),
+    (lambda d: d["params"].update(lr=-1.0), r"params: Space.lr"),
+    (lambda d: d.pop("params"), r"not a sweeps config file"),
+])
+def test_refuses_a_config_that_does_not_match(study_url, tmp_path, edit, message):
+    study = optuna.load_study(study_name=SPEC.name, storage=study_url)
+    document = export_config(study, study_url)
+    edit(document)
+    config = write_config(document, tmp_path / "bad.json", "json")
+    before = snapshot(study_url)
+    with pytest.raises(SweepsError, match=message):
+        evaluate(study_url, config_path=str(config), model_path=str(tmp_path / "m.pt"))
+    assert snapshot(study_url) == before and not (tmp_path / "m.pt").exists()
+
+
+def test_no_completed_trial_unknown_study_missing_database(tmp_path):
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    optuna.create_study(study_name=SPEC.name, storage=url)
+    with pytest.raises(SweepsError, match=r"has no completed trial yet"):
+        evaluate(url)
+    optuna.create_study(study_name="another", storage=f"sqlite:///{tmp_path / 'other.db'}")
+    with pytest.raises(SweepsError, match=r"no study named 'digits-test' .* \(it holds 'another'\)"):
+        evaluate(f"sqlite:///{tmp_path / 'other.db'}")
+    with pytest.raises(SweepsError, match=r"no such study database"):
+        evaluate(f"sqlite:///{tmp_path / 'nope.db'}")
+    assert not (tmp_path / "nope.db").exists()
+
+
+def test_cli_bad_input_exit_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    study_file = tmp_path / "s.py"
+    study_file.write_text("from sklearn.datasets import load_digits\nfrom sweeps import Study\n"
+                          "study = Study(name='x', task='classification', data=lambda: load_digits(return_X_y=True))\n")
+    assert evaluate_main([str(study_file)]) == 2
+    err = capsys.readouterr().err
+    assert "no such study database" in err and "Traceback" not in err and err.count("\n") == 1
+    assert export_main([str(study_file)]) == 2
+    assert not (tmp_path / "storage").exists()
+
+
+def test_regression_round_trip(tmp_path):
+    spec = digits_study(name="diabetes-eval", task="regression", data=lambda: load_diabetes(return_X_y=True),
+                        n_trials=2, max_epochs=30)
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    dataset = load_dataset(spec)
+    run_study(spec, dataset, storage=url, progress=False, out=io.StringIO())
+    entry, model = evaluate_study(spec, dataset, storage=url, model_path=str(tmp_path / "d.pt"),
+                                  out=io.StringIO(), err=io.StringIO())
+    y_test = dataset.y[dataset.test]
+    prediction = sweeps.load_model(tmp_path / "d.pt").predict(dataset.X[dataset.test])
+    assert entry["metric_name"] == "rmse"
+    assert entry["metric"] == pytest.approx(np.sqrt(np.mean((prediction - y_test) ** 2)), rel=1e-5)
+    assert 0.2 < entry["r2"] < 0.7  # diabetes: linear models reach ~0.45
+    with pytest.raises(SweepsError, match=r"regression model; use predict"):
+        model.predict_proba(dataset.X[:2])
