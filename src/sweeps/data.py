@@ -47,19 +47,36 @@ class Dataset:
 
 def load_dataset(spec: Study) -> Dataset:
     """Call the study's data loader, validate what it returns, and split off the test set."""
-    raw = spec.data() if callable(spec.data) else spec.data
-    X, y = _unpack(raw)
+    X, y = _unpack(spec.data() if callable(spec.data) else spec.data)
     X = _features(X)
     if len(X) != len(y):
         raise SweepsError(
             f"data: X has {len(X)} rows but y has {len(y)}; they must describe the same rows."
         )
+    n_dev = len(X)
+    if spec.test_data is not None:  # a separate test set: appended, then held out whole
+        X_test, y_test = _unpack(spec.test_data() if callable(spec.test_data) else spec.test_data)
+        X_test = _features(X_test, "test_data")
+        if len(X_test) != len(y_test):
+            raise SweepsError(f"test_data: X has {len(X_test)} rows but y has {len(y_test)}.")
+        if X_test.shape[1] != X.shape[1]:
+            raise SweepsError(f"test_data: has {X_test.shape[1]} features, data has {X.shape[1]}; "
+                              "they must have the same columns.")
+        X = np.concatenate([X, X_test])
+        y = np.concatenate([np.asarray(y), np.asarray(y_test)])
     if spec.task == "classification":
         y, classes = _class_labels(y)
     else:
         y, classes = _regression_target(y), None
 
-    dev, test = _held_out_split(len(y), y if classes is not None else None, spec)
+    if spec.test_data is not None:
+        dev, test = np.arange(n_dev), np.arange(n_dev, len(y))
+        missing = sorted(set(np.unique(y[test]).tolist()) - set(np.unique(y[dev]).tolist())) if classes is not None else []
+        if missing:
+            raise SweepsError(f"test_data: has classes the training data lacks "
+                              f"({[_label(classes[m]) for m in missing]}); a model cannot predict them.")
+    else:
+        dev, test = _held_out_split(len(y), y if classes is not None else None, spec)
     _check_fold_sizes(y, dev, classes, spec.folds)
     data_hash = _sha256(X, y)
     test_hash = _sha256(np.sort(test).astype(np.int64), data_hash.encode())
@@ -77,29 +94,29 @@ def _unpack(raw: object) -> tuple[object, object]:
     )
 
 
-def _features(X: object) -> np.ndarray:
+def _features(X: object, where: str = "data") -> np.ndarray:
     try:
         array = np.asarray(X)
     except Exception as e:  # ragged lists and the like
-        raise SweepsError(f"data: X cannot be read as a table ({e}).") from None
+        raise SweepsError(f"{where}: X cannot be read as a table ({e}).") from None
     if array.ndim == 1:
-        raise SweepsError(f"data: X must be 2-D (rows x features), got shape {array.shape}; "
+        raise SweepsError(f"{where}: X must be 2-D (rows x features), got shape {array.shape}; "
                           "for one feature use X.reshape(-1, 1).")
     if array.ndim != 2:
-        raise SweepsError(f"data: X must be 2-D (rows x features), got shape {array.shape}.")
+        raise SweepsError(f"{where}: X must be 2-D (rows x features), got shape {array.shape}.")
     if array.shape[1] == 0:
-        raise SweepsError("data: X has no feature columns.")
+        raise SweepsError(f"{where}: X has no feature columns.")
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
         bad = _first_non_numeric(array)
         raise SweepsError(
-            f"data: X has non-numeric values ({bad}); encode categorical columns as numbers "
+            f"{where}: X has non-numeric values ({bad}); encode categorical columns as numbers "
             "(e.g. one-hot) or drop them."
         )
     array = array.astype(np.float32)
     if not np.isfinite(array).all():
         rows, cols = np.nonzero(~np.isfinite(array))
         raise SweepsError(
-            f"data: X has {len(rows)} NaN or infinite value(s), first at row {rows[0]}, column "
+            f"{where}: X has {len(rows)} NaN or infinite value(s), first at row {rows[0]}, column "
             f"{cols[0]}; impute them (e.g. sklearn.impute.SimpleImputer) or drop those rows."
         )
     return array

@@ -28,7 +28,7 @@ from optuna.trial import TrialState
 from sklearn.metrics import (balanced_accuracy_score, classification_report, confusion_matrix,
                              mean_absolute_error, r2_score)
 
-from sweeps import _cli, record
+from sweeps import _cli, notes, record
 from sweeps.data import Dataset
 from sweeps.errors import SweepsError
 from sweeps.export import read_config
@@ -145,6 +145,7 @@ def evaluate_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
     study.set_user_attr("test_result", entry)
     study.set_user_attr("test_history", history)
     study.set_user_attr("test_evaluations", evaluation)
+    notes.refresh(study)
     print(report(spec, entry), file=out)
     return entry, model
 

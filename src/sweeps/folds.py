@@ -106,9 +106,19 @@ class Preprocessing:
         return ((y - self.y_mean) / self.y_std).astype(np.float32)
 
 
-def make_folds(dataset: Dataset, folds: int, seed: int, device: torch.device | str = "cpu") -> Folds:
-    """Preprocess each fold on its own training part and stack all folds on `device`."""
-    return _stack(dataset, split_folds(dataset, folds, seed), seed, device)
+def make_folds(dataset: Dataset, folds: int, seed: int, device: torch.device | str = "cpu",
+               train_fraction: float = 1.0) -> Folds:
+    """Preprocess each fold on its own training part and stack all folds on `device`.
+
+    `train_fraction` < 1 keeps a seeded random part of each fold's training rows (the
+    validation rows stay whole): the points of a learning curve.
+    """
+    splits = split_folds(dataset, folds, seed)
+    if train_fraction < 1.0:
+        rng = np.random.default_rng([seed, int(train_fraction * 1000)])
+        splits = [(np.sort(rng.choice(train, max(1, round(train_fraction * len(train))), replace=False)), val)
+                  for train, val in splits]
+    return _stack(dataset, splits, seed, device)
 
 
 def make_final_fit(dataset: Dataset, device: torch.device | str = "cpu") -> tuple[Folds, Preprocessing]:

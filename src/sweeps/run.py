@@ -19,7 +19,7 @@ import optuna
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
-from sweeps import _cli, record
+from sweeps import _cli, notes, record
 from sweeps.data import Dataset
 from sweeps.errors import SweepsError
 from sweeps.folds import make_folds
@@ -62,6 +62,7 @@ def run_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
     )
     record.write_study(study, spec, dataset)
     study.set_metric_names([record.OBJECTIVE_NAME])
+    notes.refresh(study)
 
     finished = _count(study, FINISHED)
     target = finished + n_trials if n_trials is not None else spec.n_trials

@@ -194,6 +194,8 @@ class Study:
         seed: seeds the held-out split, the folds, the sampler and every trial.
         sampler: any Optuna sampler (default: TPE seeded from `seed`).
         pruner: any Optuna pruner (default: median of the folds' mean validation loss).
+        test_data: optional `(X, y)` loader of a separate test set (e.g. another source);
+            then it is the held-out test set and `test_size` is not used.
 
     Example:
         >>> from sklearn.datasets import load_digits
@@ -215,6 +217,7 @@ class Study:
     seed: int = 0
     sampler: optuna.samplers.BaseSampler | None = None
     pruner: optuna.pruners.BasePruner | None = None
+    test_data: Any = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():

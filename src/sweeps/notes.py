@@ -1,0 +1,49 @@
+"""The study's note in optuna-dashboard, rebuilt from what sweeps stored on the study.
+
+optuna-dashboard shows one Markdown note per study. sweeps writes it whole each time
+something changes (a run, an evaluation, a diagnosis), from the study's user attrs, so the
+note always shows the current settings, the held-out test result and the diagnosis.
+"""
+
+from __future__ import annotations
+
+import optuna
+
+
+def study_note(study: optuna.Study) -> str:
+    a = study.user_attrs
+    settings = a.get("settings") or {}
+    fingerprint = a.get("fingerprint") or {}
+    lines = [f"# sweeps study '{study.study_name}'", "",
+             "| setting | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in settings.items()]
+    lines += [f"| {k} | `{v}` |" for k, v in fingerprint.items()]
+    if a.get("sweeps_version"):
+        lines.append(f"| sweeps version | {a['sweeps_version']} |")
+    result = a.get("test_result")
+    if result:
+        lines += ["", f"## Held-out test result (evaluation #{result['evaluation']}, {result['timestamp']})", "",
+                  f"{result['source']} retrained on {result['train_rows']} rows for {result['epochs']} epochs, "
+                  f"scored once on {result['test_rows']} held-out rows.", "",
+                  "| | test | CV |", "|---|---|---|",
+                  f"| loss | {result['loss']:.4f} | {_pm(result.get('cv_loss'), result.get('cv_loss_std'))} |",
+                  f"| {result['metric_name']} | {result['metric']:.4f} | "
+                  f"{_pm(result.get('cv_metric'), result.get('cv_metric_std'))} |"]
+        if a.get("test_evaluations", 0) > 1:
+            lines += ["", f"The test set has been used {a['test_evaluations']} times."]
+    if a.get("diagnosis_report"):
+        lines += ["", a["diagnosis_report"].replace("# Diagnosis", "## Diagnosis", 1)]
+    return "\n".join(lines) + "\n"
+
+
+def _pm(mean, std) -> str:
+    if mean is None:
+        return "-"
+    return f"{mean:.4f} ± {std:.4f}" if std is not None else f"{mean:.4f}"
+
+
+def refresh(study: optuna.Study) -> None:
+    """Write the study note for optuna-dashboard."""
+    from optuna_dashboard import save_note
+
+    save_note(study, study_note(study))

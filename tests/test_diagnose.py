@@ -1,0 +1,136 @@
+"""Diagnosis: each of the four problems built for real gets its verdict; a healthy study none."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import optuna
+import pytest
+from optuna_dashboard import get_note
+from sklearn.datasets import load_digits
+
+from sweeps import Space, SweepsError
+from sweeps.data import load_dataset
+from sweeps.diagnose import Thresholds, diagnose_study, main as diagnose_main
+from sweeps.evaluate import evaluate_study
+from sweeps.run import run_study
+
+from conftest import digits_study
+
+X, Y = load_digits(return_X_y=True)
+
+
+def sweep_and_diagnose(spec, tmp_path, evaluate=False, enqueue=()):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    dataset = load_dataset(spec)
+    if enqueue:
+        study = optuna.create_study(study_name=spec.name, storage=url)
+        for params in enqueue:
+            study.enqueue_trial(params)
+    run_study(spec, dataset, storage=url, progress=False, out=io.StringIO())
+    if evaluate:
+        evaluate_study(spec, dataset, storage=url, model_path=str(tmp_path / "m.pt"), out=io.StringIO(),
+                       err=io.StringIO())
+    diagnosis = diagnose_study(spec, dataset, storage=url, out=io.StringIO())
+    return diagnosis, url
+
+
+def status(diagnosis):
+    return {v.problem: v.status for v in diagnosis.verdicts}
+
+
+def test_healthy_digits_study_flags_nothing(tmp_path):
+    spec = digits_study(space=Space(depth=(1, 3), width=(32, 256), dropout=(0.0, 0.3), weight_decay=(1e-6, 1e-3),
+                                    lr=(1e-3, 1e-2)), folds=3, max_epochs=30, patience=5, n_trials=6)
+    diagnosis, url = sweep_and_diagnose(spec, tmp_path, evaluate=True)
+    assert status(diagnosis) == {"model bias": "no", "optimization": "no", "overfitting": "no", "mismatch": "no"}
+    assert "No problem found" in diagnosis.report
+    # Baselines on the same folds sit in the report beside the best trial, and are stored once.
+    study = optuna.load_study(study_name=spec.name, storage=url)
+    assert set(study.user_attrs["baselines"]) == {"logistic regression", "SVM (SVC, RBF)", "shallowest net (depth 1)"}
+    assert "| logistic regression |" in diagnosis.report and "| best trial #" in diagnosis.report
+    assert [p["fraction"] for p in study.user_attrs["learning_curve"]] == [0.25, 0.5, 0.75, 1.0]
+    assert study.user_attrs["diagnosis"]["problems"] == []
+    # The report is on disk, in the dashboard's study note, and its three plots are attached.
+    assert (tmp_path / f"{spec.name}-diagnosis.md").read_text() == diagnosis.report
+    note = get_note(study)
+    assert "## Diagnosis of study" in note and "Held-out test result" in note
+    plots = [k for k in study._storage.get_study_system_attrs(study._study_id) if "sweeps-" in k]
+    assert {p.split(":")[-2] for p in plots} >= {"sweeps-curves", "sweeps-depth", "sweeps-learning-curve"}
+
+
+def test_model_bias_with_a_net_too_small(tmp_path):
+    spec = digits_study(space=Space(depth=1, width=2, dropout=0.0, weight_decay=1e-4, lr=(3e-3, 3e-2)),
+                        max_epochs=30, patience=5, n_trials=3)
+    diagnosis, _ = sweep_and_diagnose(spec, tmp_path)
+    verdict = diagnosis.verdict("model bias")
+    assert verdict.status == "yes"
+    assert "widen the depth and width ranges" in verdict.remedies[0]
+    assert any("lowest training loss of a simple baseline" in e for e in verdict.evidence)
+    assert diagnosis.verdict("optimization").status == "not checked"  # one depth only
+
+
+def test_optimization_when_deeper_trains_worse(tmp_path):
+    # A learning rate far too high for deep narrow nets: depth 8 cannot even fit the training rows.
+    spec = digits_study(space=Space(depth=(1, 8), width=16, dropout=0.0, weight_decay=1e-4, lr=(0.05, 0.1)),
+                        max_epochs=40, patience=8, n_trials=4, pruner=optuna.pruners.NopPruner())
+    diagnosis, _ = sweep_and_diagnose(spec, tmp_path, enqueue=[{"depth": d} for d in (1, 2, 6, 8)])
+    verdict = diagnosis.verdict("optimization")
+    assert verdict.status == "yes", verdict.evidence
+    assert "lower learning rates" in verdict.remedies[0]
+    assert diagnosis.by_depth[8]["train_loss"] > diagnosis.by_depth[1]["train_loss"] + 0.1
+
+
+def test_overfitting_with_few_rows_and_a_wide_unregularised_net(tmp_path):
+    rows = np.random.default_rng(0).choice(len(Y), 300, replace=False)
+    spec = digits_study(data=(X[rows], Y[rows]), space=Space(depth=2, width=1024, dropout=0.0, weight_decay=0.0,
+                                                             lr=(1e-3, 3e-3)),
+                        max_epochs=60, patience=8, n_trials=2)
+    diagnosis, _ = sweep_and_diagnose(spec, tmp_path)
+    verdict = diagnosis.verdict("overfitting")
+    assert verdict.status == "yes", verdict.evidence
+    assert verdict.remedies[0].startswith("more training data")  # the learning curve still falls
+    assert diagnosis.learning_curve[0]["val_loss"] > diagnosis.learning_curve[-1]["val_loss"]
+
+
+def test_mismatch_when_the_test_set_comes_from_a_shifted_distribution(tmp_path):
+    # Train on the digits as scanned; test on the same digits scanned darker (intensity shift).
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(Y))
+    train, test = order[:1400], order[1400:]
+    shifted = np.clip(X[test] * 0.6 + 5.0, 0, 16)
+    spec = digits_study(data=(X[train], Y[train]), test_data=(shifted, Y[test]),
+                        space=Space(depth=1, width=64, dropout=0.1, weight_decay=1e-4, lr=(3e-3, 1e-2)),
+                        max_epochs=30, patience=5, n_trials=2)
+    diagnosis, _ = sweep_and_diagnose(spec, tmp_path, evaluate=True)
+    verdict = diagnosis.verdict("mismatch")
+    assert verdict.status == "yes", verdict.evidence
+    assert "AUC" in verdict.summary and any("domain adaptation" in r for r in verdict.remedies)
+
+
+def test_mismatch_is_not_checked_before_evaluate(tmp_path):
+    spec = digits_study(n_trials=2, max_epochs=5)
+    diagnosis, _ = sweep_and_diagnose(spec, tmp_path)
+    assert diagnosis.verdict("mismatch").status == "not checked"
+    assert "sweeps.evaluate" in diagnosis.verdict("mismatch").summary
+
+
+def test_thresholds_are_configurable():
+    th = Thresholds().with_settings(["overfit_gap=0.5", "top_trials=5"])
+    assert th.overfit_gap == 0.5 and th.top_trials == 5
+    with pytest.raises(SweepsError, match=r"--set 'nope=1': expected NAME=VALUE"):
+        Thresholds().with_settings(["nope=1"])
+    with pytest.raises(SweepsError, match=r"is not a number"):
+        Thresholds().with_settings(["overfit_gap=high"])
+
+
+def test_cli_without_a_study_is_exit_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    study_file = tmp_path / "s.py"
+    study_file.write_text("from sklearn.datasets import load_digits\nfrom sweeps import Study\n"
+                          "study = Study(name='x', task='classification', data=lambda: load_digits(return_X_y=True))\n")
+    assert diagnose_main([str(study_file)]) == 2
+    err = capsys.readouterr().err
+    assert "no such study database" in err and "Traceback" not in err
+    assert diagnose_main([str(study_file), "--set", "bad"]) == 2
