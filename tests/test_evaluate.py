@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
+import sqlite3
 
 import numpy as np
 import optuna
@@ -36,7 +36,9 @@ def swept_db(tmp_path_factory):
 def study_url(swept_db, tmp_path):
     path = tmp_path / "storage" / "study.db"
     path.parent.mkdir()
-    shutil.copy(swept_db, path)
+    # SQLite's backup API copies a live database whole (the file alone may lack the WAL's pages).
+    with sqlite3.connect(swept_db) as source, sqlite3.connect(path) as copy:
+        source.backup(copy)
     return f"sqlite:///{path}"
 
 

@@ -10,6 +10,7 @@ does nothing. `--n-trials N` runs N trials more than the study already has.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import TextIO
@@ -26,14 +27,16 @@ from sweeps.folds import make_folds
 from sweeps.objective import make_objective
 from sweeps.storage import describe, open_storage, resolve_url, study_exists
 from sweeps.study import Study
+from sweeps.workers import Budget, WorkerJob, counts, launch, optimize_until, worker_seed
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
-def default_sampler(spec: Study, n_existing: int) -> optuna.samplers.BaseSampler:
-    # Offsetting the seed by the trials already stored keeps a resumed study from
-    # replaying the first run's random start-up configurations.
-    return optuna.samplers.TPESampler(seed=spec.seed + n_existing, multivariate=True)
+def default_sampler(spec: Study, n_existing: int, worker: int = 0) -> optuna.samplers.BaseSampler:
+    # Seeding from the trials already stored keeps a resumed study from replaying the first
+    # run's random start-up configurations; from the worker index, keeps workers apart.
+    # TPE's constant liar (on by default) keeps parallel workers from proposing the same point.
+    return optuna.samplers.TPESampler(seed=worker_seed(spec.seed, n_existing, worker), multivariate=True)
 
 
 def default_pruner() -> optuna.pruners.BasePruner:
@@ -44,11 +47,17 @@ def default_pruner() -> optuna.pruners.BasePruner:
 
 def run_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
               n_trials: int | None = None, timeout: float | None = None, device: str = "cpu",
-              progress: bool = True, out: TextIO = sys.stdout) -> optuna.Study:
-    """Create or resume `spec`'s Optuna study and run trials until its target is reached."""
+              progress: bool = True, out: TextIO = sys.stdout, workers: int = 1,
+              study_file: str | None = None, overrides: dict | None = None,
+              heartbeat: tuple[int, int] = (10, 60)) -> optuna.Study:
+    """Create or resume `spec`'s Optuna study and run trials until its target is reached.
+
+    With `workers` > 1, that many processes run trials together; each loads `study_file`
+    (with `overrides`) itself. `heartbeat` is (interval, grace period) in seconds.
+    """
     url = resolve_url(spec.name, storage)
-    folds = make_folds(dataset, spec.folds, spec.seed, device)  # before touching storage
-    rdb = open_storage(url, create=True)
+    folds = make_folds(dataset, spec.folds, spec.seed, device) if workers == 1 else None
+    rdb = open_storage(url, create=True, heartbeat_interval=heartbeat[0], grace_period=heartbeat[1])
     existing = None
     if study_exists(rdb, spec.name):
         existing = optuna.load_study(study_name=spec.name, storage=rdb)
@@ -74,40 +83,38 @@ def run_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
         print(f"Study '{spec.name}' already has {finished} finished trials (target {target}); "
               "pass --n-trials N to run N more.", file=out)
         return study
-    print(f"Running {to_run} trial(s) of '{spec.name}' on {device} "
-          f"({spec.folds}-fold CV of {len(dataset.dev)} rows; {len(dataset.test)} rows held out "
-          f"for the final test).", file=out)
+    print(f"Running {to_run} trial(s) of '{spec.name}' on {device}"
+          f"{f' with {workers} workers' if workers > 1 else ''} ({spec.folds}-fold CV of "
+          f"{len(dataset.dev)} rows; {len(dataset.test)} rows held out for the final test).", file=out)
 
-    callbacks = [optuna.study.MaxTrialsCallback(target, states=FINISHED)]
-    with tqdm(total=to_run, unit="trial", disable=not progress, file=sys.stderr,
-              dynamic_ncols=True) as bar:
-        callbacks.append(_ProgressCallback(bar))
-        study.optimize(
-            make_objective(spec, folds),
-            n_trials=to_run,  # an upper bound; MaxTrialsCallback counts finished trials exactly
-            timeout=timeout if timeout is not None else spec.timeout,
-            callbacks=callbacks,
-            catch=(MemoryError,),  # e.g. a net too wide for this machine: that trial fails, the study goes on
-        )
+    timeout = timeout if timeout is not None else spec.timeout
+    budget = Budget(target, deadline=time.time() + timeout if timeout else None)
+    with tqdm(total=to_run, unit="trial", disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
+        shown = _Progress(bar, finished)
+        if workers == 1:
+            optimize_until(study, make_objective(spec, folds), budget,
+                           on_trial=lambda s, t: shown(counts(s)))
+        else:
+            if study_file is None:
+                raise SweepsError("workers > 1 need the study file's path: each worker loads it itself.")
+            threads = max(1, (os.cpu_count() or 1) // workers)
+            jobs = [WorkerJob(str(study_file), overrides or {}, url, budget, device, threads, i, *heartbeat)
+                    for i in range(workers)]
+            launch(jobs, study, budget, on_progress=shown)
     return study
 
 
-class _ProgressCallback:
-    def __init__(self, bar: tqdm) -> None:
-        self.bar = bar
+class _Progress:
+    """Moves the bar to the number of trials finished since the start, with counts beside it."""
 
-    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        counts = {s: 0 for s in ("complete", "pruned", "fail")}
-        best = None
-        for t in study.get_trials(deepcopy=False):
-            name = t.state.name.lower()
-            if name in counts:
-                counts[name] += 1
-            if t.state == TrialState.COMPLETE and (best is None or t.value < best):
-                best = t.value
-        self.bar.set_postfix(best=f"{best:.4g}" if best is not None else "-",
-                             pruned=counts["pruned"], failed=counts["fail"], refresh=False)
-        self.bar.update(1)
+    def __init__(self, bar: tqdm, finished_at_start: int) -> None:
+        self.bar, self.start = bar, finished_at_start
+
+    def __call__(self, c: dict) -> None:
+        done = c[TrialState.COMPLETE] + c[TrialState.PRUNED] - self.start
+        self.bar.set_postfix(pruned=c[TrialState.PRUNED], failed=c[TrialState.FAIL],
+                             running=c[TrialState.RUNNING], refresh=False)
+        self.bar.update(max(0, done - self.bar.n))
 
 
 def _count(study: optuna.Study, states: tuple) -> int:
@@ -151,21 +158,34 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, metavar="N", help="override the study file's seed")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="where to train (auto: CUDA when available)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="worker processes on this machine, sharing the study (default 1)")
+    p.add_argument("--heartbeat-interval", type=int, default=10, metavar="S",
+                   help="seconds between a running trial's heartbeats (default 10)")
+    p.add_argument("--grace-period", type=int, default=60, metavar="S",
+                   help="a trial silent this long is failed and retried (default 60)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
 
     def body() -> int:
         if args.n_trials is not None and args.n_trials < 1:
             raise SweepsError(f"--n-trials must be >= 1, got {args.n_trials}.")
+        if args.workers < 1:
+            raise SweepsError(f"--workers must be >= 1, got {args.workers}.")
+        if args.heartbeat_interval < 1 or args.grace_period <= args.heartbeat_interval:
+            raise SweepsError("--grace-period must be longer than --heartbeat-interval (both in seconds, >= 1).")
         if args.timeout is not None and args.timeout <= 0:
             raise SweepsError(f"--timeout must be a positive number of seconds, got {args.timeout}.")
         _cli.quiet_optuna()
-        _cli.set_threads()
+        _cli.set_threads(args.workers)
         device = _cli.resolve_device(args.device)
         spec, dataset = _cli.load(args.study_file, seed=args.seed)
         started = time.perf_counter()
         study = run_study(spec, dataset, storage=args.storage, n_trials=args.n_trials,
-                          timeout=args.timeout, device=str(device), progress=not args.no_progress)
+                          timeout=args.timeout, device=str(device), progress=not args.no_progress,
+                          workers=args.workers, study_file=args.study_file,
+                          overrides={"seed": args.seed} if args.seed is not None else {},
+                          heartbeat=(args.heartbeat_interval, args.grace_period))
         print(summary(study, resolve_url(spec.name, args.storage), time.perf_counter() - started))
         return 0
 

@@ -31,10 +31,13 @@ def describe(url: str) -> str:
         return url
 
 
-def open_storage(url: str, *, create: bool) -> optuna.storages.BaseStorage:
+def open_storage(url: str, *, create: bool, heartbeat_interval: int | None = None,
+                 grace_period: int | None = None) -> optuna.storages.RDBStorage:
     """Connect to `url`, turning every connection problem into one clear `SweepsError`.
 
     With `create=False` an SQLite file that does not exist is an error (nothing is made).
+    With `heartbeat_interval`, running trials send heartbeats; a trial silent for
+    `grace_period` seconds (its worker died) is marked failed and queued again.
     """
     if url.startswith("sqlite:///"):
         path = Path(url[len("sqlite:///"):])
@@ -53,7 +56,14 @@ def open_storage(url: str, *, create: bool) -> optuna.storages.BaseStorage:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
+            heartbeat = {}
+            if heartbeat_interval:
+                heartbeat = dict(heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+                                 heartbeat_stale_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=3))
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url), **heartbeat)
+            if url.startswith("sqlite"):
+                _use_wal(storage)
+            return storage
     except ImportError as e:
         raise SweepsError(f"storage {describe(url)}: its database driver is missing ({e}); "
                           "install it, e.g. pip install 'psycopg[binary]' for PostgreSQL.") from None
@@ -61,6 +71,15 @@ def open_storage(url: str, *, create: bool) -> optuna.storages.BaseStorage:
         reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
         raise SweepsError(f"cannot open storage {describe(url)}: {reason}; check the URL, "
                           "that the server is running and that you may connect.") from None
+
+
+def _use_wal(storage: optuna.storages.RDBStorage) -> None:
+    """SQLite's write-ahead log: readers (the dashboard, other workers) never block the writer.
+
+    The mode is stored in the database file, so this runs once per file in effect.
+    """
+    with storage.engine.connect() as connection:
+        connection.exec_driver_sql("PRAGMA journal_mode=WAL")
 
 
 def _engine_kwargs(url: str) -> dict:

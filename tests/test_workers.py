@@ -1,0 +1,173 @@
+"""Many workers on one study: exact totals, no lost or doubled trials, dead workers retried.
+
+PostgreSQL tests use SWEEPS_TEST_POSTGRES_URL (default: this machine's server,
+postgresql://postgres@127.0.0.1:5432/test); they skip only when it is unreachable outside CI.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from sweeps.workers import NotNeeded, admit
+
+POSTGRES_URL = os.environ.get("SWEEPS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+STUDY = """
+from sklearn.datasets import load_digits
+from sweeps import Study, Space
+study = Study(name={name!r}, task="classification", data=lambda: load_digits(return_X_y=True),
+              space=Space(depth=(1, 2), width=(16, 64), lr=(1e-3, 1e-2)),
+              folds=3, max_epochs={epochs}, patience=3, n_trials={n_trials},
+              pruner=__import__("optuna").pruners.NopPruner())
+"""
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    try:
+        optuna.storages.RDBStorage(POSTGRES_URL)
+    except Exception as e:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL at {POSTGRES_URL} is not reachable in CI: {e}")
+        pytest.skip(f"PostgreSQL not reachable: {e}")
+    return POSTGRES_URL
+
+
+def write_study(tmp_path: Path, name: str, n_trials: int, epochs: int = 4) -> str:
+    path = tmp_path / f"{name}.py"
+    path.write_text(STUDY.format(name=name, n_trials=n_trials, epochs=epochs))
+    return str(path)
+
+
+def sweeps_run(*args, cwd, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "sweeps.run", *args, "--no-progress"], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def states(name: str, url: str) -> collections.Counter:
+    return collections.Counter(t.state for t in optuna.load_study(study_name=name, storage=url).trials)
+
+
+def assert_exact(name: str, url: str, target: int) -> list:
+    trials = optuna.load_study(study_name=name, storage=url).trials
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == target
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert len({t.number for t in trials}) == len(trials)
+    # No configuration was trained twice, except a retry of a trial whose worker died.
+    configs = collections.Counter(tuple(sorted(t.params.items())) for t in finished)
+    assert max(configs.values()) == 1
+    return trials
+
+
+def test_admission_lets_exactly_one_of_two_racing_trials_in():
+    study = optuna.create_study()
+    study.tell(study.ask(), 1.0)
+    first, second = study.ask(), study.ask()  # two workers asked at the same moment
+    admit(study, first, target=2)
+    with pytest.raises(NotNeeded, match="not needed: the study reached its target of 2 trials"):
+        admit(study, second, target=2)
+
+
+def test_two_workers_on_sqlite_exact_count_and_no_lock_error(tmp_path):
+    path = write_study(tmp_path, "sqlite-workers", n_trials=16)
+    process = sweeps_run(path, "--workers", "2", cwd=tmp_path)
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    assert "locked" not in err.lower() and "Traceback" not in err
+    assert_exact("sqlite-workers", f"sqlite:///{tmp_path / 'storage' / 'sqlite-workers.db'}", 16)
+    assert "with 2 workers" in out
+
+
+def test_three_workers_on_postgresql_total_is_exact(tmp_path, postgres):
+    name = f"pg-{uuid.uuid4().hex[:8]}"
+    path = write_study(tmp_path, name, n_trials=30)
+    try:
+        process = sweeps_run(path, "--workers", "3", "--storage", postgres, cwd=tmp_path)
+        out, err = process.communicate(timeout=400)
+        assert process.returncode == 0, err
+        trials = assert_exact(name, postgres, 30)
+        assert all(t.state != TrialState.FAIL or "not needed" in t.user_attrs.get("fail_reason", "")
+                   for t in trials)
+    finally:
+        optuna.delete_study(study_name=name, storage=postgres)
+
+
+def worker_pids(launcher: int) -> list[int]:
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == launcher and b"spawn_main" in cmdline:
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def test_a_sigkilled_worker_is_failed_by_heartbeat_and_retried(tmp_path, postgres):
+    name = f"pg-kill-{uuid.uuid4().hex[:8]}"
+    path = write_study(tmp_path, name, n_trials=30, epochs=15)
+    try:
+        process = sweeps_run(path, "--workers", "3", "--storage", postgres, "--heartbeat-interval", "1",
+                             "--grace-period", "4", cwd=tmp_path)
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            time.sleep(0.5)
+            try:
+                c = states(name, postgres)
+            except KeyError:
+                continue
+            if c[TrialState.COMPLETE] >= 6 and c[TrialState.RUNNING] >= 3:
+                break
+        victim = worker_pids(process.pid)[0]
+        os.kill(victim, signal.SIGKILL)  # mid-trial: every worker had a running trial
+        out, err = process.communicate(timeout=400)
+        assert process.returncode == 0, err
+        assert f"pid {victim}) ended with exit code -9" in err
+        trials = assert_exact(name, postgres, 30)
+        killed = [t for t in trials if t.state == TrialState.FAIL and "fail_reason" not in t.user_attrs]
+        assert len(killed) == 1  # failed by the heartbeat check, not by the worker
+        retried = [t for t in trials if t.system_attrs.get("failed_trial") == killed[0].number]
+        assert len(retried) == 1 and retried[0].params == killed[0].params
+        assert retried[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
+    finally:
+        optuna.delete_study(study_name=name, storage=postgres)
+
+
+def test_ctrl_c_on_the_launcher_stops_all_workers_and_keeps_trials(tmp_path):
+    path = write_study(tmp_path, "ctrl-c", n_trials=200, epochs=15)
+    url = f"sqlite:///{tmp_path / 'storage' / 'ctrl-c.db'}"
+    process = sweeps_run(path, "--workers", "2", cwd=tmp_path)
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        time.sleep(0.5)
+        try:
+            if states("ctrl-c", url)[TrialState.COMPLETE] >= 3:
+                break
+        except Exception:
+            continue
+    process.send_signal(signal.SIGINT)  # to the launcher only: it must stop the workers itself
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "every finished trial is kept" in err
+    time.sleep(0.5)
+    assert not worker_pids(process.pid)
+    c = states("ctrl-c", url)
+    assert c[TrialState.COMPLETE] >= 3 and c[TrialState.RUNNING] == 0
+    kept = c[TrialState.COMPLETE] + c[TrialState.PRUNED]
+    rerun = sweeps_run(path, "--n-trials", "2", cwd=tmp_path)
+    out, err = rerun.communicate(timeout=120)
+    assert rerun.returncode == 0 and f"{kept} finished trials kept" in out
