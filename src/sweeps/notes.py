@@ -47,3 +47,24 @@ def refresh(study: optuna.Study) -> None:
     from optuna_dashboard import save_note
 
     save_note(study, study_note(study))
+
+
+def trial_note(result, task: str, reason: str | None = None) -> str:
+    """A trial's note: why it ended (if pruned or failed) and its per-fold results."""
+    lines = []
+    if reason:
+        lines += [f"**{reason}**", ""]
+    if result is not None and result.val_losses:
+        metric = "accuracy" if task == "classification" else "RMSE"
+        lines += [f"| fold | validation loss | training loss | {metric} | best epoch | stopped |",
+                  "|---|---|---|---|---|---|"]
+        for f, (v, t, m, e, s) in enumerate(zip(result.val_losses, result.train_losses, result.metrics,
+                                                result.best_epochs, result.stop_reasons)):
+            lines.append(f"| {f} | {v:.4f} | {t:.4f} | {m:.4f} | {e} | {s} |")
+    return "\n".join(lines) + "\n"
+
+
+def save_trial_note(trial: optuna.Trial, body: str) -> None:
+    from optuna_dashboard import save_note
+
+    save_note(trial, body)

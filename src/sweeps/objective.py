@@ -16,7 +16,7 @@ from collections.abc import Callable
 import numpy as np
 import optuna
 
-from sweeps import record
+from sweeps import notes, record
 from sweeps.folds import Folds
 from sweeps.study import Study
 from sweeps.train import NetConfig, train_folds
@@ -48,10 +48,13 @@ def make_objective(spec: Study, folds: Folds) -> Callable[[optuna.Trial], float]
             raise
         except Exception as e:  # e.g. out of memory for a very wide net: this trial fails, not the study
             record.write_fail_reason(trial, f"{type(e).__name__}: {e}")
+            notes.save_trial_note(trial, notes.trial_note(None, spec.task, f"failed: {type(e).__name__}: {e}"))
             raise
         record.write_trial(trial, result, spec.task)  # the evidence is stored before pruning
-        if result.diverged or result.interrupted:
-            raise optuna.TrialPruned(result.diverged or result.interrupted)
+        reason = result.diverged or result.interrupted
+        notes.save_trial_note(trial, notes.trial_note(result, spec.task, reason))
+        if reason:
+            raise optuna.TrialPruned(reason)
         return result.cv_loss
 
     return objective

@@ -82,6 +82,15 @@ def write_fail_reason(trial: optuna.Trial, reason: str) -> None:
 
 
 # --- study-level attrs ---------------------------------------------------------------------
+def name_objective(study: optuna.Study) -> None:
+    """Name the objective "cv_loss" for Optuna's plots and for optuna-dashboard.
+
+    optuna-dashboard >= 0.15 reads Optuna's metric names; its own `set_objective_names`
+    is deprecated in favour of them.
+    """
+    study.set_metric_names([OBJECTIVE_NAME])
+
+
 def write_study(study: optuna.Study, spec: Study, dataset: Dataset) -> None:
     from sweeps import __version__
 

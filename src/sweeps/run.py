@@ -70,7 +70,7 @@ def run_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
         pruner=spec.pruner or default_pruner(),
     )
     record.write_study(study, spec, dataset)
-    study.set_metric_names([record.OBJECTIVE_NAME])
+    record.name_objective(study)
     notes.refresh(study)
 
     finished = _count(study, FINISHED)

@@ -132,6 +132,8 @@ def train_folds(folds: Folds, config: NetConfig, *, max_epochs: int, patience: i
         bad = [active_list[i] for i in live if not (math.isfinite(train[i]) and math.isfinite(val[i]))]
         if bad:
             result.diverged = f"diverged: the loss of fold {bad[0]} became non-finite at epoch {epoch}"
+            for i in live:
+                stop_reasons[active_list[i]] = f"trial ended at epoch {epoch}: a fold diverged"
             break
 
         improved = [i for i in live if val[i] < best_val[active_list[i]]]
@@ -154,6 +156,9 @@ def train_folds(folds: Folds, config: NetConfig, *, max_epochs: int, patience: i
             reason = on_epoch(epoch, reported)
             if reason:
                 result.interrupted = reason
+                for i in live:
+                    if i not in stopping:
+                        stop_reasons[active_list[i]] = f"trial ended at epoch {epoch} by the epoch hook (pruning)"
                 break
         if len(stopping) == len(live):
             break

@@ -1,0 +1,160 @@
+"""optuna-dashboard on a real sweeps study, seen by a person in headless Chromium.
+
+Needs Debian's chromium (/usr/bin/chromium) and the playwright package; `.ci/run` installs
+both. Screenshots land in test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import optuna
+import pytest
+from sklearn.datasets import load_digits
+
+from sweeps import Space
+from sweeps.data import load_dataset
+from sweeps.evaluate import evaluate_study
+from sweeps.run import run_study
+
+ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+STUDY_FILE = """
+from sklearn.datasets import load_digits
+from sweeps import Study, Space
+study = Study(name="dash", task="classification", data=lambda: load_digits(return_X_y=True),
+              space=Space(depth=1, width=(16, 32), dropout=0.0, weight_decay=1e-4, lr=(1e-6, 1e-2)),
+              folds=3, max_epochs=8, patience=3, n_trials=5,
+              pruner=__import__("optuna").pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2))
+"""
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail("Chromium is not installed in CI (.ci/run installs Debian's chromium).")
+        pytest.skip("Debian's chromium is not installed")
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def dashboard(tmp_path_factory):
+    """A real sweep (with a pruned trial) and evaluation, served by `python -m sweeps.dashboard`."""
+    root = tmp_path_factory.mktemp("dash")
+    study_file = root / "dash.py"
+    study_file.write_text(STUDY_FILE)
+    from sweeps.study import load_study_file
+
+    spec = load_study_file(study_file)
+    (root / "storage").mkdir()
+    url = f"sqlite:///{root / 'storage' / 'dash.db'}"
+    optuna.create_study(study_name="dash", storage=url)
+    study = optuna.load_study(study_name="dash", storage=url)
+    for lr in (1e-2, 1e-2, 1e-2, 1e-6, 1e-2):  # the 4th cannot learn and is pruned
+        study.enqueue_trial({"lr": lr})
+    dataset = load_dataset(spec)
+    run_study(spec, dataset, storage=url, progress=False, out=io.StringIO())
+    evaluate_study(spec, dataset, storage=url, model_path=str(root / "m.pt"), out=io.StringIO(), err=io.StringIO())
+
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "sweeps.dashboard", str(study_file), "--port", str(port)],
+                               cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"{base}/api/studies", timeout=2)
+            break
+        except OSError:
+            time.sleep(0.3)
+    yield base, process
+    if process.poll() is None:
+        process.kill()
+
+
+def page_text(browser, url: str, shot: str, wait_for: str) -> str:
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(url)
+    page.get_by_text(wait_for, exact=False).first.wait_for(timeout=20000)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / shot), full_page=True)
+    text = page.inner_text("body")
+    page.close()
+    return text
+
+
+def test_a_person_sees_the_study_its_trials_attrs_and_note(browser, dashboard):
+    base, _ = dashboard
+    home = page_text(browser, f"{base}/dashboard", "dashboard-home.png", "dash")
+    assert "dash" in home
+
+    study = page_text(browser, f"{base}/dashboard/studies/1", "dashboard-study.png", "Study User Attributes")
+    assert "dash (id=1)" in study
+    assert "cv_loss" in study  # the objective is named
+    assert "fingerprint" in study and "settings" in study  # study user attrs
+
+    trials = page_text(browser, f"{base}/dashboard/studies/1/trials", "dashboard-trials.png", "fold_val_losses")
+    assert "5 Trials" in trials
+    assert "Pruned" in trials and "Complete" in trials
+    for attr in ("fold_val_losses", "fold_train_losses", "cv_loss_std", "metric", "n_params", "seconds",
+                 "best_epochs"):
+        assert attr in trials
+    assert "Intermediate Values" in trials  # the per-epoch learning curve
+
+    note = page_text(browser, f"{base}/dashboard/studies/1/note", "dashboard-note.png", "sweeps study")
+    assert "sweeps study 'dash'" in note
+    assert "Held-out test result" in note and "test_rows_sha256" in note and "folds" in note
+
+
+def test_pruned_trial_shows_its_reason(browser, dashboard):
+    base, _ = dashboard
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{base}/dashboard/studies/1/trials")
+    page.get_by_text("Trial 3", exact=True).first.click()
+    reason = page.get_by_text("pruned by MedianPruner at epoch").first
+    reason.wait_for(timeout=20000)
+    assert reason.is_visible()  # in the trial's note, at the top: no scrolling needed
+    text = page.inner_text("body")
+    page.screenshot(path=str(ARTIFACTS / "dashboard-pruned-trial.png"), full_page=True)
+    page.close()
+    assert "pruned by MedianPruner at epoch" in text and "validation loss" in text  # the per-fold table
+
+
+def test_ctrl_c_stops_the_dashboard_cleanly(dashboard):
+    _, process = dashboard
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 0
+    assert "/dashboard/studies/1" in out and "Dashboard stopped" in err and "Traceback" not in err
+
+
+def test_missing_study_is_exit_2(tmp_path, monkeypatch, capsys):
+    from sweeps.dashboard import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dash.py").write_text(STUDY_FILE)
+    assert main([str(tmp_path / "dash.py")]) == 2
+    assert "no such study database" in capsys.readouterr().err
