@@ -12,10 +12,11 @@ Example:
 
 from sweeps.errors import SweepsError
 from sweeps.study import Categorical, Float, Int, Space, Study
+from sweeps.table import Table
 from sweeps.trained import TrainedModel, load_model
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Categorical", "Float", "Int", "Space", "Study", "SweepsError", "TrainedModel", "load_model", "__version__",
+    "Categorical", "Float", "Int", "Space", "Study", "SweepsError", "Table", "TrainedModel", "load_model", "__version__",
 ]

@@ -15,23 +15,34 @@ from sklearn.model_selection import train_test_split
 
 from sweeps.errors import SweepsError
 from sweeps.study import Study
+from sweeps.table import check_columns, encode_for_hashing, is_table
 
 
 @dataclass(frozen=True)
 class Dataset:
     """A study's validated data and its held-out split.
 
-    `X` is float32 [n, d]; `y` holds class indices (int64) for classification and float32
-    targets for regression. `dev` and `test` are row indices into them.
+    `X` is float32 [n, d], or a pandas DataFrame for a table with non-numeric columns or
+    missing values (preprocessed per fold by `table.table_pipeline`); `y` holds class
+    indices (int64) for classification and float32 targets for regression. `dev` and
+    `test` are row indices into them.
     """
 
-    X: np.ndarray
+    X: np.ndarray  # or a pandas DataFrame
     y: np.ndarray
     classes: np.ndarray | None  # original class labels; y indexes into it
     dev: np.ndarray
     test: np.ndarray
     data_hash: str
     test_hash: str
+
+    @property
+    def is_table(self) -> bool:
+        return is_table(self.X)
+
+    def rows(self, index: np.ndarray):
+        """The feature rows at `index` (array rows, or DataFrame rows by position)."""
+        return self.X.iloc[index] if self.is_table else self.X[index]
 
     @property
     def fingerprint(self) -> dict:
@@ -62,7 +73,16 @@ def load_dataset(spec: Study) -> Dataset:
         if X_test.shape[1] != X.shape[1]:
             raise SweepsError(f"test_data: has {X_test.shape[1]} features, data has {X.shape[1]}; "
                               "they must have the same columns.")
-        X = np.concatenate([X, X_test])
+        if is_table(X) != is_table(X_test):
+            raise SweepsError("test_data: give it in the same form as data (both tables or both arrays).")
+        if is_table(X):
+            import pandas as pd
+
+            if list(X.columns) != list(X_test.columns):
+                raise SweepsError(f"test_data: columns {list(X_test.columns)} differ from data's {list(X.columns)}.")
+            X = pd.concat([X, X_test], ignore_index=True)
+        else:
+            X = np.concatenate([X, X_test])
         y = np.concatenate([np.asarray(y), np.asarray(y_test)])
     if spec.task == "classification":
         y, classes = _class_labels(y)
@@ -78,7 +98,7 @@ def load_dataset(spec: Study) -> Dataset:
     else:
         dev, test = _held_out_split(len(y), y if classes is not None else None, spec)
     _check_fold_sizes(y, dev, classes, spec.folds)
-    data_hash = _sha256(X, y)
+    data_hash = _sha256(encode_for_hashing(X) if is_table(X) else X, y)
     test_hash = _sha256(np.sort(test).astype(np.int64), data_hash.encode())
     return Dataset(X, y, classes, dev, test, data_hash, test_hash)
 
@@ -95,6 +115,11 @@ def _unpack(raw: object) -> tuple[object, object]:
 
 
 def _features(X: object, where: str = "data") -> np.ndarray:
+    if is_table(X):
+        table = _table(X, where)
+        if table is not None:
+            return table
+        X = X.to_numpy()  # all numeric and complete: the fast array path
     try:
         array = np.asarray(X)
     except Exception as e:  # ragged lists and the like
@@ -120,6 +145,22 @@ def _features(X: object, where: str = "data") -> np.ndarray:
             f"{cols[0]}; impute them (e.g. sklearn.impute.SimpleImputer) or drop those rows."
         )
     return array
+
+
+def _table(X, where: str):
+    """A DataFrame that needs per-fold imputation or encoding, checked; None if plain numeric."""
+    import pandas as pd
+
+    if X.shape[1] == 0:
+        raise SweepsError(f"{where}: X has no feature columns.")
+    numeric = all(pd.api.types.is_numeric_dtype(X[c]) or pd.api.types.is_bool_dtype(X[c]) for c in X.columns)
+    if numeric and not X.isna().any().any():
+        return None
+    check_columns(X, where)
+    for c in X.columns:
+        if pd.api.types.is_numeric_dtype(X[c]) and np.isinf(X[c].to_numpy(dtype=float, na_value=0.0)).any():
+            raise SweepsError(f"{where}: column {c!r} has infinite values; replace them or mark them missing.")
+    return X.reset_index(drop=True)
 
 
 def _first_non_numeric(array: np.ndarray) -> str:

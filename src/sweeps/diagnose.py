@@ -187,8 +187,13 @@ def adversarial_auc(dataset: Dataset, seed: int, max_rows: int = 20000) -> float
     rows = np.arange(len(is_test))
     if len(rows) > max_rows:
         rows = np.random.default_rng(seed).choice(rows, max_rows, replace=False)
+    X = dataset.rows(rows)
+    if dataset.is_table:  # unsupervised encoding of the features; no label is used
+        from sweeps.table import table_pipeline
+
+        X = table_pipeline(X).fit_transform(X)
     forest = RandomForestClassifier(n_estimators=200, min_samples_leaf=3, random_state=seed, n_jobs=-1)
-    scores = cross_val_predict(forest, dataset.X[rows], is_test[rows], method="predict_proba",
+    scores = cross_val_predict(forest, X, is_test[rows], method="predict_proba",
                                cv=StratifiedKFold(5, shuffle=True, random_state=seed))[:, 1]
     return float(roc_auc_score(is_test[rows], scores))
 

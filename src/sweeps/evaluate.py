@@ -71,7 +71,7 @@ def choose(study: optuna.Study, spec: Study, config_path: str | None) -> dict[st
 
 def score(model: TrainedModel, dataset: Dataset) -> dict[str, Any]:
     """Loss and metrics of `model` on the held-out test rows (the only place they are used)."""
-    X, y = dataset.X[dataset.test], dataset.y[dataset.test]
+    X, y = dataset.rows(dataset.test), dataset.y[dataset.test]
     if model.task == "classification":
         with torch.no_grad():
             log_p = torch.log_softmax(model.outputs(X), dim=-1).cpu()

@@ -16,6 +16,7 @@ from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 
 from sweeps.data import Dataset
+from sweeps.table import table_pipeline
 
 
 @dataclass
@@ -84,22 +85,28 @@ def split_folds(dataset: Dataset, folds: int, seed: int) -> list[tuple[np.ndarra
 class Preprocessing:
     """What is fitted on a training part: feature scaling and (regression) target scaling."""
 
-    x_mean: np.ndarray
-    x_scale: np.ndarray
+    x_mean: np.ndarray | None
+    x_scale: np.ndarray | None
     y_mean: float = 0.0
     y_std: float = 1.0
+    pipeline: object = None  # a fitted scikit-learn ColumnTransformer, for tables
 
     @classmethod
     def fit(cls, dataset: Dataset, rows: np.ndarray) -> Preprocessing:
+        y_mean, y_std = 0.0, 1.0
+        if dataset.classes is None:
+            # The net learns the standardized target, so one lr range suits any target scale.
+            y = dataset.y[rows]
+            y_mean, y_std = float(y.mean()), float(y.std()) or 1.0
+        if dataset.is_table:
+            pipeline = table_pipeline(dataset.X).fit(dataset.rows(rows))
+            return cls(None, None, y_mean, y_std, pipeline)
         scaler = StandardScaler().fit(dataset.X[rows])
-        if dataset.classes is not None:
-            return cls(scaler.mean_.astype(np.float32), scaler.scale_.astype(np.float32))
-        # The net learns the standardized target, so one lr range suits any target scale.
-        y = dataset.y[rows]
-        return cls(scaler.mean_.astype(np.float32), scaler.scale_.astype(np.float32),
-                   float(y.mean()), float(y.std()) or 1.0)
+        return cls(scaler.mean_.astype(np.float32), scaler.scale_.astype(np.float32), y_mean, y_std)
 
-    def features(self, X: np.ndarray) -> np.ndarray:
+    def features(self, X) -> np.ndarray:
+        if self.pipeline is not None:
+            return np.asarray(self.pipeline.transform(X), dtype=np.float32)
         return ((X - self.x_mean) / self.x_scale).astype(np.float32)
 
     def target(self, y: np.ndarray) -> np.ndarray:
@@ -143,8 +150,9 @@ def _stack(dataset: Dataset, splits: list[tuple[np.ndarray, np.ndarray]], seed: 
         top_up = rng.choice(train, n_train - len(train), replace=False) if n_train > len(train) else []
         train_padded = np.concatenate([train, top_up]).astype(np.int64)
         val_padded = np.concatenate([val, np.full(n_val - len(val), val[0] if len(val) else 0)]).astype(np.int64)
-        X_train.append(prep.features(dataset.X[train_padded]))
-        X_val.append(prep.features(dataset.X[val_padded]))
+        X_train.append(prep.features(dataset.rows(train_padded)))
+        X_val.append(prep.features(dataset.rows(val_padded)) if len(val_padded)
+                     else np.zeros((0, X_train[-1].shape[1]), np.float32))  # a final fit: no validation rows
         w_train.append(np.arange(n_train) < len(train))
         w_val.append(np.arange(n_val) < len(val))
         if classification:
@@ -154,6 +162,12 @@ def _stack(dataset: Dataset, splits: list[tuple[np.ndarray, np.ndarray]], seed: 
             y_train.append(prep.target(dataset.y[train_padded]))
             y_val.append(prep.target(dataset.y[val_padded]))
         stds.append(prep.y_std)
+
+    # One-hot encoders fitted on different training parts may see different categories;
+    # narrower folds get zero columns (inputs that never fire) so all folds stack.
+    width = max(x.shape[1] for x in X_train)
+    X_train = [np.pad(x, ((0, 0), (0, width - x.shape[1]))) for x in X_train]
+    X_val = [np.pad(x, ((0, 0), (0, width - x.shape[1]))) for x in X_val]
 
     def stack(arrays: list, dtype: torch.dtype) -> torch.Tensor:
         return torch.as_tensor(np.stack(arrays), dtype=dtype, device=device).contiguous()

@@ -290,6 +290,9 @@ def load_study_file(path: str | Path) -> Study:
         raise SweepsError(f"{path}: cannot be loaded as Python; study files end in .py.")
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module  # dataclasses and pickling look modules up here
+    from sweeps.table import STUDY_DIR
+
+    token = STUDY_DIR.set(path.resolve().parent)  # relative Table paths: next to the study file
     try:
         spec.loader.exec_module(module)
     except SweepsError as e:
@@ -299,6 +302,8 @@ def load_study_file(path: str | Path) -> Study:
     except Exception as e:  # the user's code failed: say where, in one line
         line = _user_line(e, path)
         raise SweepsError(f"{path}{line}: {type(e).__name__}: {e}; fix the study file.") from None
+    finally:
+        STUDY_DIR.reset(token)
 
     studies = {k: v for k, v in vars(module).items() if isinstance(v, Study)}
     if isinstance(studies.get("study"), Study):

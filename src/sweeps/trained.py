@@ -5,7 +5,8 @@
     >>> model.predict(X)                                       # doctest: +SKIP
 
 The file is a plain `torch.save` dict of tensors and Python values, loaded with
-`weights_only=True`, so opening a model file cannot run code.
+`weights_only=True`. A model trained on a `Table` also carries its fitted scikit-learn
+preprocessing pipeline, pickled: like any pickle, load such a file only if you trust it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import pickle
 
 import numpy as np
 import torch
@@ -37,7 +40,8 @@ class TrainedModel:
 
     @property
     def n_features(self) -> int:
-        return self.net.weights[0].shape[1]
+        pipeline = self.preprocessing.pipeline
+        return pipeline.n_features_in_ if pipeline is not None else self.net.weights[0].shape[1]
 
     def outputs(self, X: Any) -> torch.Tensor:
         """Raw network outputs for raw feature rows: logits, or the standardized target."""
@@ -62,6 +66,13 @@ class TrainedModel:
         return out[:, 0].cpu().numpy() * p.y_std + p.y_mean
 
     def _check(self, X: Any) -> np.ndarray:
+        pipeline = self.preprocessing.pipeline
+        if pipeline is not None:
+            expected = list(pipeline.feature_names_in_)
+            missing = [c for c in expected if c not in getattr(X, "columns", [])]
+            if missing:
+                raise SweepsError(f"predict: X must be a table with the training columns; missing {missing}.")
+            return X[expected]
         try:
             X = np.asarray(X, dtype=np.float32)
         except (TypeError, ValueError):
@@ -82,7 +93,9 @@ class TrainedModel:
             "task": self.task,
             "params": self.params,
             "classes": self.classes,
-            "x_mean": torch.as_tensor(p.x_mean), "x_scale": torch.as_tensor(p.x_scale),
+            "x_mean": None if p.x_mean is None else torch.as_tensor(p.x_mean),
+            "x_scale": None if p.x_scale is None else torch.as_tensor(p.x_scale),
+            "pipeline": None if p.pipeline is None else pickle.dumps(p.pipeline),
             "y_mean": p.y_mean, "y_std": p.y_std,
             "weights": [w.cpu() for w in self.net.weights],
             "biases": [b.cpu() for b in self.net.biases],
@@ -103,7 +116,10 @@ def load_model(path: str | Path, device: str = "cpu") -> TrainedModel:
         raise SweepsError(f"{path}: not a sweeps model file ({type(e).__name__}).") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise SweepsError(f"{path}: not a sweeps model file (expected format {FORMAT}).")
-    preprocessing = Preprocessing(state["x_mean"].numpy(), state["x_scale"].numpy(),
-                                  float(state["y_mean"]), float(state["y_std"]))
+    pipeline = pickle.loads(state["pipeline"]) if state.get("pipeline") else None
+    preprocessing = Preprocessing(
+        None if state["x_mean"] is None else state["x_mean"].numpy(),
+        None if state["x_scale"] is None else state["x_scale"].numpy(),
+        float(state["y_mean"]), float(state["y_std"]), pipeline)
     net = StackedMLP(list(state["weights"]), list(state["biases"]), float(state["dropout"]))
     return TrainedModel(state["task"], state["params"], preprocessing, net, state["classes"], state["info"])

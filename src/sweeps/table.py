@@ -1,0 +1,158 @@
+"""Your own data: a CSV or Parquet file with mixed column types and missing values.
+
+    from sweeps import Study, Table
+    study = Study(name="adult", task="classification",
+                  data=Table("data/adult-train.csv.gz", target="income", columns=[...]), ...)
+
+A `Table` is a data loader like any other: calling it returns `(X, y)` with X a pandas
+DataFrame. Its columns are checked once (all-missing, id-like and half-numeric columns are
+errors that name the column and the fix). Preprocessing is a scikit-learn `ColumnTransformer`
+(numeric: median imputation and standard scaling; categorical: most-frequent imputation and
+one-hot encoding), fitted on each fold's training part only, and on all non-test rows for
+`evaluate`: the pipeline never sees a validation or test row while it is fitted.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from sweeps.errors import SweepsError
+
+# The folder of the study file being loaded: relative Table paths are resolved against it.
+STUDY_DIR: contextvars.ContextVar[Path | None] = contextvars.ContextVar("STUDY_DIR", default=None)
+
+# One-hot encoding keeps at most this many categories per column (rarer ones share a column).
+MAX_CATEGORIES = 50
+
+
+@dataclass(frozen=True)
+class Table:
+    """A CSV (optionally gzip-compressed) or Parquet file with a target column.
+
+    Args:
+        path: the file; a relative path is looked up next to the study file first.
+        target: the name of the column to predict.
+        columns: column names, for a file without a header row.
+        drop: columns to leave out (ids, leaks).
+        na_values: strings that mean "missing", besides empty cells.
+    """
+
+    path: str | Path
+    target: str
+    columns: Sequence[str] | None = None
+    drop: Sequence[str] = ()
+    na_values: Sequence[str] = ("?", "NA", "N/A", "nan", "")
+    base_dir: Path | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.base_dir is None:
+            object.__setattr__(self, "base_dir", STUDY_DIR.get())
+
+    @property
+    def resolved(self) -> Path:
+        path = Path(self.path)
+        if not path.is_absolute() and self.base_dir is not None and (self.base_dir / path).exists():
+            return self.base_dir / path
+        return path
+
+    def read(self):
+        import pandas as pd
+
+        path = self.resolved
+        if not path.is_file():
+            raise SweepsError(f"Table: no such file {path}; give the path of a CSV or Parquet file "
+                              "(relative paths are looked up next to the study file).")
+        try:
+            if path.suffix == ".parquet":
+                frame = pd.read_parquet(path)
+            else:
+                frame = pd.read_csv(path, header=None if self.columns else "infer", names=self.columns,
+                                    na_values=list(self.na_values), skipinitialspace=True,
+                                    keep_default_na=True)
+        except ImportError as e:
+            raise SweepsError(f"Table {path}: {e}; for Parquet files install pyarrow "
+                              "(pip install 'sweeps[parquet]').") from None
+        except Exception as e:
+            raise SweepsError(f"Table {path}: cannot be read ({type(e).__name__}: {e}).") from None
+        return frame
+
+    def __call__(self):
+        frame = self.read()
+        path = self.resolved
+        if self.target not in frame.columns:
+            raise SweepsError(f"Table {path}: no target column {self.target!r}; columns are "
+                              f"{', '.join(map(str, frame.columns))}.")
+        unknown = [c for c in self.drop if c not in frame.columns]
+        if unknown:
+            raise SweepsError(f"Table {path}: drop names unknown column(s) {unknown}.")
+        y = frame[self.target]
+        missing = int(y.isna().sum())
+        if missing:
+            raise SweepsError(f"Table {path}: the target {self.target!r} is missing in {missing} row(s); "
+                              "drop those rows first.")
+        X = frame.drop(columns=[self.target, *self.drop])
+        check_columns(X, str(path))
+        return X, y
+
+
+def check_columns(X, where: str) -> None:
+    """Refuse columns that cannot be used as they are, naming each and the fix."""
+    import pandas as pd
+
+    n = len(X)
+    for name in X.columns:
+        column = X[name]
+        if column.isna().all():
+            raise SweepsError(f"{where}: column {name!r} is missing in every row; drop it (drop=[{name!r}]).")
+        if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
+            values = column.dropna()
+            if (pd.api.types.is_integer_dtype(values) and n > 20 and values.nunique() == n
+                    and values.max() - values.min() == n - 1):
+                raise SweepsError(f"{where}: column {name!r} numbers the rows (a distinct integer per row): "
+                                  f"an id, not a feature; drop it (drop=[{name!r}]).")
+            continue
+        values = column.dropna().astype(str)
+        if n > 20 and values.nunique() == n:
+            raise SweepsError(f"{where}: column {name!r} has a distinct value in every row (an id or free "
+                              f"text); one-hot encoding it would only memorise rows; drop it (drop=[{name!r}]).")
+        numeric = pd.to_numeric(values, errors="coerce")
+        bad = numeric.isna()
+        if 0.9 <= 1 - bad.mean() < 1:
+            example = values[bad].iloc[0]
+            raise SweepsError(f"{where}: column {name!r} is numeric except {int(bad.sum())} value(s) such as "
+                              f"{example!r}; fix them or list them in na_values.")
+
+
+def is_table(X) -> bool:
+    return hasattr(X, "columns") and hasattr(X, "iloc")
+
+
+def table_pipeline(X):
+    """The per-fold preprocessing of a mixed-type table (unfitted)."""
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    numeric = [c for c in X.columns if pd.api.types.is_numeric_dtype(X[c]) or pd.api.types.is_bool_dtype(X[c])]
+    categorical = [c for c in X.columns if c not in numeric]
+    return ColumnTransformer([
+        ("numeric", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), numeric),
+        ("categorical", make_pipeline(
+            SimpleImputer(strategy="most_frequent"),
+            OneHotEncoder(handle_unknown="infrequent_if_exist", max_categories=MAX_CATEGORIES,
+                          sparse_output=False)), categorical),
+    ], sparse_threshold=0.0)
+
+
+def encode_for_hashing(X) -> np.ndarray:
+    """A stable byte view of a table, for the data fingerprint."""
+    import pandas as pd
+
+    return pd.util.hash_pandas_object(X, index=False).to_numpy()

@@ -1,0 +1,163 @@
+"""Tables: CSV/Parquet with mixed types and missing values, preprocessed per fold, no leakage."""
+
+from __future__ import annotations
+
+import io
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import sweeps
+from sweeps import Space, SweepsError, Table
+from sweeps.data import load_dataset
+from sweeps.evaluate import evaluate_study
+from sweeps.folds import make_folds
+from sweeps.run import main as run_main, run_study
+from sweeps.study import load_study_file
+
+from conftest import digits_study
+
+DATA = Path(__file__).parent.parent / "studies" / "data"
+ADULT = ["age", "workclass", "fnlwgt", "education", "education-num", "marital-status", "occupation",
+         "relationship", "race", "sex", "capital-gain", "capital-loss", "hours-per-week", "native-country",
+         "income"]
+
+
+@pytest.fixture(scope="module")
+def adult_sample(tmp_path_factory) -> Path:
+    """3,000 real adult rows: mixed types, missing values as '?'."""
+    frame = pd.read_csv(DATA / "adult-train.csv.gz", header=None, names=ADULT, skipinitialspace=True, nrows=3000)
+    path = tmp_path_factory.mktemp("adult") / "adult.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def adult_study(path, **changes):
+    fields = dict(name="adult-test", data=Table(path, target="income"),
+                  space=Space(depth=1, width=(16, 32), dropout=0.1, weight_decay=1e-4, lr=(1e-3, 1e-2),
+                              batch_size=128),
+                  folds=3, max_epochs=6, patience=3, n_trials=2)
+    fields.update(changes)
+    return digits_study(**fields)
+
+
+def test_mixed_types_and_missing_values_train_end_to_end(adult_sample, tmp_path):
+    spec = adult_study(adult_sample)
+    dataset = load_dataset(spec)
+    assert dataset.is_table and dataset.X.isna().any().any()  # '?' became missing values
+    folds = make_folds(dataset, 3, 0)
+    assert folds.X_train.shape[2] > 50  # numeric columns + one-hot categories
+    assert not torch_has_nan(folds.X_train)  # imputed
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    study = run_study(spec, dataset, storage=url, progress=False, out=io.StringIO())
+    assert study.best_trial.user_attrs["metric"] > 0.78  # majority class is ~0.76; ~0.83 here
+    entry, model = evaluate_study(spec, dataset, storage=url, model_path=str(tmp_path / "m.pt"),
+                                  out=io.StringIO(), err=io.StringIO())
+    X_test = dataset.rows(dataset.test)
+    reloaded = sweeps.load_model(tmp_path / "m.pt")
+    np.testing.assert_array_equal(reloaded.predict_proba(X_test), model.predict_proba(X_test))
+    assert set(reloaded.predict(X_test.head(20))) <= {"<=50K", ">50K"}
+    with pytest.raises(SweepsError, match=r"missing \['age'\]"):
+        reloaded.predict(X_test.drop(columns=["age"]))
+
+
+def torch_has_nan(tensor) -> bool:
+    return bool(tensor.isnan().any())
+
+
+def test_the_pipeline_never_sees_validation_or_test_rows(adult_sample, monkeypatch):
+    from sklearn.compose import ColumnTransformer
+
+    seen = []
+    original = ColumnTransformer.fit
+
+    def spy(self, X, y=None, **kwargs):
+        seen.append(set(X.index))
+        return original(self, X, y, **kwargs)
+
+    monkeypatch.setattr(ColumnTransformer, "fit", spy)
+    dataset = load_dataset(adult_study(adult_sample))
+    folds = make_folds(dataset, 3, 0)
+    assert len(seen) == 3
+    test = set(dataset.test.tolist())
+    for rows, train, val in zip(seen, folds.train_rows, folds.val_rows):
+        assert rows == set(train.tolist())  # exactly the fold's training part
+        assert not rows & set(val.tolist()) and not rows & test
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda f: f.assign(empty=np.nan), r"column 'empty' is missing in every row; drop it \(drop=\['empty'\]\)"),
+    (lambda f: f.assign(name=[f"person {i}" for i in range(len(f))]), r"column 'name' has a distinct value in every row"),
+    (lambda f: f.assign(row=np.arange(len(f))), r"column 'row' numbers the rows"),
+    (lambda f: f.assign(age=f["age"].astype(str).where(f.index != 7, "forty")),
+     r"column 'age' is numeric except 1 value\(s\) such as 'forty'"),
+])
+def test_unusable_columns_are_named(adult_sample, tmp_path, edit, message):
+    path = tmp_path / "bad.csv"
+    edit(pd.read_csv(adult_sample)).to_csv(path, index=False)
+    with pytest.raises(SweepsError, match=message):
+        load_dataset(adult_study(path))
+
+
+def test_bad_files_and_targets(adult_sample, tmp_path):
+    with pytest.raises(SweepsError, match=r"Table: no such file"):
+        load_dataset(adult_study(tmp_path / "nope.csv"))
+    with pytest.raises(SweepsError, match=r"no target column 'salary'; columns are age, workclass"):
+        load_dataset(adult_study(adult_sample, data=Table(adult_sample, target="salary")))
+    frame = pd.read_csv(adult_sample)
+    frame.loc[3, "income"] = np.nan
+    frame.to_csv(tmp_path / "gap.csv", index=False)
+    with pytest.raises(SweepsError, match=r"the target 'income' is missing in 1 row"):
+        load_dataset(adult_study(tmp_path / "gap.csv"))
+    frame = pd.read_csv(adult_sample).assign(income="<=50K")
+    frame.to_csv(tmp_path / "one.csv", index=False)
+    with pytest.raises(SweepsError, match=r"single class \('<=50K'\)"):
+        load_dataset(adult_study(tmp_path / "one.csv"))
+
+
+def test_cli_bad_table_is_exit_2_and_nothing_written(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.py").write_text(textwrap.dedent("""
+        from sweeps import Study, Table
+        study = Study(name="t", task="classification", data=Table("missing.csv", target="y"))
+    """))
+    assert run_main([str(tmp_path / "s.py"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "Table: no such file" in err and "Traceback" not in err
+    assert not (tmp_path / "storage").exists()
+
+
+def test_relative_paths_are_found_next_to_the_study_file(adult_sample, tmp_path, monkeypatch):
+    folder = tmp_path / "project"
+    (folder / "data").mkdir(parents=True)
+    (folder / "data" / "adult.csv").write_bytes(adult_sample.read_bytes())
+    (folder / "s.py").write_text('from sweeps import Study, Table\n'
+                                 'study = Study(name="t", task="classification", data=Table("data/adult.csv", target="income"))\n')
+    monkeypatch.chdir(tmp_path)  # elsewhere
+    assert len(load_dataset(load_study_file(folder / "s.py")).y) == 3000
+
+
+def test_parquet(adult_sample, tmp_path):
+    pytest.importorskip("pyarrow")
+    path = tmp_path / "adult.parquet"
+    pd.read_csv(adult_sample).to_parquet(path)
+    csv, parquet = load_dataset(adult_study(adult_sample)), load_dataset(adult_study(path))
+    assert csv.X.shape == parquet.X.shape and np.array_equal(csv.y, parquet.y)
+
+
+def test_wine_mismatch_demo_is_diagnosed(tmp_path):
+    from sweeps.diagnose import diagnose_study
+
+    spec = load_study_file(Path(__file__).parent.parent / "studies" / "wine_mismatch.py").replace(
+        n_trials=2, max_epochs=20, patience=5)
+    dataset = load_dataset(spec)
+    assert len(dataset.dev) == 1599 and len(dataset.test) == 4898  # red to sweep, white to test
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    run_study(spec, dataset, storage=url, progress=False, out=io.StringIO())
+    evaluate_study(spec, dataset, storage=url, model_path=str(tmp_path / "w.pt"), out=io.StringIO(),
+                   err=io.StringIO())
+    verdict = diagnose_study(spec, dataset, storage=url, out=io.StringIO()).verdict("mismatch")
+    assert verdict.status == "yes" and "AUC" in verdict.summary
