@@ -15,9 +15,29 @@ from sweeps.study import load_study_file
 STUDIES = sorted((Path(__file__).parent.parent / "studies").glob("*.py"))
 
 
+def quick(path):
+    return load_study_file(path).replace(max_epochs=3, n_trials=2)
+
+
+def source_model(init_from: str, tmp_path) -> str:
+    """The model a transfer study starts from, made by a quick run of its source study."""
+    from sweeps.evaluate import evaluate_study
+
+    name = Path(init_from).name.removesuffix("-model.pt")  # storage/wine_red-model.pt -> wine_red
+    spec = quick(STUDIES[0].parent / f"{name}.py")
+    dataset = load_dataset(spec)
+    url = f"sqlite:///{tmp_path / 'source.db'}"
+    run_study(spec, dataset, storage=url, progress=False, out=io.StringIO())
+    evaluate_study(spec, dataset, storage=url, model_path=str(tmp_path / "source.pt"), out=io.StringIO(),
+                   err=io.StringIO())
+    return str(tmp_path / "source.pt")
+
+
 @pytest.mark.parametrize("path", STUDIES, ids=[p.stem for p in STUDIES])
 def test_study_file_runs(path, tmp_path):
-    spec = load_study_file(path).replace(max_epochs=3, n_trials=2)
+    spec = quick(path)
+    if spec.init_from:
+        spec = spec.replace(init_from=source_model(spec.init_from, tmp_path))
     url = f"sqlite:///{tmp_path / 'smoke.db'}"
     study = run_study(spec, load_dataset(spec), storage=url, progress=False, out=io.StringIO())
     assert len(study.trials) == 2

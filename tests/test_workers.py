@@ -119,21 +119,24 @@ def worker_pids(launcher: int) -> list[int]:
 
 def test_a_sigkilled_worker_is_failed_by_heartbeat_and_retried(tmp_path, postgres):
     name = f"pg-kill-{uuid.uuid4().hex[:8]}"
-    path = write_study(tmp_path, name, n_trials=30, epochs=15)
+    path = write_study(tmp_path, name, n_trials=30, epochs=30)  # ~1-2 s trials: kills land mid-trial
     try:
         process = sweeps_run(path, "--workers", "3", "--storage", postgres, "--heartbeat-interval", "1",
                              "--grace-period", "4", cwd=tmp_path)
         deadline = time.time() + 240
-        while time.time() < deadline:
-            time.sleep(0.5)
+        victim = None
+        while time.time() < deadline and victim is None:
+            time.sleep(0.3)
             try:
-                c = states(name, postgres)
+                trials = optuna.load_study(study_name=name, storage=postgres).trials
             except KeyError:
                 continue
-            if c[TrialState.COMPLETE] >= 6 and c[TrialState.RUNNING] >= 3:
-                break
-        victim = worker_pids(process.pid)[0]
-        os.kill(victim, signal.SIGKILL)  # mid-trial: every worker had a running trial
+            done = sum(t.state == TrialState.COMPLETE for t in trials)
+            running = [t for t in trials if t.state == TrialState.RUNNING and "worker" in t.user_attrs]
+            if done >= 6 and running:
+                victim = int(running[-1].user_attrs["worker"].rsplit(":", 1)[1])
+                os.kill(victim, signal.SIGKILL)  # the process of a running trial: killed mid-trial
+        assert victim is not None, "never saw a running trial to kill"
         out, err = process.communicate(timeout=400)
         assert process.returncode == 0, err
         assert f"pid {victim}) ended with exit code -9" in err

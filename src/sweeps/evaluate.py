@@ -33,7 +33,7 @@ from sweeps.data import Dataset
 from sweeps.errors import SweepsError
 from sweeps.export import read_config
 from sweeps.folds import make_final_fit
-from sweeps.objective import trial_seed
+from sweeps.objective import transfer, trial_seed
 from sweeps.storage import describe, load_existing_study
 from sweeps.study import Study
 from sweeps.train import NetConfig, train_folds
@@ -117,9 +117,10 @@ def evaluate_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
               "by its test score makes that score optimistic.", file=err)
 
     folds, preprocessing = make_final_fit(dataset, device)
+    _, init = transfer(spec, folds.n_features, folds.n_outputs)  # fine-tuned models start from theirs
     seed = trial_seed(spec.seed, chosen["trial"] if chosen["trial"] is not None else 0)
     result = train_folds(folds, NetConfig.from_params(chosen["params"]), max_epochs=chosen["epochs"],
-                         patience=None, seed=seed)
+                         patience=None, seed=seed, init=init)
     if result.diverged:
         raise SweepsError(f"the final fit of {chosen['source']} {result.diverged}; nothing was recorded.")
     model = TrainedModel(spec.task, chosen["params"], preprocessing, result.model,

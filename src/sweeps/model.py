@@ -130,17 +130,25 @@ def _random_bytes(shape: torch.Size, generator: torch.Generator) -> torch.Tensor
 
 
 # --- losses ---------------------------------------------------------------------------------
-def loss_and_grad(out: torch.Tensor, y: torch.Tensor, classification: bool
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+def loss_and_grad(out: torch.Tensor, y: torch.Tensor, classification: bool,
+                  class_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-fold summed loss over the batch `[k]`, and d(per-fold mean loss)/d(out).
 
-    Classification: cross-entropy on logits `[k, B, C]` with class indices `[k, B]`.
+    Classification: cross-entropy on logits `[k, B, C]` with class indices `[k, B]`;
+    with `class_weight` `[k, C]`, the weighted mean of `torch.nn.CrossEntropyLoss(weight=)`.
     Regression: squared error on `[k, B, 1]` against standardized targets `[k, B]`.
     """
     batch = out.shape[1]
     if classification:
         log_p = torch.log_softmax(out, dim=-1)
         index = y.unsqueeze(-1)
+        if class_weight is not None:
+            row = class_weight.gather(1, y)  # [k, B]: each row's class weight
+            scale = row / row.sum(1, keepdim=True)  # weighted mean over the batch
+            loss_sum = (log_p.gather(-1, index).squeeze(-1) * scale).sum(1).mul_(-batch)
+            grad = log_p.exp_()
+            grad.scatter_add_(-1, index, torch.full_like(index, -1, dtype=grad.dtype))
+            return loss_sum, grad.mul_(scale.unsqueeze(-1))
         loss_sum = log_p.gather(-1, index).sum(dim=(1, 2)).neg_()
         grad = log_p.exp_()  # softmax, in place
         grad.scatter_add_(-1, index, torch.full_like(index, -1, dtype=grad.dtype))

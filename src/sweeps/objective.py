@@ -16,10 +16,38 @@ from collections.abc import Callable
 import numpy as np
 import optuna
 
+import dataclasses
+import os
+import socket
+
 from sweeps import notes, record
+from sweeps.errors import SweepsError
 from sweeps.folds import Folds
-from sweeps.study import Study
+from sweeps.model import StackedMLP
+from sweeps.study import Int, Study
 from sweeps.train import NetConfig, train_folds
+
+
+def transfer(spec: Study, n_features: int, n_outputs: int) -> tuple[Study, StackedMLP | None]:
+    """For `init_from`: the study with depth and width fixed to the saved model's, and its weights.
+
+    Checked before anything is written: the saved model must take the same features and
+    give the same outputs as this study's data.
+    """
+    if spec.init_from is None:
+        return spec, None
+    from sweeps.trained import load_model
+
+    model = load_model(spec.init_from)
+    net = model.net
+    depth, width = len(net.weights) - 1, net.weights[0].shape[2]
+    if net.weights[0].shape[1] != n_features or net.weights[-1].shape[2] != n_outputs:
+        raise SweepsError(
+            f"Study.init_from: {spec.init_from} takes {net.weights[0].shape[1]} features and gives "
+            f"{net.weights[-1].shape[2]} outputs; this study's data has {n_features} features and needs "
+            f"{n_outputs} outputs; transfer needs the same features and target.")
+    space = dataclasses.replace(spec.space, depth=Int(depth, depth), width=Int(width, width))
+    return dataclasses.replace(spec, space=space), net
 
 
 def trial_seed(study_seed: int, trial_number: int) -> int:
@@ -29,7 +57,11 @@ def trial_seed(study_seed: int, trial_number: int) -> int:
 
 def make_objective(spec: Study, folds: Folds) -> Callable[[optuna.Trial], float]:
     """The Optuna objective of a study, over folds prepared once per process."""
+    spec, init = transfer(spec, folds.n_features, folds.n_outputs)
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+
     def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr("worker", worker)  # which machine and process ran it
         config = NetConfig.from_params(spec.suggest(trial))
 
         def on_epoch(epoch: int, mean_val_loss: float) -> str | None:
@@ -42,7 +74,8 @@ def make_objective(spec: Study, folds: Folds) -> Callable[[optuna.Trial], float]
 
         try:
             result = train_folds(folds, config, max_epochs=spec.max_epochs, patience=spec.patience,
-                                 seed=trial_seed(spec.seed, trial.number), on_epoch=on_epoch)
+                                 seed=trial_seed(spec.seed, trial.number), on_epoch=on_epoch,
+                                 init=init)
         except KeyboardInterrupt:
             record.write_fail_reason(trial, "interrupted (Ctrl+C); rerun to resume the study")
             raise

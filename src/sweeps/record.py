@@ -8,9 +8,11 @@ Trial user attrs (complete and pruned trials):
     cv_loss_std, train_loss, train_loss_std
     best_epochs, stop_reasons           per fold
     metric_name, fold_metrics, metric, metric_std   accuracy or rmse
+    fold_balanced_accuracies, balanced_accuracy, macro_f1   classification
     n_params, seconds, epochs
     curve_train, curve_val              per epoch, mean over the folds still training
     prune_reason / fail_reason          why a trial did not complete
+    worker                              host:pid of the process that ran it
 
 Study user attrs: sweeps_version, settings (task, folds, seed, ...), fingerprint
 (data and held-out test hashes), metric_name, classes.
@@ -66,6 +68,9 @@ def write_trial(trial: optuna.Trial, result: FoldResult, task: str) -> None:
         "metric": metric,
         "metric_std": metric_std,
         "n_params": result.n_params,
+        **({"fold_balanced_accuracies": _finite(result.balanced_accuracies),
+            "balanced_accuracy": _mean_std(result.balanced_accuracies)[0],
+            "macro_f1": _mean_std(result.macro_f1s)[0]} if result.balanced_accuracies else {}),
         "seconds": round(result.seconds, 3),
         "epochs": len(result.curve_train),
         "curve_train": _finite(result.curve_train),

@@ -24,7 +24,7 @@ from sweeps import _cli, notes, record
 from sweeps.data import Dataset
 from sweeps.errors import SweepsError
 from sweeps.folds import make_folds
-from sweeps.objective import make_objective
+from sweeps.objective import make_objective, transfer
 from sweeps.storage import describe, open_storage, resolve_url, study_exists
 from sweeps.study import Study
 from sweeps.workers import Budget, WorkerJob, counts, launch, optimize_until, worker_seed
@@ -56,7 +56,8 @@ def run_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
     (with `overrides`) itself. `heartbeat` is (interval, grace period) in seconds.
     """
     url = resolve_url(spec.name, storage)
-    folds = make_folds(dataset, spec.folds, spec.seed, device) if workers == 1 else None
+    folds = make_folds(dataset, spec.folds, spec.seed, device)
+    transfer(spec, folds.n_features, folds.n_outputs)  # a wrong init_from fails before anything is written
     rdb = open_storage(url, create=True, heartbeat_interval=heartbeat[0], grace_period=heartbeat[1])
     existing = None
     if study_exists(rdb, spec.name):

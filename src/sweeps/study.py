@@ -72,11 +72,26 @@ _NATURAL = {
     "weight_decay": (Float, True, (0.0, math.inf)),
     "lr": (Float, True, (1e-12, math.inf)),
     "batch_size": (Int, False, (1, math.inf)),
+    "noise": (Float, False, (0.0, math.inf)),
 }
+# Options that are left out of trial.params while they keep their default (off).
+_OPTIONAL_DEFAULTS = {"class_weight": "none", "noise": 0.0}
+CLASS_WEIGHTS = ("none", "balanced")
+
+
+def _as_class_weight(value: Any) -> Categorical:
+    choices = value.choices if isinstance(value, Categorical) else (
+        tuple(value) if isinstance(value, (list, tuple)) else (value,))
+    bad = [c for c in choices if c not in CLASS_WEIGHTS]
+    if bad or not choices:
+        raise SweepsError(f"Space.class_weight: choices are 'none' and 'balanced', got {bad or value!r}.")
+    return Categorical(choices)
 
 
 def _as_param(name: str, value: Any) -> Param:
     """Turn what the user wrote for one parameter into a checked `Float`/`Int`/`Categorical`."""
+    if name == "class_weight":
+        return _as_class_weight(value)
     kind, log, (valid_low, valid_high) = _NATURAL[name]
     if isinstance(value, (Float, Int, Categorical)):
         param = value
@@ -146,23 +161,40 @@ class Space:
     weight_decay: Any = (1e-6, 1e-1)
     lr: Any = (1e-4, 1e-1)
     batch_size: Any = 128
+    class_weight: Any = "none"  # "balanced", or Categorical(["none", "balanced"]) to search it
+    noise: Any = 0.0  # Gaussian input noise (std in standardized units), e.g. (0.0, 0.3)
 
     def __post_init__(self) -> None:
-        for name in _NATURAL:
+        for name in PARAMS:
             object.__setattr__(self, name, _as_param(name, getattr(self, name)))
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         """Sample one network configuration for `trial`."""
-        return {name: getattr(self, name).suggest(trial, name) for name in _NATURAL}
+        params = {}
+        for name in PARAMS:
+            param = getattr(self, name)
+            if name in _OPTIONAL_DEFAULTS and _is_fixed_at(param, _OPTIONAL_DEFAULTS[name]):
+                continue  # an option left off stays out of trial.params
+            params[name] = param.suggest(trial, name)
+        return params
+
+
+PARAMS = (*_NATURAL, "class_weight")
+
+
+def _is_fixed_at(param: Param, value: Any) -> bool:
+    if isinstance(param, Categorical):
+        return param.choices == (value,)
+    return param.low == param.high == value
 
 
 def check_config(config: dict[str, Any], where: str = "config") -> dict[str, Any]:
     """Check a configuration dict (from a define-by-run space or a file) and fill defaults."""
     if not isinstance(config, dict):
         raise SweepsError(f"{where}: a space function must return a dict, got {type(config).__name__}.")
-    unknown = sorted(set(config) - set(_NATURAL))
+    unknown = sorted(set(config) - set(PARAMS))
     if unknown:
-        raise SweepsError(f"{where}: unknown parameter(s) {unknown}; valid ones are {list(_NATURAL)}.")
+        raise SweepsError(f"{where}: unknown parameter(s) {unknown}; valid ones are {list(PARAMS)}.")
     missing = sorted({"depth", "width", "dropout", "weight_decay", "lr"} - set(config))
     if missing:
         raise SweepsError(f"{where}: missing parameter(s) {missing}.")
@@ -196,6 +228,9 @@ class Study:
         pruner: any Optuna pruner (default: median of the folds' mean validation loss).
         test_data: optional `(X, y)` loader of a separate test set (e.g. another source);
             then it is the held-out test set and `test_size` is not used.
+        init_from: a model file saved by `evaluate` (on other data with the same features):
+            every net starts from its weights and is fine-tuned (transfer learning); depth and
+            width are the saved model's, the rest of the space (lr, ...) is searched.
 
     Example:
         >>> from sklearn.datasets import load_digits
@@ -218,6 +253,7 @@ class Study:
     sampler: optuna.samplers.BaseSampler | None = None
     pruner: optuna.pruners.BasePruner | None = None
     test_data: Any = None
+    init_from: str | Path | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -249,6 +285,11 @@ class Study:
             raise SweepsError(f"Study.timeout: must be a positive number of seconds or None, got {self.timeout!r}.")
         if self.sampler is not None and not isinstance(self.sampler, optuna.samplers.BaseSampler):
             raise SweepsError(f"Study.sampler: must be an Optuna sampler, got {self.sampler!r}.")
+        if self.init_from is not None:
+            if not isinstance(self.init_from, (str, Path)):
+                raise SweepsError(f"Study.init_from: must be the path of a saved model, got {self.init_from!r}.")
+            if not isinstance(self.space, Space):
+                raise SweepsError("Study.init_from: needs a Space (depth and width come from the saved model).")
         if self.pruner is not None and not isinstance(self.pruner, optuna.pruners.BasePruner):
             raise SweepsError(f"Study.pruner: must be an Optuna pruner, got {self.pruner!r}.")
 

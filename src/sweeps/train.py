@@ -38,6 +38,8 @@ class NetConfig:
     weight_decay: float
     lr: float
     batch_size: int = 128
+    class_weight: str = "none"  # "balanced": each class weighs n / (classes x its count) in the loss
+    noise: float = 0.0  # Gaussian input noise (std, in standardized feature units) while training
 
     @classmethod
     def from_params(cls, params: dict) -> NetConfig:
@@ -61,6 +63,8 @@ class FoldResult:
     n_params: int = 0
     seconds: float = 0.0
     model: StackedMLP | None = None  # the best weights of every fold
+    balanced_accuracies: list[float] = field(default_factory=list)  # classification only
+    macro_f1s: list[float] = field(default_factory=list)  # classification only
 
     @property
     def cv_loss(self) -> float:
@@ -68,7 +72,8 @@ class FoldResult:
 
 
 def train_folds(folds: Folds, config: NetConfig, *, max_epochs: int, patience: int | None,
-                seed: int, on_epoch: EpochHook | None = None, compact: bool = True) -> FoldResult:
+                seed: int, on_epoch: EpochHook | None = None, compact: bool = True,
+                init: StackedMLP | None = None) -> FoldResult:
     """Train one fold-model per fold of `folds`, together, and return their results.
 
     Args:
@@ -79,13 +84,21 @@ def train_folds(folds: Folds, config: NetConfig, *, max_epochs: int, patience: i
             it and its fold id, so a fold trains the same inside the stack or alone.
         compact: remove stopped folds from the stack (True), or keep computing them and
             ignore the result (False, "masking"; measured slower, kept for the benchmark).
+        init: start every fold from these weights (a stack of one, e.g. a saved model:
+            transfer learning) instead of a random initialisation.
     """
     started = time.perf_counter()
     device = folds.X_train.device
     k, n_train = folds.k, folds.X_train.shape[1]
     fold_ids = folds.fold_ids
-    model = StackedMLP.init(seeds_for(seed, fold_ids, "init"), folds.n_features, folds.n_outputs,
-                            config.depth, config.width, config.dropout, device)
+    if init is not None:
+        model = StackedMLP([w.to(device).expand(k, -1, -1).clone() for w in init.weights],
+                           [b.to(device).expand(k, -1, -1).clone() for b in init.biases], config.dropout)
+    else:
+        model = StackedMLP.init(seeds_for(seed, fold_ids, "init"), folds.n_features, folds.n_outputs,
+                                config.depth, config.width, config.dropout, device)
+    weights = class_weights(folds) if config.class_weight == "balanced" and folds.classification else None
+    noise_rng = torch.Generator(device=device).manual_seed(seeds_for(seed, [0], "noise")[0])
     best = model.clone()
     batch_rngs = [torch.Generator().manual_seed(s) for s in seeds_for(seed, fold_ids, "batches")]
     dropout_rng = torch.Generator(device=device).manual_seed(seeds_for(seed, [0], "dropout")[0])
@@ -109,8 +122,12 @@ def train_folds(folds: Folds, config: NetConfig, *, max_epochs: int, patience: i
         loss_sum = torch.zeros(len(active_list), device=device)
         for step in range(n_steps):
             rows = slice(step * config.batch_size, (step + 1) * config.batch_size)
-            out, activations = model.forward(X[:, rows], dropout_rng if config.dropout else None)
-            batch_loss, grad_out = loss_and_grad(out, y[:, rows], folds.classification)
+            x = X[:, rows]
+            if config.noise:  # augmentation: a fresh perturbation of every row, every step
+                x = x + config.noise * torch.randn(x.shape, generator=noise_rng, device=device)
+            out, activations = model.forward(x, dropout_rng if config.dropout else None)
+            batch_loss, grad_out = loss_and_grad(out, y[:, rows], folds.classification,
+                                                 None if weights is None else weights[active])
             loss_sum += batch_loss
             model.backward(activations, grad_out, optimizer.grads)
             optimizer.step()
@@ -125,7 +142,8 @@ def train_folds(folds: Folds, config: NetConfig, *, max_epochs: int, patience: i
 
         # Validate every training fold with its current weights (no dropout).
         val = _weighted_mean_loss(model, folds.X_val[active], folds.y_val[active],
-                                  folds.val_weight[active], folds.classification).tolist()
+                                  folds.val_weight[active], folds.classification,
+                                  None if weights is None else weights[active]).tolist()
         live = [i for i, f in enumerate(active_list) if not done[f]]
         result.curve_train.append(float(np.mean([train[i] for i in live])))
         result.curve_val.append(float(np.mean([val[i] for i in live])))
@@ -173,7 +191,7 @@ def train_folds(folds: Folds, config: NetConfig, *, max_epochs: int, patience: i
             done[active_list[i]] = True  # masking: it keeps computing, its results are ignored
 
     result.model = best if folds.has_validation else model
-    _final_scores(result, result.model, folds, best_epoch)
+    _final_scores(result, result.model, folds, best_epoch, weights)
     result.seconds = time.perf_counter() - started
     return result
 
@@ -186,30 +204,60 @@ def _copy_folds(dst: StackedMLP, src: StackedMLP, positions: list[int], folds: l
         d.index_copy_(0, dst_index, s.index_select(0, src_index))
 
 
+def class_weights(folds: Folds) -> torch.Tensor:
+    """Per fold, "balanced" class weights from its training part: n / (classes x count)."""
+    weights = []
+    for f in range(folds.k):
+        y = folds.y_train[f][folds.train_weight[f].bool()]
+        counts = torch.bincount(y, minlength=folds.n_outputs).float()
+        weights.append(len(y) / (folds.n_outputs * counts.clamp(min=1)))
+    return torch.stack(weights)
+
+
 @torch.no_grad()
 def _weighted_mean_loss(model: StackedMLP, X: torch.Tensor, y: torch.Tensor, weight: torch.Tensor,
-                        classification: bool) -> torch.Tensor:
+                        classification: bool, class_weight: torch.Tensor | None = None) -> torch.Tensor:
     out, _ = model.forward(X)
     losses = per_row_losses(out, y, classification)
+    if class_weight is not None:  # validation weighs classes as training does
+        weight = weight * class_weight.gather(1, y)
     return (losses * weight).sum(1) / weight.sum(1)
 
 
 @torch.no_grad()
-def _final_scores(result: FoldResult, best: StackedMLP, folds: Folds, best_epoch: list[int]) -> None:
-    """Per-fold losses and metric of the best weights: validation and (clean) training loss."""
+def _final_scores(result: FoldResult, best: StackedMLP, folds: Folds, best_epoch: list[int],
+                  class_weight: torch.Tensor | None = None) -> None:
+    """Per-fold losses and metrics of the best weights: validation and (clean) training loss."""
     result.train_losses = _weighted_mean_loss(best, folds.X_train, folds.y_train, folds.train_weight,
-                                              folds.classification).tolist()
+                                              folds.classification, class_weight).tolist()
     if not folds.has_validation:
         result.best_epochs = [len(result.curve_train)] * folds.k
         return
     result.val_losses = _weighted_mean_loss(best, folds.X_val, folds.y_val, folds.val_weight,
-                                            folds.classification).tolist()
+                                            folds.classification, class_weight).tolist()
     out, _ = best.forward(folds.X_val)
     w = folds.val_weight
     if folds.classification:
-        correct = (out.argmax(-1) == folds.y_val).float()
+        pred = out.argmax(-1)
+        correct = (pred == folds.y_val).float()
         result.metrics = ((correct * w).sum(1) / w.sum(1)).tolist()
+        for f in range(folds.k):
+            real = w[f].bool()
+            balanced, f1 = _balanced_scores(folds.y_val[f][real], pred[f][real], folds.n_outputs)
+            result.balanced_accuracies.append(balanced)
+            result.macro_f1s.append(f1)
     else:
         mse = torch.tensor(result.val_losses, device=w.device)
         result.metrics = (mse.sqrt() * folds.target_std).tolist()
     result.best_epochs = list(best_epoch)
+
+
+def _balanced_scores(y: torch.Tensor, pred: torch.Tensor, n_classes: int) -> tuple[float, float]:
+    """Balanced accuracy (mean recall) and macro-F1 over the classes present in `y`."""
+    confusion = torch.bincount(y * n_classes + pred, minlength=n_classes**2).reshape(n_classes, n_classes).double()
+    true, predicted, hit = confusion.sum(1), confusion.sum(0), confusion.diag()
+    present = true > 0
+    recall = hit[present] / true[present]
+    precision = torch.where(predicted[present] > 0, hit[present] / predicted[present].clamp(min=1), 0.0)
+    f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    return float(recall.mean()), float(f1.mean())
