@@ -24,7 +24,7 @@ from sweeps import notes, record
 from sweeps.errors import SweepsError
 from sweeps.folds import Folds
 from sweeps.model import StackedMLP
-from sweeps.study import Int, Study
+from sweeps.study import Int, Space, Study
 from sweeps.train import NetConfig, train_folds
 
 
@@ -59,10 +59,13 @@ def make_objective(spec: Study, folds: Folds) -> Callable[[optuna.Trial], float]
     """The Optuna objective of a study, over folds prepared once per process."""
     spec, init = transfer(spec, folds.n_features, folds.n_outputs)
     worker = f"{socket.gethostname()}:{os.getpid()}"
+    # When the space allows class weighting, balance is what matters: every trial, weighted or
+    # not, is then scored by the class-balanced validation loss, so values stay comparable.
+    balanced = isinstance(spec.space, Space) and "balanced" in spec.space.class_weight.choices
 
     def objective(trial: optuna.Trial) -> float:
         trial.set_user_attr("worker", worker)  # which machine and process ran it
-        config = NetConfig.from_params(spec.suggest(trial))
+        config = dataclasses.replace(NetConfig.from_params(spec.suggest(trial)), balanced_validation=balanced)
 
         def on_epoch(epoch: int, mean_val_loss: float) -> str | None:
             trial.report(mean_val_loss, step=epoch)

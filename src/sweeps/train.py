@@ -38,7 +38,8 @@ class NetConfig:
     weight_decay: float
     lr: float
     batch_size: int = 128
-    class_weight: str = "none"  # "balanced": each class weighs n / (classes x its count) in the loss
+    class_weight: str = "none"  # "balanced": each class weighs n / (classes x its count) in training
+    balanced_validation: bool = False  # score validation (and the trial) by the class-balanced loss
     noise: float = 0.0  # Gaussian input noise (std, in standardized feature units) while training
 
     @classmethod
@@ -97,7 +98,11 @@ def train_folds(folds: Folds, config: NetConfig, *, max_epochs: int, patience: i
     else:
         model = StackedMLP.init(seeds_for(seed, fold_ids, "init"), folds.n_features, folds.n_outputs,
                                 config.depth, config.width, config.dropout, device)
-    weights = class_weights(folds) if config.class_weight == "balanced" and folds.classification else None
+    # Training may weigh classes per trial; validation weighs them per study, so that every
+    # trial's value is on one scale (see objective.make_objective).
+    balanced = class_weights(folds) if folds.classification else None
+    weights = balanced if config.class_weight == "balanced" else None
+    val_weights = balanced if config.balanced_validation else None
     noise_rng = torch.Generator(device=device).manual_seed(seeds_for(seed, [0], "noise")[0])
     best = model.clone()
     batch_rngs = [torch.Generator().manual_seed(s) for s in seeds_for(seed, fold_ids, "batches")]
@@ -143,7 +148,7 @@ def train_folds(folds: Folds, config: NetConfig, *, max_epochs: int, patience: i
         # Validate every training fold with its current weights (no dropout).
         val = _weighted_mean_loss(model, folds.X_val[active], folds.y_val[active],
                                   folds.val_weight[active], folds.classification,
-                                  None if weights is None else weights[active]).tolist()
+                                  None if val_weights is None else val_weights[active]).tolist()
         live = [i for i, f in enumerate(active_list) if not done[f]]
         result.curve_train.append(float(np.mean([train[i] for i in live])))
         result.curve_val.append(float(np.mean([val[i] for i in live])))
@@ -191,7 +196,7 @@ def train_folds(folds: Folds, config: NetConfig, *, max_epochs: int, patience: i
             done[active_list[i]] = True  # masking: it keeps computing, its results are ignored
 
     result.model = best if folds.has_validation else model
-    _final_scores(result, result.model, folds, best_epoch, weights)
+    _final_scores(result, result.model, folds, best_epoch, val_weights)
     result.seconds = time.perf_counter() - started
     return result
 
@@ -227,7 +232,10 @@ def _weighted_mean_loss(model: StackedMLP, X: torch.Tensor, y: torch.Tensor, wei
 @torch.no_grad()
 def _final_scores(result: FoldResult, best: StackedMLP, folds: Folds, best_epoch: list[int],
                   class_weight: torch.Tensor | None = None) -> None:
-    """Per-fold losses and metrics of the best weights: validation and (clean) training loss."""
+    """Per-fold losses and metrics of the best weights: validation and (clean) training loss.
+
+    Both losses use the validation's class weighting, so their gap is on one scale.
+    """
     result.train_losses = _weighted_mean_loss(best, folds.X_train, folds.y_train, folds.train_weight,
                                               folds.classification, class_weight).tolist()
     if not folds.has_validation:
