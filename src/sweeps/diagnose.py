@@ -40,7 +40,7 @@ from sweeps.data import Dataset
 from sweeps.errors import SweepsError
 from sweeps.folds import Folds, make_folds
 from sweeps.objective import trial_seed
-from sweeps.storage import describe, load_existing_study
+from sweeps.storage import describe, load_existing_study, results_folder
 from sweeps.study import Categorical, Space, Study
 from sweeps.train import NetConfig, train_folds
 
@@ -350,7 +350,7 @@ def diagnose_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
     diagnosis = Diagnosis(spec.name, verdicts, baselines, curve, by_depth, chance, thresholds)
     diagnosis.report = markdown(diagnosis, study, best)
 
-    path = Path(output) if output else _default_report_path(spec.name, url)
+    path = Path(output) if output else results_folder(url) / f"{spec.name}-diagnosis.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(diagnosis.report)
     study.set_user_attr("learning_curve", curve)
@@ -367,11 +367,6 @@ def diagnose_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
     print(diagnosis.report, file=out)
     print(f"\nReport written to {path} and attached to the study (optuna-dashboard {describe(url)}).", file=out)
     return diagnosis
-
-
-def _default_report_path(study_name: str, url: str) -> Path:
-    folder = Path(url[len("sqlite:///"):]).parent if url.startswith("sqlite:///") else Path("storage")
-    return folder / f"{study_name}-diagnosis.md"
 
 
 def markdown(d: Diagnosis, study: optuna.Study, best: optuna.trial.FrozenTrial) -> str:

@@ -34,7 +34,7 @@ from sweeps.errors import SweepsError
 from sweeps.export import read_config
 from sweeps.folds import make_final_fit
 from sweeps.objective import transfer, trial_seed
-from sweeps.storage import describe, load_existing_study
+from sweeps.storage import describe, load_existing_study, results_folder
 from sweeps.study import Study
 from sweeps.train import NetConfig, train_folds
 from sweeps.trained import TrainedModel
@@ -129,7 +129,7 @@ def evaluate_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
     test = score(model, dataset)
 
     evaluation = used + 1
-    path = Path(model_path) if model_path else _default_model_path(spec.name, url)
+    path = Path(model_path) if model_path else results_folder(url) / f"{spec.name}-model.pt"
     entry = {
         "evaluation": evaluation,
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -149,11 +149,6 @@ def evaluate_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
     notes.refresh(study)
     print(report(spec, entry), file=out)
     return entry, model
-
-
-def _default_model_path(study_name: str, url: str) -> Path:
-    folder = Path(url[len("sqlite:///"):]).parent if url.startswith("sqlite:///") else Path("storage")
-    return folder / f"{study_name}-model.pt"
 
 
 def _pm(mean: float | None, std: float | None) -> str:

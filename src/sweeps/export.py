@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 
 from sweeps import __version__, _cli
 from sweeps.errors import SweepsError
-from sweeps.storage import DEFAULT_DIR, describe, load_existing_study
+from sweeps.storage import describe, load_existing_study, results_folder
 from sweeps.study import check_config, load_study_file
 
 FORMAT = "sweeps-config-1"
@@ -115,8 +115,7 @@ def read_config(path: str | Path) -> dict[str, Any]:
 
 def default_path(study_name: str, url: str, fmt: str) -> Path:
     """Next to the SQLite database, or under storage/ for a server URL."""
-    folder = Path(url[len("sqlite:///"):]).parent if url.startswith("sqlite:///") else DEFAULT_DIR
-    return folder / f"{study_name}-best.{fmt}"
+    return results_folder(url) / f"{study_name}-best.{fmt}"
 
 
 def main(argv: list[str] | None = None) -> int:

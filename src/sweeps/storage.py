@@ -6,6 +6,7 @@ Optuna storage URL works (PostgreSQL for many machines).
 
 from __future__ import annotations
 
+import time
 import warnings
 from pathlib import Path
 
@@ -14,11 +15,22 @@ import optuna
 from sweeps.errors import SweepsError
 
 DEFAULT_DIR = Path("storage")
+SCHEMA_RACE_RETRIES = 8
+
+
+def _schema_race(error: Exception) -> bool:
+    text = str(getattr(error, "orig", None) or error).lower()
+    return any(s in text for s in ("unique constraint", "already exists", "duplicate key", "database is locked"))
 
 
 def resolve_url(study_name: str, url: str | None) -> str:
     """The storage URL to use: `url`, or `sqlite:///storage/<study_name>.db`."""
     return url if url else f"sqlite:///{DEFAULT_DIR / study_name}.db"
+
+
+def results_folder(url: str) -> Path:
+    """Where exports, reports and models go: next to an SQLite database, else storage/."""
+    return Path(url[len("sqlite:///"):]).parent if url.startswith("sqlite:///") else DEFAULT_DIR
 
 
 def describe(url: str) -> str:
@@ -53,17 +65,26 @@ def open_storage(url: str, *, create: bool, heartbeat_interval: int | None = Non
     if "://" not in url:
         raise SweepsError(f"--storage {url!r} is not a storage URL; use e.g. sqlite:///path/to.db "
                           "or postgresql://user@host/db.")
+    heartbeat = {}
+    if heartbeat_interval:
+        heartbeat = dict(heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+                         heartbeat_stale_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=3))
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            heartbeat = {}
-            if heartbeat_interval:
-                heartbeat = dict(heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-                                 heartbeat_stale_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=3))
-            storage = optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url), **heartbeat)
-            if url.startswith("sqlite"):
-                _use_wal(storage)
-            return storage
+        for attempt in range(SCHEMA_RACE_RETRIES):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    storage = optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url), **heartbeat)
+                break
+            except Exception as e:
+                # Several processes opening a new database at once (workers, machines, a dashboard)
+                # race to create Optuna's tables; the losers find them made a moment later.
+                if attempt + 1 == SCHEMA_RACE_RETRIES or not _schema_race(e):
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+        if url.startswith("sqlite"):
+            _use_wal(storage)
+        return storage
     except ImportError as e:
         raise SweepsError(f"storage {describe(url)}: its database driver is missing ({e}); "
                           "install it, e.g. pip install 'psycopg[binary]' for PostgreSQL.") from None
