@@ -125,14 +125,14 @@ def train_folds(folds: Folds, config: NetConfig, *, max_epochs: int, patience: i
         X = folds.X_train[active.unsqueeze(1), order]
         y = folds.y_train[active.unsqueeze(1), order]
         loss_sum = torch.zeros(len(active_list), device=device)
+        step_weights = None if weights is None else weights[active]  # once per epoch, not per step
         for step in range(n_steps):
             rows = slice(step * config.batch_size, (step + 1) * config.batch_size)
             x = X[:, rows]
             if config.noise:  # augmentation: a fresh perturbation of every row, every step
                 x = x + config.noise * torch.randn(x.shape, generator=noise_rng, device=device)
             out, activations = model.forward(x, dropout_rng if config.dropout else None)
-            batch_loss, grad_out = loss_and_grad(out, y[:, rows], folds.classification,
-                                                 None if weights is None else weights[active])
+            batch_loss, grad_out = loss_and_grad(out, y[:, rows], folds.classification, step_weights)
             loss_sum += batch_loss
             model.backward(activations, grad_out, optimizer.grads)
             optimizer.step()
