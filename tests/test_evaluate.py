@@ -113,7 +113,7 @@ def test_final_fit_uses_every_non_test_row_and_nothing_else(digits_dataset):
     folds, preprocessing = make_final_fit(digits_dataset)
     assert folds.k == 1 and not folds.has_validation
     assert np.array_equal(np.sort(folds.train_rows[0]), digits_dataset.dev)
-    np.testing.assert_allclose(preprocessing.x_mean, digits_dataset.X[digits_dataset.dev].mean(0), atol=1e-4)
+    np.testing.assert_allclose(preprocessing.center, digits_dataset.X[digits_dataset.dev].mean(0), atol=1e-4)
 
 
 def snapshot(url):

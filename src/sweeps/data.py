@@ -23,7 +23,7 @@ class Dataset:
     """A study's validated data and its held-out split.
 
     `X` is float32 [n, d], or a pandas DataFrame for a table with non-numeric columns or
-    missing values (preprocessed per fold by `table.table_pipeline`); `y` holds class
+    missing values (preprocessed per fold by `sweeps.preprocess`); `y` holds class
     indices (int64) for classification and float32 targets for regression. `dev` and
     `test` are row indices into them.
     """

@@ -189,9 +189,9 @@ def adversarial_auc(dataset: Dataset, seed: int, max_rows: int = 20000) -> float
         rows = np.random.default_rng(seed).choice(rows, max_rows, replace=False)
     X = dataset.rows(rows)
     if dataset.is_table:  # unsupervised encoding of the features; no label is used
-        from sweeps.table import table_pipeline
+        from sweeps.preprocess import Preprocessing
 
-        X = table_pipeline(X).fit_transform(X)
+        X = Preprocessing.fit(X).features(X)
     forest = RandomForestClassifier(n_estimators=200, min_samples_leaf=3, random_state=seed, n_jobs=-1)
     scores = cross_val_predict(forest, X, is_test[rows], method="predict_proba",
                                cv=StratifiedKFold(5, shuffle=True, random_state=seed))[:, 1]

@@ -73,8 +73,7 @@ def score(model: TrainedModel, dataset: Dataset) -> dict[str, Any]:
     """Loss and metrics of `model` on the held-out test rows (the only place they are used)."""
     X, y = dataset.rows(dataset.test), dataset.y[dataset.test]
     if model.task == "classification":
-        with torch.no_grad():
-            log_p = torch.log_softmax(model.outputs(X), dim=-1).cpu()
+        log_p = model.log_proba(X).cpu()
         loss = float(-log_p[torch.arange(len(y)), torch.as_tensor(y)].mean())
         pred = log_p.argmax(-1).numpy()
         labels = list(range(len(dataset.classes)))
@@ -123,7 +122,7 @@ def evaluate_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
                          patience=None, seed=seed, init=init)
     if result.diverged:
         raise SweepsError(f"the final fit of {chosen['source']} {result.diverged}; nothing was recorded.")
-    model = TrainedModel(spec.task, chosen["params"], preprocessing, result.model,
+    model = TrainedModel(spec.task, chosen["params"], [preprocessing], result.model, None,
                          [c.item() if hasattr(c, "item") else c for c in dataset.classes]
                          if dataset.classes is not None else None)
     test = score(model, dataset)

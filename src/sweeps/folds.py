@@ -13,10 +13,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from sklearn.model_selection import KFold, StratifiedKFold
-from sklearn.preprocessing import StandardScaler
 
 from sweeps.data import Dataset
-from sweeps.table import table_pipeline
+from sweeps.preprocess import Preprocessing
 
 
 @dataclass
@@ -81,36 +80,10 @@ def split_folds(dataset: Dataset, folds: int, seed: int) -> list[tuple[np.ndarra
     return [(dev[train], dev[val]) for train, val in splits]
 
 
-@dataclass(frozen=True)
-class Preprocessing:
-    """What is fitted on a training part: feature scaling and (regression) target scaling."""
-
-    x_mean: np.ndarray | None
-    x_scale: np.ndarray | None
-    y_mean: float = 0.0
-    y_std: float = 1.0
-    pipeline: object = None  # a fitted scikit-learn ColumnTransformer, for tables
-
-    @classmethod
-    def fit(cls, dataset: Dataset, rows: np.ndarray) -> Preprocessing:
-        y_mean, y_std = 0.0, 1.0
-        if dataset.classes is None:
-            # The net learns the standardized target, so one lr range suits any target scale.
-            y = dataset.y[rows]
-            y_mean, y_std = float(y.mean()), float(y.std()) or 1.0
-        if dataset.is_table:
-            pipeline = table_pipeline(dataset.X).fit(dataset.rows(rows))
-            return cls(None, None, y_mean, y_std, pipeline)
-        scaler = StandardScaler().fit(dataset.X[rows])
-        return cls(scaler.mean_.astype(np.float32), scaler.scale_.astype(np.float32), y_mean, y_std)
-
-    def features(self, X) -> np.ndarray:
-        if self.pipeline is not None:
-            return np.asarray(self.pipeline.transform(X), dtype=np.float32)
-        return ((X - self.x_mean) / self.x_scale).astype(np.float32)
-
-    def target(self, y: np.ndarray) -> np.ndarray:
-        return ((y - self.y_mean) / self.y_std).astype(np.float32)
+def fit_preprocessing(dataset: Dataset, rows: np.ndarray, scaling: str = "standard") -> Preprocessing:
+    """The preprocessing fitted on `rows` only (features, and the target for regression)."""
+    y = dataset.y[rows] if dataset.classes is None else None
+    return Preprocessing.fit(dataset.rows(rows), y, scaling)
 
 
 def make_folds(dataset: Dataset, folds: int, seed: int, device: torch.device | str = "cpu",
@@ -134,7 +107,7 @@ def make_final_fit(dataset: Dataset, device: torch.device | str = "cpu") -> tupl
     The preprocessing is fitted on those rows only; the held-out test rows stay unseen.
     """
     folds = _stack(dataset, [(dataset.dev, dataset.dev[:0])], seed=0, device=device)
-    return folds, Preprocessing.fit(dataset, dataset.dev)
+    return folds, fit_preprocessing(dataset, dataset.dev)
 
 
 def _stack(dataset: Dataset, splits: list[tuple[np.ndarray, np.ndarray]], seed: int,
@@ -146,7 +119,7 @@ def _stack(dataset: Dataset, splits: list[tuple[np.ndarray, np.ndarray]], seed: 
 
     X_train, y_train, w_train, X_val, y_val, w_val, stds = [], [], [], [], [], [], []
     for train, val in splits:
-        prep = Preprocessing.fit(dataset, train)
+        prep = fit_preprocessing(dataset, train)
         top_up = rng.choice(train, n_train - len(train), replace=False) if n_train > len(train) else []
         train_padded = np.concatenate([train, top_up]).astype(np.int64)
         val_padded = np.concatenate([val, np.full(n_val - len(val), val[0] if len(val) else 0)]).astype(np.int64)

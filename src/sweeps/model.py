@@ -66,6 +66,30 @@ class StackedMLP:
     def clone(self) -> StackedMLP:
         return StackedMLP([w.clone() for w in self.weights], [b.clone() for b in self.biases], self.dropout)
 
+    # --- saving: named tensors and a JSON-able description -------------------------------
+    def state(self) -> tuple[dict, dict[str, torch.Tensor]]:
+        tensors = {}
+        for layer, (w, b) in enumerate(zip(self.weights, self.biases)):
+            tensors[f"w{layer}"], tensors[f"b{layer}"] = w, b
+        return {"kind": "mlp", "layers": len(self.weights), "dropout": self.dropout}, tensors
+
+    @classmethod
+    def from_state(cls, meta: dict, tensors: dict[str, torch.Tensor]) -> StackedMLP:
+        if meta.get("kind") != "mlp":
+            raise ValueError(f"unknown network kind {meta.get('kind')!r}")
+        layers = int(meta["layers"])
+        weights = [tensors[f"w{i}"].float() for i in range(layers)]
+        biases = [tensors[f"b{i}"].float() for i in range(layers)]
+        for w, b, nxt in zip(weights, biases, weights[1:] + [None]):
+            if w.ndim != 3 or b.shape != (w.shape[0], 1, w.shape[2]) or (nxt is not None and nxt.shape[1] != w.shape[2]):
+                raise ValueError("layer shapes do not chain")
+        return cls(weights, biases, float(meta["dropout"]))
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
+        """Eval-mode outputs `[k, rows, n_out]` for inputs `[k, rows, n_in]`, in row chunks."""
+        return torch.cat([self.forward(x[:, i:i + chunk])[0] for i in range(0, max(x.shape[1], 1), chunk)], dim=1)
+
     # --- forward and backward ----------------------------------------------------------
     def forward(self, x: torch.Tensor, dropout_rng: torch.Generator | None = None
                 ) -> tuple[torch.Tensor, list[torch.Tensor]]:

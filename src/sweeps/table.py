@@ -6,10 +6,10 @@
 
 A `Table` is a data loader like any other: calling it returns `(X, y)` with X a pandas
 DataFrame. Its columns are checked once (all-missing, id-like and half-numeric columns are
-errors that name the column and the fix). Preprocessing is a scikit-learn `ColumnTransformer`
-(numeric: median imputation and standard scaling; categorical: most-frequent imputation and
-one-hot encoding), fitted on each fold's training part only, and on all non-test rows for
-`evaluate`: the pipeline never sees a validation or test row while it is fitted.
+errors that name the column and the fix). Preprocessing (`sweeps.preprocess`: numeric columns
+imputed and scaled, categorical ones imputed and one-hot encoded) is fitted on each fold's
+training part only, and on all non-test rows for `evaluate`: it never sees a validation or
+test row while it is fitted.
 """
 
 from __future__ import annotations
@@ -25,10 +25,6 @@ from sweeps.errors import SweepsError
 
 # The folder of the study file being loaded: relative Table paths are resolved against it.
 STUDY_DIR: contextvars.ContextVar[Path | None] = contextvars.ContextVar("STUDY_DIR", default=None)
-
-# One-hot encoding keeps at most this many categories per column (rarer ones share a column).
-MAX_CATEGORIES = 50
-
 
 @dataclass(frozen=True)
 class Table:
@@ -130,25 +126,6 @@ def check_columns(X, where: str) -> None:
 
 def is_table(X) -> bool:
     return hasattr(X, "columns") and hasattr(X, "iloc")
-
-
-def table_pipeline(X):
-    """The per-fold preprocessing of a mixed-type table (unfitted)."""
-    import pandas as pd
-    from sklearn.compose import ColumnTransformer
-    from sklearn.impute import SimpleImputer
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
-
-    numeric = [c for c in X.columns if pd.api.types.is_numeric_dtype(X[c]) or pd.api.types.is_bool_dtype(X[c])]
-    categorical = [c for c in X.columns if c not in numeric]
-    return ColumnTransformer([
-        ("numeric", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), numeric),
-        ("categorical", make_pipeline(
-            SimpleImputer(strategy="most_frequent"),
-            OneHotEncoder(handle_unknown="infrequent_if_exist", max_categories=MAX_CATEGORIES,
-                          sparse_output=False)), categorical),
-    ], sparse_threshold=0.0)
 
 
 def encode_for_hashing(X) -> np.ndarray:

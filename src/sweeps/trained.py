@@ -1,78 +1,112 @@
-"""A trained model as `evaluate` saves it: weights, preprocessing and configuration in one file.
+"""A trained model as `evaluate` saves it: networks, preprocessing and configuration in one file.
 
     >>> import sweeps
     >>> model = sweeps.load_model("storage/digits-model.pt")   # doctest: +SKIP
     >>> model.predict(X)                                       # doctest: +SKIP
 
-The file is a plain `torch.save` dict of tensors and Python values, loaded with
-`weights_only=True`. A model trained on a `Table` also carries its fitted scikit-learn
-preprocessing pipeline, pickled: like any pickle, load such a file only if you trust it.
+The file is a safetensors file: named tensors, plus one JSON header that describes the
+rest (task, classes, configuration, each member's preprocessing). Reading it parses JSON and
+copies numbers; nothing in it is ever executed, so a model file from anyone is safe to open.
+Files of the first format (a `torch.save` pickle that could carry a pickled scikit-learn
+pipeline) are refused with the fix.
+
+A model holds one or more members (a stack of networks): one refit, or the k fold-models
+of a trial, each with the preprocessing fitted on its own rows. Predictions average the
+members: class probabilities, or regression outputs in the target's units.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import pickle
 
 import numpy as np
 import torch
 
 from sweeps.errors import SweepsError
-from sweeps.folds import Preprocessing
 from sweeps.model import StackedMLP
+from sweeps.preprocess import Preprocessing
 
-FORMAT = "sweeps-model-1"
+FORMAT = "sweeps-model-2"
+_OLD_FORMAT_MAGIC = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")  # zip / pickle
 
 
 @dataclass
 class TrainedModel:
-    """One MLP and the preprocessing fitted with it, ready to predict raw feature rows."""
+    """Stacked networks and the preprocessing fitted with each, ready to predict raw feature rows."""
 
     task: str
     params: dict[str, Any]
-    preprocessing: Preprocessing
-    net: StackedMLP  # a stack of one
+    preprocessings: list[Preprocessing]
+    net: StackedMLP  # one member per stack position
+    member_preprocessing: list[int] | None = None  # per member: its index in `preprocessings`
     classes: list | None = None
     info: dict[str, Any] = field(default_factory=dict)  # study name, fingerprint, test result...
 
+    def __post_init__(self) -> None:
+        if self.member_preprocessing is None:
+            self.member_preprocessing = [0] * self.net.k
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """The first member's preprocessing (a refit has only one)."""
+        return self.preprocessings[0]
+
+    @property
+    def n_members(self) -> int:
+        return self.net.k
+
     @property
     def n_features(self) -> int:
-        pipeline = self.preprocessing.pipeline
-        return pipeline.n_features_in_ if pipeline is not None else self.net.weights[0].shape[1]
+        columns = self.preprocessing.columns
+        return len(columns) if columns is not None else self.preprocessing.n_numeric
 
-    def outputs(self, X: Any) -> torch.Tensor:
-        """Raw network outputs for raw feature rows: logits, or the standardized target."""
+    def member_outputs(self, X: Any) -> torch.Tensor:
+        """Raw outputs of every member `[members, rows, outputs]`: logits or standardized targets."""
         X = self._check(X)
-        x = torch.as_tensor(self.preprocessing.features(X), device=self.net.weights[0].device)
+        device = self.net.weights[0].device
+        features = [torch.as_tensor(p.features(X), device=device) for p in self.preprocessings]
+        x = torch.stack([features[i] for i in self.member_preprocessing])
         with torch.no_grad():
-            out, _ = self.net.forward(x.unsqueeze(0))
-        return out[0]
+            return self.net.predict(x)
+
+    def log_proba(self, X: Any) -> torch.Tensor:
+        """Log of the members' mean class probabilities `[rows, classes]` (classification)."""
+        if self.task != "classification":
+            raise SweepsError("log_proba: this is a regression model; use predict.")
+        out = torch.log_softmax(self.member_outputs(X).double(), dim=-1)
+        return torch.logsumexp(out, dim=0) - float(np.log(len(out)))
+
+    def _target_units(self, out: torch.Tensor) -> torch.Tensor:
+        """Mean over members of each member's prediction in the target's own units `[rows]`."""
+        y_std = torch.tensor([self.preprocessings[i].y_std for i in self.member_preprocessing],
+                             dtype=torch.float64, device=out.device)
+        y_mean = torch.tensor([self.preprocessings[i].y_mean for i in self.member_preprocessing],
+                              dtype=torch.float64, device=out.device)
+        return (out[..., 0].double() * y_std[:, None] + y_mean[:, None]).mean(0)
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities `[rows, classes]`, columns in the order of `classes`."""
         if self.task != "classification":
             raise SweepsError("predict_proba: this is a regression model; use predict.")
-        return torch.softmax(self.outputs(X), dim=-1).cpu().numpy()
+        return self.log_proba(X).exp().float().cpu().numpy()
 
     def predict(self, X: Any) -> np.ndarray:
         """Class labels (classification) or target values in their own units (regression)."""
-        out = self.outputs(X)
         if self.task == "classification":
-            return np.asarray(self.classes)[out.argmax(-1).cpu().numpy()]
-        p = self.preprocessing
-        return out[:, 0].cpu().numpy() * p.y_std + p.y_mean
+            return np.asarray(self.classes)[self.predict_proba(X).argmax(-1)]
+        return self._target_units(self.member_outputs(X)).cpu().numpy()
 
-    def _check(self, X: Any) -> np.ndarray:
-        pipeline = self.preprocessing.pipeline
-        if pipeline is not None:
-            expected = list(pipeline.feature_names_in_)
-            missing = [c for c in expected if c not in getattr(X, "columns", [])]
+    def _check(self, X: Any):
+        columns = self.preprocessing.columns
+        if columns is not None:
+            missing = [c for c in columns if c not in getattr(X, "columns", [])]
             if missing:
                 raise SweepsError(f"predict: X must be a table with the training columns; missing {missing}.")
-            return X[expected]
+            return X[columns]
         try:
             X = np.asarray(X, dtype=np.float32)
         except (TypeError, ValueError):
@@ -85,41 +119,57 @@ class TrainedModel:
 
     # --- file ----------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
+        """Write the model as one safetensors file, atomically (a crash leaves no half file)."""
+        from safetensors.torch import save_file
+
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        p = self.preprocessing
-        torch.save({
-            "format": FORMAT,
-            "task": self.task,
-            "params": self.params,
-            "classes": self.classes,
-            "x_mean": None if p.x_mean is None else torch.as_tensor(p.x_mean),
-            "x_scale": None if p.x_scale is None else torch.as_tensor(p.x_scale),
-            "pipeline": None if p.pipeline is None else pickle.dumps(p.pipeline),
-            "y_mean": p.y_mean, "y_std": p.y_std,
-            "weights": [w.cpu() for w in self.net.weights],
-            "biases": [b.cpu() for b in self.net.biases],
-            "dropout": self.net.dropout,
-            "info": self.info,
-        }, path)
+        net_meta, tensors = self.net.state()
+        tensors = {f"net.{name}": t.detach().cpu().contiguous() for name, t in tensors.items()}
+        preprocessing_meta = []
+        for i, prep in enumerate(self.preprocessings):
+            meta, arrays = prep.state()
+            preprocessing_meta.append(meta)
+            tensors.update({f"preprocessing.{i}.{name}": torch.from_numpy(np.ascontiguousarray(a))
+                            for name, a in arrays.items()})
+        header = {"task": self.task, "params": self.params, "classes": self.classes, "info": self.info,
+                  "net": net_meta, "preprocessings": preprocessing_meta,
+                  "member_preprocessing": self.member_preprocessing}
+        partial = path.with_name(path.name + ".partial")
+        save_file(tensors, str(partial), metadata={"format": FORMAT, "model": json.dumps(header)})
+        os.replace(partial, path)
         return path
 
 
 def load_model(path: str | Path, device: str = "cpu") -> TrainedModel:
-    """Load a model saved by `python -m sweeps.evaluate`."""
+    """Load a model saved by `python -m sweeps.evaluate`; nothing in the file is executed."""
+    from safetensors import safe_open
+
     path = Path(path)
     if not path.is_file():
         raise SweepsError(f"{path}: no such model file; python -m sweeps.evaluate STUDY_FILE writes one.")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic.startswith(_OLD_FORMAT_MAGIC):
+        raise SweepsError(f"{path}: a pickle-based file (sweeps' first model format, or torch.save); "
+                          "opening it could run code, so sweeps refuses it; save the model again with "
+                          "python -m sweeps.evaluate STUDY_FILE.")
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:
-        raise SweepsError(f"{path}: not a sweeps model file ({type(e).__name__}).") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise SweepsError(f"{path}: not a sweeps model file (expected format {FORMAT}).")
-    pipeline = pickle.loads(state["pipeline"]) if state.get("pipeline") else None
-    preprocessing = Preprocessing(
-        None if state["x_mean"] is None else state["x_mean"].numpy(),
-        None if state["x_scale"] is None else state["x_scale"].numpy(),
-        float(state["y_mean"]), float(state["y_std"]), pipeline)
-    net = StackedMLP(list(state["weights"]), list(state["biases"]), float(state["dropout"]))
-    return TrainedModel(state["task"], state["params"], preprocessing, net, state["classes"], state["info"])
+        with safe_open(str(path), framework="pt", device=str(device)) as f:
+            header = f.metadata() or {}
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
+        if header.get("format") != FORMAT:
+            raise ValueError(f"format {header.get('format')!r}")
+        model = json.loads(header["model"])
+        net = StackedMLP.from_state(model["net"], {k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+        preprocessings = [
+            Preprocessing.from_state(meta, {k.split(".", 2)[2]: v.cpu().numpy() for k, v in tensors.items()
+                                            if k.startswith(f"preprocessing.{i}.")})
+            for i, meta in enumerate(model["preprocessings"])]
+        return TrainedModel(str(model["task"]), dict(model["params"]), preprocessings, net,
+                            [int(i) for i in model["member_preprocessing"]], model["classes"], model["info"])
+    except SweepsError:
+        raise
+    except Exception as e:  # a truncated, foreign or hand-edited file
+        raise SweepsError(f"{path}: not a sweeps model file ({type(e).__name__}: {e}); "
+                          "python -m sweeps.evaluate STUDY_FILE writes one.") from None
