@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import signal
 
 import numpy as np
 import pytest
@@ -49,3 +50,10 @@ def digits_folds(digits_dataset):
 @pytest.fixture
 def sqlite_url(tmp_path):
     return f"sqlite:///{tmp_path / 'study.db'}"
+
+
+def default_signals() -> None:
+    """preexec_fn for test subprocesses: SIGINT handled as Ctrl+C even when pytest itself was
+    started in the background (a shell starts background jobs with SIGINT ignored, and the
+    child would inherit that, so Python would install no KeyboardInterrupt handler)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -16,6 +16,8 @@ from optuna.trial import TrialState
 
 from sweeps.run import main
 
+from conftest import default_signals
+
 GOOD = """
 from sklearn.datasets import load_digits
 from sweeps import Study, Space
@@ -77,7 +79,7 @@ def test_ctrl_c_keeps_finished_trials_and_rerun_resumes(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, "-m", "sweeps.run", path, "--no-progress", "--n-trials", "50"]
     process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+                               text=True, preexec_fn=default_signals)
     db = tmp_path / "storage" / "cli.db"
     url = f"sqlite:///{db}"
     deadline = time.time() + 120

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -25,6 +26,8 @@ from sweeps import Space
 from sweeps.data import load_dataset
 from sweeps.evaluate import evaluate_study
 from sweeps.run import run_study
+
+from conftest import default_signals
 
 ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
@@ -81,7 +84,8 @@ def dashboard(tmp_path_factory):
 
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "sweeps.dashboard", str(study_file), "--port", str(port)],
-                               cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=default_signals)
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -90,7 +94,7 @@ def dashboard(tmp_path_factory):
             break
         except OSError:
             time.sleep(0.3)
-    yield base, process
+    yield base, process, url
     if process.poll() is None:
         process.kill()
 
@@ -107,11 +111,11 @@ def page_text(browser, url: str, shot: str, wait_for: str) -> str:
 
 
 def test_a_person_sees_the_study_its_trials_attrs_and_note(browser, dashboard):
-    base, _ = dashboard
+    base, _, _ = dashboard
     home = page_text(browser, f"{base}/dashboard", "dashboard-home.png", "dash")
     assert "dash" in home
 
-    study = page_text(browser, f"{base}/dashboard/studies/1", "dashboard-study.png", "Study User Attributes")
+    study = page_text(browser, f"{base}/dashboard/studies/1", "dashboard-study.png", "fingerprint")
     assert "dash (id=1)" in study
     assert "cv_loss" in study  # the objective is named
     assert "fingerprint" in study and "settings" in study  # study user attrs
@@ -130,7 +134,7 @@ def test_a_person_sees_the_study_its_trials_attrs_and_note(browser, dashboard):
 
 
 def test_pruned_trial_shows_its_reason(browser, dashboard):
-    base, _ = dashboard
+    base, _, _ = dashboard
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(f"{base}/dashboard/studies/1/trials")
     page.get_by_text("Trial 3", exact=True).first.click()
@@ -143,8 +147,38 @@ def test_pruned_trial_shows_its_reason(browser, dashboard):
     assert "pruned by MedianPruner at epoch" in text and "validation loss" in text  # the per-fold table
 
 
+def request(url: str, method: str, body: bytes = b"{}") -> int:
+    req = urllib.request.Request(url, data=body, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_the_dashboard_is_read_only_without_allow_writes(dashboard):
+    base, _, url = dashboard
+    study = optuna.load_study(study_name="dash", storage=url)
+    running = study.ask()  # a trial a sweep is running right now
+    trial_id = running._trial_id
+    before = [(t.state, t.value) for t in study.trials]
+    note = study.user_attrs
+    codes = [
+        request(f"{base}/api/trials/{trial_id}/tell", "POST", b'{"state": "Complete", "values": [-1.0]}'),
+        request(f"{base}/api/studies/{study._study_id}", "DELETE"),
+        request(f"{base}/api/studies/{study._study_id}/note", "PUT", b'{"version": 1, "body": "gone"}'),
+        request(f"{base}/api/trials/{trial_id}/user-attrs", "POST", b'{"user_attrs": {"x": 1}}'),
+    ]
+    assert codes == [403, 403, 403, 403]
+    after = optuna.load_study(study_name="dash", storage=url)  # the study is still there...
+    assert [(t.state, t.value) for t in after.trials] == before  # ...unchanged, the trial still running
+    assert after.user_attrs == note and "x" not in after.trials[-1].user_attrs
+    assert request(f"{base}/api/studies/{study._study_id}", "GET") == 200  # reading still works
+    study.tell(running, state=optuna.trial.TrialState.FAIL)
+
+
 def test_ctrl_c_stops_the_dashboard_cleanly(dashboard):
-    _, process = dashboard
+    _, process, _ = dashboard
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=30)
     assert process.returncode == 0

@@ -35,7 +35,11 @@ def test_space_suggests_every_parameter_within_its_range():
 @pytest.mark.parametrize("kwargs, message", [
     (dict(lr=(0.1, 0.001)), r"Space.lr: low <= high must hold, but got \(low=0.1, high=0.001\); swap the bounds"),
     (dict(weight_decay=(0.0, 0.1)), r"Space.weight_decay: a log-scale range needs low > 0"),
-    (dict(lr=Float(-1.0, 0.1, log=True)), r"Space.lr: a log-scale range needs low > 0"),
+    (dict(lr=Float(-1.0, 0.1, log=True)), r"Space.lr: lr >= 1e-12 must hold, got -1.0"),
+    (dict(width=(0, 8)), r"Space.width: width >= 1 must hold, got 0"),  # not "use a low such as 1e-6"
+    (dict(width=Float(8.0, 32.0)), r"Space.width: takes whole numbers; write Int\(8.0, 32.0\)"),
+    (dict(depth=Float(1, 3)), r"Space.depth: takes whole numbers"),
+    (dict(lr=Int(1, 3)), r"Space.lr: takes any real number; write Float\(1, 3\)"),
     (dict(dropout=(0.0, 1.0)), r"Space.dropout: 0 <= dropout < 1 must hold"),
     (dict(depth=(0, 3)), r"Space.depth: depth >= 1 must hold"),
     (dict(width=(1.5, 8)), r"Space.width: takes whole numbers"),
@@ -51,6 +55,11 @@ def test_impossible_ranges_are_named(kwargs, message):
     (dict(folds=1), r"Study.folds: must be an integer >= 2"),
     (dict(test_size=1.5), r"Study.test_size: must be a fraction"),
     (dict(name="a/b"), r"Study.name"),
+    (dict(name="%2E%2E%2F%2E%2E%2Ftmp%2Fx"), r"Study.name: .* may hold only letters, digits"),
+    (dict(name="x?mode=ro"), r"Study.name"),
+    (dict(name="a:b"), r"Study.name"),
+    (dict(seed=2**32), r"Study.seed: must be below 2\*\*32"),
+    (dict(timeout=float("nan")), r"Study.timeout: must be a positive number"),
     (dict(space=(1, 2)), r"Study.space: must be a Space"),
     (dict(pruner="median"), r"Study.pruner: must be an Optuna pruner"),
 ])

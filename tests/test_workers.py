@@ -21,6 +21,8 @@ from optuna.trial import TrialState
 
 from sweeps.workers import NotNeeded, admit
 
+from conftest import default_signals
+
 POSTGRES_URL = os.environ.get("SWEEPS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 STUDY = """
@@ -52,7 +54,8 @@ def write_study(tmp_path: Path, name: str, n_trials: int, epochs: int = 4) -> st
 
 def sweeps_run(*args, cwd, **kwargs):
     return subprocess.Popen([sys.executable, "-m", "sweeps.run", *args, "--no-progress"], cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_signals, **kwargs)
 
 
 def states(name: str, url: str) -> collections.Counter:
@@ -141,11 +144,14 @@ def test_a_sigkilled_worker_is_failed_by_heartbeat_and_retried(tmp_path, postgre
         assert process.returncode == 0, err
         assert f"pid {victim}) ended with exit code -9" in err
         trials = assert_exact(name, postgres, 30)
-        killed = [t for t in trials if t.state == TrialState.FAIL and "fail_reason" not in t.user_attrs]
-        assert len(killed) == 1  # failed by the heartbeat check, not by the worker
+        killed = [t for t in trials if t.state == TrialState.FAIL]
+        assert len(killed) == 1  # failed by the heartbeat check (the worker could not), with the reason
+        assert "sent no heartbeat for 4 s" in killed[0].user_attrs["fail_reason"]
         retried = [t for t in trials if t.system_attrs.get("failed_trial") == killed[0].number]
         assert len(retried) == 1 and retried[0].params == killed[0].params
         assert retried[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
+        assert retried[0].user_attrs["retry_of"] == killed[0].number
+        assert "fail_reason" not in retried[0].user_attrs  # the reason was the dead worker's, not its
     finally:
         optuna.delete_study(study_name=name, storage=postgres)
 

@@ -1,15 +1,19 @@
 """Shared pieces of the command-line verbs: arguments, loading, and error handling.
 
-Each verb is `main(argv=None) -> int`. A `SweepsError` becomes one line on stderr and
-exit code 2; Ctrl+C becomes exit code 130 with a line saying what was kept.
+Each verb is `main(argv=None) -> int`. A `SweepsError` or a storage failure becomes one
+line on stderr and exit code 2; Ctrl+C becomes exit code 130 and SIGTERM exit code 143, with
+a line saying what was kept.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Callable
 
@@ -17,7 +21,8 @@ import optuna
 import torch
 
 from sweeps.data import Dataset, load_dataset
-from sweeps.errors import SweepsError
+from sweeps.errors import SweepsError, Terminated
+from sweeps.storage import explain
 from sweeps.study import Study, load_study_file
 
 
@@ -29,17 +34,50 @@ def parser(prog: str, description: str) -> argparse.ArgumentParser:
     return p
 
 
-def guarded(body: Callable[[], int]) -> int:
-    """Run a verb's body; user errors become one line and exit code 2, never a traceback."""
+def raise_terminated(signum: int, frame: object) -> None:
+    """SIGTERM handler: stop like Ctrl+C (the trial running is failed with its reason)."""
+    raise Terminated()
+
+
+def positive_seconds(text: str) -> float:
+    """argparse type for a number of seconds: finite and > 0 (`nan` and `inf` are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive, finite number of seconds, got {text!r}")
+    return value
+
+
+def guarded(body: Callable[[], int], prefix: str | None = None) -> int:
+    """Run a verb's body; user and storage errors become one line and exit code 2, never a traceback."""
+    lead = f"sweeps: {prefix}: " if prefix else "sweeps: "
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, raise_terminated)
     try:
         return body()
     except SweepsError as e:
-        print(f"sweeps: error: {e}", file=sys.stderr)
+        print(f"{lead}error: {e}", file=sys.stderr)
         return 2
+    except Terminated:
+        print(f"\n{lead}terminated (SIGTERM); every finished trial is kept in storage. "
+              "Run the same command again to resume.", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
-        print("\nsweeps: interrupted; every finished trial is kept in storage. "
+        print(f"\n{lead}interrupted; every finished trial is kept in storage. "
               "Run the same command again to resume.", file=sys.stderr)
         return 130
+    except Exception as e:
+        message = explain(e)
+        if message is None:
+            raise  # a bug in sweeps: the traceback is the report
+        print(f"{lead}error: {message}", file=sys.stderr)
+        return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def load(study_file: str, **overrides) -> tuple[Study, Dataset]:

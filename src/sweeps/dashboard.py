@@ -1,49 +1,98 @@
-"""`python -m sweeps.dashboard STUDY_FILE`: browse a study in optuna-dashboard.
+"""`python -m sweeps.dashboard STUDY_FILE`: browse a study in optuna-dashboard, read-only.
 
     python -m sweeps.dashboard studies/digits.py [--storage URL] [--port 8080] [--host 127.0.0.1]
+                                                 [--allow-writes]
 
 Starts optuna-dashboard on the study's storage (resolved as `run` does), prints the
 study's address, and stops cleanly on Ctrl+C. Plain `optuna-dashboard sqlite:///storage/
 NAME.db` shows the same: everything sweeps stores is an Optuna user attr, an intermediate
 value, the study note or a plot that optuna-dashboard reads natively.
+
+optuna-dashboard's API can also change a study: tell a running trial a value, delete a
+study, rewrite notes. sweeps serves it **read-only** unless `--allow-writes` is given: any
+request other than GET, HEAD or OPTIONS is answered 403 and changes nothing. There is no
+login either way, so it listens on 127.0.0.1 unless `--host` says otherwise.
 """
 
 from __future__ import annotations
 
+import json
+import socketserver
 import sys
+from collections.abc import Callable, Iterable
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from sweeps import _cli
 from sweeps.errors import SweepsError
 from sweeps.storage import describe, load_existing_study
 from sweeps.study import load_study_file
 
+READ_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+def read_only(app: Callable) -> Callable:
+    """A WSGI app that passes reads to `app` and refuses every write with 403."""
+    refusal = json.dumps({"reason": "this dashboard is read-only; restart python -m sweeps.dashboard "
+                                    "with --allow-writes to change studies from the browser"}).encode()
+
+    def guarded(environ: dict, start_response: Callable) -> Iterable[bytes]:
+        if environ.get("REQUEST_METHOD", "GET").upper() not in READ_METHODS:
+            start_response("403 Forbidden", [("Content-Type", "application/json"),
+                                              ("Content-Length", str(len(refusal)))])
+            return [refusal]
+        return app(environ, start_response)
+
+    return guarded
+
+
+class _ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
+    daemon_threads = True  # the page loads several API calls at once
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the stdlib's name
+        pass  # no line per request on the terminal
+
 
 def main(argv: list[str] | None = None) -> int:
-    p = _cli.parser("python -m sweeps.dashboard", "Browse a study in optuna-dashboard.")
+    p = _cli.parser("python -m sweeps.dashboard", "Browse a study in optuna-dashboard (read-only by default).")
     p.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
     p.add_argument("--host", default="127.0.0.1",
-                   help="address to listen on (default 127.0.0.1; 0.0.0.0 to share on the network)")
+                   help="address to listen on (default 127.0.0.1: this machine only). Another address "
+                        "shows every study in the storage, without a login, to anyone who can reach "
+                        "it (and lets them change them, with --allow-writes); prefer an SSH tunnel")
+    p.add_argument("--allow-writes", action="store_true",
+                   help="let the browser change the storage (notes, trial values, deleting studies)")
     args = p.parse_args(argv)
 
     def body() -> int:
-        from optuna_dashboard import run_server
+        from optuna_dashboard import wsgi
 
         if not 0 < args.port < 65536:
             raise SweepsError(f"--port must be between 1 and 65535, got {args.port}.")
         _cli.quiet_optuna()
         spec = load_study_file(args.study_file)
         study, url = load_existing_study(spec.name, args.storage)
-        shown_host = "localhost" if args.host in ("0.0.0.0", "::") else args.host
-        print(f"optuna-dashboard for study '{spec.name}' ({describe(url)}):\n"
-              f"  http://{shown_host}:{args.port}/dashboard/studies/{study._study_id}\n"
-              "Press Ctrl+C to stop.", flush=True)
+        app = wsgi(study._storage)
+        if not args.allow_writes:
+            app = read_only(app)
         try:
-            run_server(study._storage, host=args.host, port=args.port)  # returns on Ctrl+C
+            server = make_server(args.host, args.port, app, server_class=_ThreadingServer,
+                                 handler_class=_QuietHandler)
         except OSError as e:
             raise SweepsError(f"cannot listen on {args.host}:{args.port} ({e.strerror}); "
                               "pass another --port.") from None
+        shown_host = "localhost" if args.host in ("0.0.0.0", "::") else args.host
+        mode = "read-write" if args.allow_writes else "read-only"
+        print(f"optuna-dashboard for study '{spec.name}' ({describe(url)}), {mode}:\n"
+              f"  http://{shown_host}:{args.port}/dashboard/studies/{study._study_id}\n"
+              "Press Ctrl+C to stop.", flush=True)
+        try:
+            server.serve_forever()
         except KeyboardInterrupt:
             pass
+        finally:
+            server.server_close()
         print("\nDashboard stopped.", file=sys.stderr)
         return 0
 

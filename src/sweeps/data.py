@@ -137,14 +137,27 @@ def _features(X: object, where: str = "data") -> np.ndarray:
             f"{where}: X has non-numeric values ({bad}); encode categorical columns as numbers "
             "(e.g. one-hot) or drop them."
         )
-    array = array.astype(np.float32)
-    if not np.isfinite(array).all():
-        rows, cols = np.nonzero(~np.isfinite(array))
+    if array.shape[0] == 0:
+        raise SweepsError(f"{where}: X has no rows; the loader must return at least one row per fold.")
+    wide = array.astype(np.float64)
+    if not np.isfinite(wide).all():
+        rows, cols = np.nonzero(~np.isfinite(wide))
         raise SweepsError(
             f"{where}: X has {len(rows)} NaN or infinite value(s), first at row {rows[0]}, column "
             f"{cols[0]}; impute them (e.g. sklearn.impute.SimpleImputer) or drop those rows."
         )
-    return array
+    _check_float32_range(wide, where)
+    return wide.astype(np.float32)
+
+
+def _check_float32_range(values: np.ndarray, where: str) -> None:
+    """Finite values beyond float32 (|x| > 3.4e38) would become infinite in training."""
+    too_large = np.abs(values) > np.finfo(np.float32).max
+    if too_large.any():
+        rows, cols = np.nonzero(too_large)
+        raise SweepsError(f"{where}: X has {len(rows)} value(s) too large for float32 (|x| > 3.4e38), first "
+                          f"{values[rows[0], cols[0]]:.3g} at row {rows[0]}, column {cols[0]}; rescale that "
+                          "column (e.g. take its logarithm).")
 
 
 def _table(X, where: str):
@@ -153,13 +166,20 @@ def _table(X, where: str):
 
     if X.shape[1] == 0:
         raise SweepsError(f"{where}: X has no feature columns.")
+    if X.shape[0] == 0:
+        raise SweepsError(f"{where}: X has no rows; the loader must return at least one row per fold.")
     numeric = all(pd.api.types.is_numeric_dtype(X[c]) or pd.api.types.is_bool_dtype(X[c]) for c in X.columns)
     if numeric and not X.isna().any().any():
         return None
     check_columns(X, where)
     for c in X.columns:
-        if pd.api.types.is_numeric_dtype(X[c]) and np.isinf(X[c].to_numpy(dtype=float, na_value=0.0)).any():
-            raise SweepsError(f"{where}: column {c!r} has infinite values; replace them or mark them missing.")
+        if pd.api.types.is_numeric_dtype(X[c]):
+            values = X[c].to_numpy(dtype=float, na_value=0.0)
+            if np.isinf(values).any():
+                raise SweepsError(f"{where}: column {c!r} has infinite values; replace them or mark them missing.")
+            if (np.abs(values) > np.finfo(np.float32).max).any():
+                raise SweepsError(f"{where}: column {c!r} has values too large for float32 (|x| > 3.4e38); "
+                                  "rescale it (e.g. take its logarithm).")
     return X.reset_index(drop=True)
 
 
@@ -199,13 +219,16 @@ def _regression_target(y: object) -> np.ndarray:
     if target.ndim != 1:
         raise SweepsError(f"data: y must be 1-D (one target per row), got shape {target.shape}.")
     try:
-        target = target.astype(np.float32)
+        target = target.astype(np.float64)
     except (TypeError, ValueError):
         raise SweepsError("data: y has non-numeric values for a regression study; use task="
                           "'classification' for labels.") from None
     if not np.isfinite(target).all():
         raise SweepsError(f"data: y has {int((~np.isfinite(target)).sum())} NaN or infinite "
                           "value(s); drop those rows.")
+    if (np.abs(target) > np.finfo(np.float32).max).any():
+        raise SweepsError("data: y has values too large for float32 (|y| > 3.4e38); rescale the target.")
+    target = target.astype(np.float32)
     if float(target.std()) == 0.0:
         raise SweepsError("data: y is constant; there is nothing to learn.")
     return target

@@ -40,7 +40,7 @@ from sweeps.data import Dataset
 from sweeps.errors import SweepsError
 from sweeps.folds import Folds, make_folds
 from sweeps.objective import trial_seed
-from sweeps.storage import describe, load_existing_study, results_folder
+from sweeps.storage import check_writable, describe, load_existing_study, output_path, write_text_atomic
 from sweeps.study import Categorical, Space, Study
 from sweeps.train import NetConfig, train_folds
 
@@ -74,6 +74,9 @@ class Thresholds:
                 changes[name] = int(value) if name == "top_trials" else float(value)
             except ValueError:
                 raise SweepsError(f"--set {item!r}: {value!r} is not a number.") from None
+            if not math.isfinite(changes[name]) or changes[name] < (1 if name == "top_trials" else 0):
+                raise SweepsError(f"--set {item!r}: must be a finite number >= "
+                                  f"{1 if name == 'top_trials' else 0}, got {value!r}.")
         return dataclasses.replace(self, **changes)
 
 
@@ -326,6 +329,8 @@ def diagnose_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
     """Diagnose a stored study; print, save as Markdown, and attach the report to the study."""
     study, url = load_existing_study(spec.name, storage)
     record.check_same_study(study, spec, dataset, describe(url))
+    path = Path(output) if output else output_path(url, spec.name, "-diagnosis.md")
+    check_writable(path, "diagnosis report")
     trials = _complete(study)
     if not trials:
         raise SweepsError(f"study '{spec.name}' has no completed trial yet; run the sweep first.")
@@ -350,9 +355,7 @@ def diagnose_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
     diagnosis = Diagnosis(spec.name, verdicts, baselines, curve, by_depth, chance, thresholds)
     diagnosis.report = markdown(diagnosis, study, best)
 
-    path = Path(output) if output else results_folder(url) / f"{spec.name}-diagnosis.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(diagnosis.report)
+    write_text_atomic(path, diagnosis.report)
     study.set_user_attr("learning_curve", curve)
     study.set_user_attr("diagnosis", {
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -7,3 +7,15 @@ class SweepsError(Exception):
     The message names the place, the bad value, the rule and the fix. The command-line
     verbs print it on stderr, without a traceback, and exit with code 2.
     """
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what Slurm, Kubernetes and `kill` send), handled exactly like Ctrl+C.
+
+    A KeyboardInterrupt, so that every path that closes an interrupted trial (Optuna's and
+    ours) closes a terminated one too; the CLI exits with 143 instead of 130.
+    """
+
+
+class TrialFailed(Exception):
+    """A failure that ends one trial, not the sweep (out of memory); its reason is recorded."""

@@ -34,9 +34,9 @@ from sweeps.errors import SweepsError
 from sweeps.export import read_config
 from sweeps.folds import make_final_fit
 from sweeps.objective import transfer, trial_seed
-from sweeps.storage import describe, load_existing_study, results_folder
+from sweeps.storage import check_writable, describe, load_existing_study, output_path
 from sweeps.study import Study
-from sweeps.train import NetConfig, train_folds
+from sweeps.train import NetConfig, available_memory, memory_needed, train_folds
 from sweeps.trained import TrainedModel
 
 
@@ -53,6 +53,9 @@ def choose(study: optuna.Study, spec: Study, config_path: str | None) -> dict[st
             raise SweepsError(f"{config_path}: its data or test fingerprint does not match study "
                               f"'{spec.name}' (the data or held-out rows changed since it was exported); "
                               "export the config again.")
+        if document["median_best_epoch"] > spec.max_epochs:
+            raise SweepsError(f"{config_path}: median_best_epoch={document['median_best_epoch']} exceeds the study's "
+                              f"max_epochs={spec.max_epochs}; a trial never trains that long; fix the file.")
         first = (document.get("trials") or [{}])[0]
         number = first.get("trial") if isinstance(first, dict) else None
         return {"params": document["params"], "epochs": document["median_best_epoch"], "trial": number,
@@ -108,27 +111,33 @@ def evaluate_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
     study, url = load_existing_study(spec.name, storage)
     record.check_same_study(study, spec, dataset, describe(url))
     chosen = choose(study, spec, config_path)
-    used = int(study.user_attrs.get("test_evaluations", 0))
-    if used:
-        last = (study.user_attrs.get("test_result") or {}).get("timestamp", "?")
-        print(f"warning: the held-out test set of '{spec.name}' has already been used {used} time(s) "
-              f"(last {last}). It is for one final look, not for selection: choosing a configuration "
-              "by its test score makes that score optimistic.", file=err)
+    path = Path(model_path) if model_path else output_path(url, spec.name, "-model.pt")
+    check_writable(path, "model")  # before training, not after the test set was scored
 
     folds, preprocessing = make_final_fit(dataset, device)
     _, init = transfer(spec, folds.n_features, folds.n_outputs)  # fine-tuned models start from theirs
+    config = NetConfig.from_params(chosen["params"])
+    needed, available = memory_needed(folds, config), available_memory(folds.X_train.device)
+    if available is not None and needed > 0.8 * available:
+        raise SweepsError(f"{chosen['source']}: depth {config.depth}, width {config.width} needs about "
+                          f"{needed / 2**30:.1f} GiB, {available / 2**30:.1f} GiB is free; choose a smaller "
+                          "configuration.")
     seed = trial_seed(spec.seed, chosen["trial"] if chosen["trial"] is not None else 0)
-    result = train_folds(folds, NetConfig.from_params(chosen["params"]), max_epochs=chosen["epochs"],
-                         patience=None, seed=seed, init=init)
+    result = train_folds(folds, config, max_epochs=chosen["epochs"], patience=None, seed=seed, init=init)
     if result.diverged:
         raise SweepsError(f"the final fit of {chosen['source']} {result.diverged}; nothing was recorded.")
     model = TrainedModel(spec.task, chosen["params"], [preprocessing], result.model, None,
                          [c.item() if hasattr(c, "item") else c for c in dataset.classes]
                          if dataset.classes is not None else None)
-    test = score(model, dataset)
 
-    evaluation = used + 1
-    path = Path(model_path) if model_path else results_folder(url) / f"{spec.name}-model.pt"
+    # The test set's use is counted in the storage, atomically, before it is looked at.
+    evaluation, ledger, ledger_trial = record.reserve_test_evaluation(study)
+    if evaluation > 1:
+        last = (study.user_attrs.get("test_result") or {}).get("timestamp", "?")
+        print(f"warning: the held-out test set of '{spec.name}' has already been used {evaluation - 1} time(s) "
+              f"(last recorded {last}). It is for one final look, not for selection: choosing a "
+              "configuration by its test score makes that score optimistic.", file=err)
+    test = score(model, dataset)
     entry = {
         "evaluation": evaluation,
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -138,13 +147,9 @@ def evaluate_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
         "cv_metric": chosen["metric"], "cv_metric_std": chosen["metric_std"],
         "train_loss": result.train_losses[0], "model_path": str(path), **test,
     }
+    record.write_test_evaluation(study, ledger, ledger_trial, entry)
     model.info = {"study": spec.name, "fingerprint": dataset.fingerprint, "test_result": entry}
     model.save(path)
-    history = list(study.user_attrs.get("test_history", []))
-    history.append({k: entry[k] for k in ("evaluation", "timestamp", "source", "loss", "metric")})
-    study.set_user_attr("test_result", entry)
-    study.set_user_attr("test_history", history)
-    study.set_user_attr("test_evaluations", evaluation)
     notes.refresh(study)
     print(report(spec, entry), file=out)
     return entry, model

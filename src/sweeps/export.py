@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 
 from sweeps import __version__, _cli
 from sweeps.errors import SweepsError
-from sweeps.storage import describe, load_existing_study, results_folder
+from sweeps.storage import check_writable, describe, load_existing_study, output_path, write_text_atomic
 from sweeps.study import check_config, load_study_file
 
 FORMAT = "sweeps-config-1"
@@ -77,15 +77,14 @@ def export_config(study: optuna.Study, url: str, top: int = 1) -> dict[str, Any]
 
 
 def write_config(document: dict[str, Any], path: Path, fmt: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_writable(path, "exported configuration")
     if fmt == "yaml":
         import yaml
 
         text = yaml.safe_dump(document, sort_keys=False)
     else:
         text = json.dumps(document, indent=2) + "\n"
-    path.write_text(text)
-    return path
+    return write_text_atomic(path, text)
 
 
 def read_config(path: str | Path) -> dict[str, Any]:
@@ -115,7 +114,7 @@ def read_config(path: str | Path) -> dict[str, Any]:
 
 def default_path(study_name: str, url: str, fmt: str) -> Path:
     """Next to the SQLite database, or under storage/ for a server URL."""
-    return results_folder(url) / f"{study_name}-best.{fmt}"
+    return output_path(url, study_name, f"-best.{fmt}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,21 +11,21 @@ ignores failed ones and would keep proposing the same diverging region.
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import socket
 from collections.abc import Callable
 
 import numpy as np
 import optuna
 
-import dataclasses
-import os
-import socket
-
 from sweeps import notes, record
-from sweeps.errors import SweepsError
+from sweeps.errors import SweepsError, Terminated, TrialFailed
+from sweeps.storage import explain as storage_explain
 from sweeps.folds import Folds
 from sweeps.model import StackedMLP
 from sweeps.study import Int, Space, Study
-from sweeps.train import NetConfig, train_folds
+from sweeps.train import NetConfig, available_memory, memory_needed, train_folds
 
 
 def transfer(spec: Study, n_features: int, n_outputs: int) -> tuple[Study, StackedMLP | None]:
@@ -55,19 +55,39 @@ def trial_seed(study_seed: int, trial_number: int) -> int:
     return int(np.random.SeedSequence([study_seed, trial_number]).generate_state(1)[0])
 
 
+def _allocation_failure(error: BaseException) -> bool:
+    if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError":
+        return True
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) and ("allocate" in text or "out of memory" in text)
+
+
 def make_objective(spec: Study, folds: Folds) -> Callable[[optuna.Trial], float]:
-    """The Optuna objective of a study, over folds prepared once per process."""
+    """The Optuna objective of a study, over folds prepared once per process.
+
+    How a trial can end, and what is recorded:
+    - complete: its value, and the evidence (record.write_trial);
+    - pruned (the pruner, or a loss that became NaN/inf): `prune_reason`;
+    - failed, the study goes on (`TrialFailed`, caught by the optimize loop): too little
+      memory for the configuration, measured before allocating or raised while training;
+    - failed, the study stops: Ctrl+C / SIGTERM (`fail_reason` says which), a space
+      function that raises (`SweepsError`), a storage failure, or a bug.
+    """
     spec, init = transfer(spec, folds.n_features, folds.n_outputs)
     worker = f"{socket.gethostname()}:{os.getpid()}"
-    # When the space allows class weighting, balance is what matters: every trial, weighted or
-    # not, is then scored by the class-balanced validation loss, so values stay comparable.
-    balanced = isinstance(spec.space, Space) and "balanced" in spec.space.class_weight.choices
+    device = folds.X_train.device
+
+    def fail(trial: optuna.Trial, reason: str) -> None:
+        record.write_fail_reason(trial, reason)
+        notes.save_trial_note(trial, notes.trial_note(None, spec.task, f"failed: {reason}"))
 
     def objective(trial: optuna.Trial) -> float:
         trial.set_user_attr("worker", worker)  # which machine and process ran it
-        config = dataclasses.replace(NetConfig.from_params(spec.suggest(trial)), balanced_validation=balanced)
+        storage = trial.study._storage
 
         def on_epoch(epoch: int, mean_val_loss: float) -> str | None:
+            if getattr(storage, "heartbeat_error", None) is not None:
+                raise storage.heartbeat_error  # the heartbeat thread could not write: stop here
             trial.report(mean_val_loss, step=epoch)
             if trial.should_prune():
                 pruner_name = type(trial.study.pruner).__name__
@@ -76,15 +96,32 @@ def make_objective(spec: Study, folds: Folds) -> Callable[[optuna.Trial], float]
             return None
 
         try:
+            config = dataclasses.replace(NetConfig.from_params(spec.suggest(trial)),
+                                         balanced_validation=spec.balanced_validation)
+            needed, available = memory_needed(folds, config), available_memory(device)
+            if available is not None and needed > 0.8 * available:
+                raise TrialFailed(
+                    f"out of memory: depth {config.depth}, width {config.width} needs about "
+                    f"{needed / 2**30:.1f} GiB for {folds.k} folds, {available / 2**30:.1f} GiB is free on "
+                    f"{device.type}; narrow the space's width range")
             result = train_folds(folds, config, max_epochs=spec.max_epochs, patience=spec.patience,
-                                 seed=trial_seed(spec.seed, trial.number), on_epoch=on_epoch,
-                                 init=init)
-        except KeyboardInterrupt:
-            record.write_fail_reason(trial, "interrupted (Ctrl+C); rerun to resume the study")
+                                 seed=trial_seed(spec.seed, trial.number), on_epoch=on_epoch, init=init)
+        except Terminated:
+            fail(trial, "terminated (SIGTERM); rerun to resume the study")
             raise
-        except Exception as e:  # e.g. out of memory for a very wide net: this trial fails, not the study
-            record.write_fail_reason(trial, f"{type(e).__name__}: {e}")
-            notes.save_trial_note(trial, notes.trial_note(None, spec.task, f"failed: {type(e).__name__}: {e}"))
+        except KeyboardInterrupt:
+            fail(trial, "interrupted (Ctrl+C); rerun to resume the study")
+            raise
+        except TrialFailed as e:
+            fail(trial, str(e))
+            raise
+        except Exception as e:
+            if _allocation_failure(e):  # this configuration is too big; the next one may fit
+                reason = f"out of memory while training: {type(e).__name__}: {str(e).splitlines()[0]}"
+                fail(trial, reason)
+                raise TrialFailed(reason) from None
+            if storage_explain(e) is None:  # a storage that fails cannot take a reason either
+                fail(trial, f"{type(e).__name__}: {e}")
             raise
         record.write_trial(trial, result, spec.task)  # the evidence is stored before pruning
         reason = result.diverged or result.interrupted

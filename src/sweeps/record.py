@@ -14,17 +14,24 @@ Trial user attrs (complete and pruned trials):
     prune_reason / fail_reason          why a trial did not complete
     worker                              host:pid of the process that ran it
 
-Study user attrs: sweeps_version, settings (task, folds, seed, ...), fingerprint
-(data and held-out test hashes), metric_name, classes.
+Study user attrs: sweeps_version, settings (task, folds, seed, ...), settings_history
+(accepted changes of settings), fingerprint (data and held-out test hashes), metric_name,
+classes; test_result, test_evaluations, test_history after `evaluate`.
+
+Each use of the held-out test set is also a trial of the companion study
+"<name>:test-evaluations" in the same storage: the storage numbers trials atomically, so
+evaluations started at the same moment are counted apart (`reserve_test_evaluation`).
 """
 
 from __future__ import annotations
 
+import datetime
 import math
 from typing import Any
 
 import numpy as np
 import optuna
+from optuna.trial import TrialState
 
 from sweeps.data import Dataset
 from sweeps.errors import SweepsError
@@ -96,10 +103,21 @@ def name_objective(study: optuna.Study) -> None:
     study.set_metric_names([OBJECTIVE_NAME])
 
 
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
 def write_study(study: optuna.Study, spec: Study, dataset: Dataset) -> None:
     from sweeps import __version__
 
     study.set_user_attr("sweeps_version", __version__)
+    stored = study.user_attrs.get("settings")
+    changed = {k: v for k, v in spec.settings.items() if stored and stored.get(k, v) != v}
+    if changed:  # accepted with --accept-changed-settings: say from which trial on
+        history = list(study.user_attrs.get("settings_history", []))
+        history.append({"timestamp": _now(), "from_trial": len(study.trials),
+                        "before": {k: stored.get(k) for k in changed}, "after": changed})
+        study.set_user_attr("settings_history", history)
     study.set_user_attr("settings", spec.settings)
     study.set_user_attr("fingerprint", dataset.fingerprint)
     study.set_user_attr("metric_name", metric_name(spec.task))
@@ -107,8 +125,42 @@ def write_study(study: optuna.Study, spec: Study, dataset: Dataset) -> None:
         study.set_user_attr("classes", [c.item() if hasattr(c, "item") else c for c in dataset.classes])
 
 
-def check_same_study(study: optuna.Study, spec: Study, dataset: Dataset, storage_url: str) -> None:
-    """Refuse to continue a stored study whose data, test rows or settings differ from `spec`."""
+def check_sweeps_study(study: optuna.Study, where: str) -> None:
+    """Refuse a study that sweeps did not write, before anything is written to it.
+
+    A study of the same name made by plain Optuna (other parameters, `maximize`, several
+    objectives) must not be adopted: sweeps would add its attrs and trials to it.
+    """
+    attrs = study.user_attrs
+    if "sweeps_version" not in attrs or "settings" not in attrs:
+        # A single-objective study with no attrs and nothing run yet is adoptable: sweeps' own
+        # creation interrupted before its attrs were written, or a study made with
+        # optuna.create_study to enqueue first configurations (enqueue_trial) for sweeps to run.
+        unrun = all(t.state == TrialState.WAITING for t in study.get_trials(deepcopy=False))
+        if not attrs and unrun and study.directions == [optuna.study.StudyDirection.MINIMIZE]:
+            return
+        raise SweepsError(
+            f"study '{study.study_name}' in {where} was not written by sweeps (it has no sweeps settings), "
+            "so sweeps leaves it alone; give your study another name (Study(name=...)) or pass another --storage.")
+    if study.directions != [optuna.study.StudyDirection.MINIMIZE]:
+        raise SweepsError(f"study '{study.study_name}' in {where} has directions "
+                          f"{[d.name.lower() for d in study.directions]}, not one 'minimize' objective; "
+                          "give this study another name or pass another --storage.")
+
+
+# Settings that change what a trial's value means: trials before and after a change are
+# not comparable, so a change is refused unless the user accepts it (then it is recorded).
+VALUE_SETTINGS = ("max_epochs", "patience", "validation")
+
+
+def check_same_study(study: optuna.Study, spec: Study, dataset: Dataset, storage_url: str,
+                     accept_changed_settings: bool | None = None) -> None:
+    """Refuse to continue a stored study whose data, test rows or settings differ from `spec`.
+
+    `accept_changed_settings`: None only reads (evaluate, diagnose: the value settings do
+    not matter there); False refuses a change of `VALUE_SETTINGS`; True lets it through
+    (`write_study` then records it in `settings_history`).
+    """
     stored = study.user_attrs
     fix = (f"to keep both, give this study another name; to start over, delete study "
            f"'{spec.name}' from {storage_url}")
@@ -133,3 +185,44 @@ def check_same_study(study: optuna.Study, spec: Study, dataset: Dataset, storage
                 f"study '{spec.name}' in {storage_url} was run with {key}={settings[key]!r}, "
                 f"the study file now says {key}={spec.settings[key]!r}; {fix}."
             )
+    if accept_changed_settings is False:
+        changed = [k for k in VALUE_SETTINGS if settings.get(k, spec.settings[k]) != spec.settings[k]]
+        if changed:
+            was = ", ".join(f"{k}={settings[k]!r}" for k in changed)
+            now = ", ".join(f"{k}={spec.settings[k]!r}" for k in changed)
+            raise SweepsError(
+                f"study '{spec.name}' in {storage_url} was run with {was}, the study file now says {now}: "
+                f"new trials' values would not be comparable with the stored ones; {fix}; or rerun with "
+                "--accept-changed-settings to go on and record the change.")
+
+
+# --- the held-out test set's uses --------------------------------------------------------------
+def reserve_test_evaluation(study: optuna.Study) -> tuple[int, optuna.Study, optuna.Trial]:
+    """Count one more use of the held-out test set, atomically; returns its number (1 = first).
+
+    Two evaluations started together get different numbers: the companion study's trial
+    numbers are assigned by the storage in one transaction. Counts recorded before the
+    companion study existed (sweeps 0.1) are continued.
+    """
+    ledger = optuna.create_study(storage=study._storage, study_name=f"{study.study_name}:test-evaluations",
+                                 load_if_exists=True, sampler=optuna.samplers.RandomSampler(seed=0))
+    trial = ledger.ask()
+    earlier = int(study.user_attrs.get("test_evaluations", 0))
+    return max(trial.number + 1, earlier + 1), ledger, trial
+
+
+def write_test_evaluation(study: optuna.Study, ledger: optuna.Study, trial: optuna.Trial,
+                          entry: dict[str, Any]) -> None:
+    """Record a test evaluation: on its ledger trial, and as the study's latest result."""
+    summary = {k: entry[k] for k in ("evaluation", "timestamp", "source", "loss", "metric")}
+    for key, value in summary.items():
+        trial.set_user_attr(key, value)
+    ledger.tell(trial, entry["loss"])
+    # Rebuilt from the ledger, so evaluations that ran at the same moment are all listed.
+    history = {e["evaluation"]: e for e in study.user_attrs.get("test_history", [])}
+    for t in ledger.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        if "evaluation" in t.user_attrs:
+            history[t.user_attrs["evaluation"]] = {k: t.user_attrs[k] for k in summary}
+    study.set_user_attr("test_result", entry)
+    study.set_user_attr("test_history", [history[k] for k in sorted(history)])
+    study.set_user_attr("test_evaluations", max(history))

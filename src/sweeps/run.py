@@ -27,42 +27,33 @@ from sweeps.folds import make_folds
 from sweeps.objective import make_objective, transfer
 from sweeps.storage import describe, open_storage, resolve_url, study_exists
 from sweeps.study import Study
-from sweeps.workers import Budget, WorkerJob, counts, launch, optimize_until, worker_seed
+from sweeps.search import default_pruner, default_sampler
+from sweeps.workers import Budget, WorkerJob, counts, launch, optimize_until
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-
-
-def default_sampler(spec: Study, n_existing: int, worker: int = 0) -> optuna.samplers.BaseSampler:
-    # Seeding from the trials already stored keeps a resumed study from replaying the first
-    # run's random start-up configurations; from the worker index, keeps workers apart.
-    # TPE's constant liar (on by default) keeps parallel workers from proposing the same point.
-    return optuna.samplers.TPESampler(seed=worker_seed(spec.seed, n_existing, worker), multivariate=True)
-
-
-def default_pruner() -> optuna.pruners.BasePruner:
-    # 5 complete trials before judging anyone, and no judgement in the first 5 epochs,
-    # when losses of good and bad learning rates still overlap.
-    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=5)
 
 
 def run_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
               n_trials: int | None = None, timeout: float | None = None, device: str = "cpu",
               progress: bool = True, out: TextIO = sys.stdout, workers: int = 1,
               study_file: str | None = None, overrides: dict | None = None,
-              heartbeat: tuple[int, int] = (10, 60)) -> optuna.Study:
+              heartbeat: tuple[int, int] = (10, 60), accept_changed_settings: bool = False) -> optuna.Study:
     """Create or resume `spec`'s Optuna study and run trials until its target is reached.
 
     With `workers` > 1, that many processes run trials together; each loads `study_file`
     (with `overrides`) itself. `heartbeat` is (interval, grace period) in seconds.
+    Everything that can be refused is checked before the storage is written.
     """
     url = resolve_url(spec.name, storage)
+    spec.check_space()  # a space function that raises or returns bad values fails here
     folds = make_folds(dataset, spec.folds, spec.seed, device)
     transfer(spec, folds.n_features, folds.n_outputs)  # a wrong init_from fails before anything is written
     rdb = open_storage(url, create=True, heartbeat_interval=heartbeat[0], grace_period=heartbeat[1])
     existing = None
     if study_exists(rdb, spec.name):
         existing = optuna.load_study(study_name=spec.name, storage=rdb)
-        record.check_same_study(existing, spec, dataset, describe(url))
+        record.check_sweeps_study(existing, describe(url))
+        record.check_same_study(existing, spec, dataset, describe(url), accept_changed_settings)
     n_existing = len(existing.trials) if existing else 0
 
     study = optuna.create_study(
@@ -155,7 +146,7 @@ def _fmt(value: object) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = _cli.parser("python -m sweeps.run", "Run or resume a hyperparameter sweep.")
     p.add_argument("--n-trials", type=int, metavar="N", help="run N more trials than the study has")
-    p.add_argument("--timeout", type=float, metavar="S", help="start no new trial after S seconds")
+    p.add_argument("--timeout", type=_cli.positive_seconds, metavar="S", help="start no new trial after S seconds")
     p.add_argument("--seed", type=int, metavar="N", help="override the study file's seed")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="where to train (auto: CUDA when available)")
@@ -165,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="seconds between a running trial's heartbeats (default 10)")
     p.add_argument("--grace-period", type=int, default=60, metavar="S",
                    help="a trial silent this long is failed and retried (default 60)")
+    p.add_argument("--accept-changed-settings", action="store_true",
+                   help="go on with a study whose max_epochs, patience or validation changed (recorded "
+                        "in its settings_history); without it such a change is refused")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
 
@@ -175,8 +169,6 @@ def main(argv: list[str] | None = None) -> int:
             raise SweepsError(f"--workers must be >= 1, got {args.workers}.")
         if args.heartbeat_interval < 1 or args.grace_period <= args.heartbeat_interval:
             raise SweepsError("--grace-period must be longer than --heartbeat-interval (both in seconds, >= 1).")
-        if args.timeout is not None and args.timeout <= 0:
-            raise SweepsError(f"--timeout must be a positive number of seconds, got {args.timeout}.")
         _cli.quiet_optuna()
         _cli.set_threads(args.workers)
         device = _cli.resolve_device(args.device)
@@ -186,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
                           timeout=args.timeout, device=str(device), progress=not args.no_progress,
                           workers=args.workers, study_file=args.study_file,
                           overrides={"seed": args.seed} if args.seed is not None else {},
-                          heartbeat=(args.heartbeat_interval, args.grace_period))
+                          heartbeat=(args.heartbeat_interval, args.grace_period),
+                          accept_changed_settings=args.accept_changed_settings)
         print(summary(study, resolve_url(spec.name, args.storage), time.perf_counter() - started))
         return 0
 

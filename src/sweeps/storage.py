@@ -1,36 +1,99 @@
-"""Where a study lives: storage URL resolution, and creating or resuming the Optuna study.
+"""Where a study lives: its name and storage URL, opening the storage, and its failures.
 
 The default is an SQLite file, `storage/<name>.db` relative to the current directory; any
-Optuna storage URL works (PostgreSQL for many machines).
+Optuna storage URL works (PostgreSQL for many machines). This module is the one place that
+turns a study name into a file name (`database_path`, `output_path`), and the one place
+that turns a storage failure (a damaged, full, read-only or locked database) into one line
+naming the cause and the fix (`explain`).
 """
 
 from __future__ import annotations
 
+import re
+import sqlite3
 import time
 import warnings
 from pathlib import Path
 
 import optuna
+from optuna.trial import TrialState
 
 from sweeps.errors import SweepsError
 
 DEFAULT_DIR = Path("storage")
 SCHEMA_RACE_RETRIES = 8
+MAX_RETRIES = 3  # a trial whose worker died is queued again at most this often
+
+# Study names become file names and SQLite URLs. Letters, digits, '_', '-', '.' and inner
+# spaces never mean anything else there: no '/' or '\' (folders), '%' (SQLAlchemy
+# percent-decodes URLs: %2F is '/'), '?' or '#' (a URL's query), ':' (sweeps' own
+# companion studies use it).
+STUDY_NAME = re.compile(r"\w(?:[\w. -]{0,98}\w)?\Z")
+STUDY_NAME_RULE = ("letters, digits, '_', '-', '.' and inner spaces, starting and ending with a "
+                   "letter or digit, at most 100 characters")
+
+_opened: list[str] = []  # URLs opened by this process, newest last: named in failure messages
 
 
-def _schema_race(error: Exception) -> bool:
-    text = str(getattr(error, "orig", None) or error).lower()
-    return any(s in text for s in ("unique constraint", "already exists", "duplicate key", "database is locked"))
+def check_name(name: object) -> None:
+    if not isinstance(name, str) or not STUDY_NAME.match(name):
+        raise SweepsError(f"Study.name: {name!r} names the study's database file, so it may hold only "
+                          f"{STUDY_NAME_RULE}; e.g. 'digits-v2'.")
+
+
+def database_path(study_name: str) -> Path:
+    """`storage/<name>.db`: the default SQLite file of a study (its name is checked to be safe)."""
+    check_name(study_name)
+    return DEFAULT_DIR / f"{study_name}.db"
 
 
 def resolve_url(study_name: str, url: str | None) -> str:
     """The storage URL to use: `url`, or `sqlite:///storage/<study_name>.db`."""
-    return url if url else f"sqlite:///{DEFAULT_DIR / study_name}.db"
+    return url if url else f"sqlite:///{database_path(study_name)}"
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of an `sqlite:///` URL, None for other storages and in-memory SQLite."""
+    if not url.startswith("sqlite:///") or url == "sqlite:///:memory:":
+        return None
+    return Path(url[len("sqlite:///"):].split("?", 1)[0])
 
 
 def results_folder(url: str) -> Path:
     """Where exports, reports and models go: next to an SQLite database, else storage/."""
-    return Path(url[len("sqlite:///"):]).parent if url.startswith("sqlite:///") else DEFAULT_DIR
+    path = sqlite_file(url)
+    return path.parent if path is not None else DEFAULT_DIR
+
+
+def output_path(url: str, study_name: str, suffix: str) -> Path:
+    """A result file of the study, e.g. `storage/<name>-best.json`."""
+    check_name(study_name)
+    return results_folder(url) / f"{study_name}{suffix}"
+
+
+def check_writable(path: Path, what: str) -> None:
+    """Fail now, with the fix, if `path` cannot be written (before hours of work, not after)."""
+    if path.is_dir():
+        raise SweepsError(f"{path}: is a folder; give the {what} a file name (--output).")
+    probe = path.with_name(path.name + ".partial")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise SweepsError(f"{path}: cannot write the {what} there ({e.strerror}); pass another --output.") from None
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write a whole file or nothing: a crash or a full disk leaves no half-written file."""
+    partial = path.with_name(path.name + ".partial")
+    try:
+        partial.write_text(text)
+        partial.replace(path)
+    except OSError as e:
+        partial.unlink(missing_ok=True)
+        raise SweepsError(f"{path}: cannot be written ({e.strerror}); free space or pass another --output.") from None
+    return path
 
 
 def describe(url: str) -> str:
@@ -43,16 +106,116 @@ def describe(url: str) -> str:
         return url
 
 
+# --- failures, each in one line ----------------------------------------------------------------
+_CAUSES = (  # (words in the driver's message, what it means, the fix)
+    (("malformed", "not a database", "file is encrypted", "database corrupt"),
+     "the database file is damaged", "move it aside and restore a backup, or pass another --storage "
+     "(sqlite3 FILE '.recover' salvages what is readable)"),
+    (("disk is full", "database or disk is full", "no space left"),
+     "the disk is full", "free some space or pass --storage on another disk; finished trials are kept"),
+    (("readonly", "read-only", "permission denied"),
+     "the database cannot be written", "check the permissions of the file and its folder (SQLite "
+     "writes -wal and -shm files beside it), or pass another --storage"),
+    (("database is locked", "database table is locked"),
+     "the database stayed locked by another process for 60 s", "stop other programs writing it; "
+     "for many workers use PostgreSQL (--storage postgresql://...)"),
+    (("unable to open database file",),
+     "the database file cannot be opened", "check that its folder exists and may be written, or pass "
+     "another --storage"),
+)
+
+
+def explain(error: BaseException, url: str | None = None, known_only: bool = False) -> str | None:
+    """One line for a storage failure (None when `error` is not one, or with `known_only`,
+    when its cause is none of the known ones)."""
+    try:
+        from sqlalchemy.exc import SQLAlchemyError
+    except ImportError:  # pragma: no cover - optuna depends on SQLAlchemy
+        SQLAlchemyError = ()  # noqa: N806
+    if not isinstance(error, (SQLAlchemyError, sqlite3.Error)):
+        return None
+    url = url or (_opened[-1] if _opened else None)
+    where = f"storage {describe(url)}" if url else "the study's storage"
+    reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+    lowered = reason.lower()
+    for words, cause, fix in _CAUSES:
+        if any(w in lowered for w in words):
+            return f"{where}: {cause} ({reason}); {fix}."
+    if known_only:
+        return None
+    return f"{where}: {reason}; check the URL, that the server is running and that you may write to it."
+
+
+# --- opening ---------------------------------------------------------------------------------------
+class SweepsStorage(optuna.storages.RDBStorage):
+    """Optuna's RDB storage, with the two heartbeat duties sweeps needs.
+
+    - A heartbeat that cannot be written (a damaged or full database) is kept in
+      `heartbeat_error` for the trial's own thread to raise at its next epoch; in Optuna's
+      heartbeat thread it would only print a traceback while the sweep went on.
+    - A trial whose worker stopped sending heartbeats is given its `fail_reason` before it
+      is failed, whichever process fails it (Optuna calls `_get_stale_trial_ids` first).
+    """
+
+    heartbeat_error: BaseException | None = None
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            super().record_heartbeat(trial_id)
+        except Exception as e:  # raised in the trial's thread by objective.py
+            self.heartbeat_error = e
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        stale = super()._get_stale_trial_ids(study_id)
+        for trial_id in stale:
+            try:
+                self.set_trial_user_attr(trial_id, "fail_reason", (
+                    f"its worker sent no heartbeat for {self.grace_period} s (the process died, was killed, "
+                    "or its machine was lost); failed, and its configuration queued again"))
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass  # another worker failed it first
+        return stale
+
+
+class RequeueStaleTrial:
+    """Queue a dead worker's trial again (same configuration), at most `max_retry` times.
+
+    Like Optuna's `RetryHeartbeatStaleTrialCallback` (same `failed_trial` / `retry_history`
+    system attrs), but the new trial starts with clean user attrs: the failed trial's
+    `fail_reason` and `worker` belong to it alone. `retry_of` names the trial it repeats.
+    """
+
+    def __init__(self, max_retry: int = MAX_RETRIES) -> None:
+        self.max_retry = max_retry
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        history = [*trial.system_attrs.get("retry_history", []), trial.number]
+        if len(history) > self.max_retry:
+            return
+        study.add_trial(optuna.trial.create_trial(
+            state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
+            user_attrs={"retry_of": trial.number},
+            system_attrs={"failed_trial": history[0], "retry_history": history}))
+
+
+def _schema_race(error: Exception) -> bool:
+    text = str(getattr(error, "orig", None) or error).lower()
+    return any(s in text for s in ("unique constraint", "already exists", "duplicate key", "database is locked"))
+
+
 def open_storage(url: str, *, create: bool, heartbeat_interval: int | None = None,
-                 grace_period: int | None = None) -> optuna.storages.RDBStorage:
+                 grace_period: int | None = None) -> SweepsStorage:
     """Connect to `url`, turning every connection problem into one clear `SweepsError`.
 
     With `create=False` an SQLite file that does not exist is an error (nothing is made).
     With `heartbeat_interval`, running trials send heartbeats; a trial silent for
     `grace_period` seconds (its worker died) is marked failed and queued again.
     """
-    if url.startswith("sqlite:///"):
-        path = Path(url[len("sqlite:///"):])
+    if "://" not in url:
+        raise SweepsError(f"--storage {url!r} is not a storage URL; use e.g. sqlite:///path/to.db "
+                          "or postgresql://user@host/db.")
+    path = sqlite_file(url)
+    if path is not None:
         if not create and not path.exists():
             raise SweepsError(f"{path}: no such study database; run the sweep first "
                               "(python -m sweeps.run STUDY_FILE) or pass --storage.")
@@ -62,19 +225,19 @@ def open_storage(url: str, *, create: bool, heartbeat_interval: int | None = Non
             except OSError as e:
                 raise SweepsError(f"cannot create {path.parent} for the study database ({e.strerror}); "
                                   "pass --storage with a writable location.") from None
-    if "://" not in url:
-        raise SweepsError(f"--storage {url!r} is not a storage URL; use e.g. sqlite:///path/to.db "
-                          "or postgresql://user@host/db.")
+        if path.exists():
+            _check_sqlite_file(path, url)
     heartbeat = {}
     if heartbeat_interval:
         heartbeat = dict(heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-                         heartbeat_stale_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=3))
+                         heartbeat_stale_trial_callback=RequeueStaleTrial())
+    _opened.append(url)
     try:
         for attempt in range(SCHEMA_RACE_RETRIES):
             try:
                 with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    storage = optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url), **heartbeat)
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    storage = SweepsStorage(url, engine_kwargs=_engine_kwargs(url), **heartbeat)
                 break
             except Exception as e:
                 # Several processes opening a new database at once (workers, machines, a dashboard)
@@ -82,16 +245,37 @@ def open_storage(url: str, *, create: bool, heartbeat_interval: int | None = Non
                 if attempt + 1 == SCHEMA_RACE_RETRIES or not _schema_race(e):
                     raise
                 time.sleep(0.2 * (attempt + 1))
-        if url.startswith("sqlite"):
+        if path is not None:
             _use_wal(storage)
         return storage
     except ImportError as e:
         raise SweepsError(f"storage {describe(url)}: its database driver is missing ({e}); "
                           "install it, e.g. pip install 'psycopg[binary]' for PostgreSQL.") from None
     except Exception as e:
-        reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
-        raise SweepsError(f"cannot open storage {describe(url)}: {reason}; check the URL, "
-                          "that the server is running and that you may connect.") from None
+        message = explain(e, url, known_only=True)
+        if message is None:
+            reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+            message = (f"cannot open storage {describe(url)}: {reason}; check the URL, that the server "
+                       "is running and that you may connect.")
+        raise SweepsError(message) from None
+
+
+def _check_sqlite_file(path: Path, url: str) -> None:
+    """Refuse a damaged SQLite file before anything is written to it.
+
+    `PRAGMA quick_check` reads every page once (a 5,000-trial database: well under a second);
+    without it, a file damaged in the middle fails only when a later write touches the bad
+    page, half-way through a sweep.
+    """
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60) as connection:
+            rows = connection.execute("PRAGMA quick_check").fetchall()
+        connection.close()
+    except sqlite3.Error as e:
+        raise SweepsError(explain(e, url)) from None
+    problems = [r[0] for r in rows if r[0] != "ok"]
+    if problems:
+        raise SweepsError(explain(sqlite3.DatabaseError(f"database disk image is malformed: {problems[0]}"), url))
 
 
 def _use_wal(storage: optuna.storages.RDBStorage) -> None:
@@ -119,13 +303,25 @@ def study_exists(storage: optuna.storages.BaseStorage, name: str) -> bool:
         return False
 
 
+def sweeps_study_names(storage: optuna.storages.BaseStorage) -> list[str]:
+    """The studies in a storage, without sweeps' companion studies (their names hold ':')."""
+    return [n for n in optuna.get_all_study_names(storage) if ":" not in n]
+
+
 def load_existing_study(study_name: str, url: str | None) -> tuple[optuna.Study, str]:
-    """The stored study `study_name` (and its URL); a clear error when there is none. Writes nothing."""
+    """The stored sweeps study `study_name` (and its URL); a clear error when there is none.
+
+    Writes nothing. A study of that name that sweeps did not write is refused (`record`).
+    """
+    from sweeps import record
+
     url = resolve_url(study_name, url)
     rdb = open_storage(url, create=False)
     if not study_exists(rdb, study_name):
-        names = optuna.get_all_study_names(rdb)
+        names = sweeps_study_names(rdb)
         known = f"it holds {', '.join(repr(n) for n in names)}" if names else "it holds no study"
         raise SweepsError(f"no study named '{study_name}' in {describe(url)} ({known}); run the sweep "
                           "first, or pass the --storage it was run with.")
-    return optuna.load_study(study_name=study_name, storage=rdb), url
+    study = optuna.load_study(study_name=study_name, storage=rdb)
+    record.check_sweeps_study(study, describe(url))
+    return study, url

@@ -93,6 +93,12 @@ def _as_param(name: str, value: Any) -> Param:
     if name == "class_weight":
         return _as_class_weight(value)
     kind, log, (valid_low, valid_high) = _NATURAL[name]
+    if isinstance(value, (Float, Int)) and not isinstance(value, kind):
+        other = "Int" if kind is Int else "Float"
+        whole = "whole numbers" if kind is Int else "any real number"
+        raise SweepsError(f"Space.{name}: takes {whole}; write {other}({value.low!r}, {value.high!r}"
+                          f"{', log=True' if value.log else ''}) or a plain (low, high) tuple, "
+                          f"not {type(value).__name__}(...).")
     if isinstance(value, (Float, Int, Categorical)):
         param = value
     elif isinstance(value, tuple) and len(value) == 2:
@@ -125,20 +131,24 @@ def _as_param(name: str, value: Any) -> Param:
                 f"Space.{name}: low <= high must hold, but got (low={param.low}, "
                 f"high={param.high}); swap the bounds."
             )
-        if param.log and param.low <= 0:
-            raise SweepsError(
-                f"Space.{name}: a log-scale range needs low > 0, but got (low={param.low}, "
-                f"high={param.high}); use a small positive low such as 1e-6, or "
-                f"Float({param.low}, {param.high}) for a linear range."
-            )
         values = (param.low, param.high)
     for v in values:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not (valid_low <= v <= valid_high):
             rule = {"dropout": "0 <= dropout < 1"}.get(name, f"{name} >= {valid_low:g}")
             raise SweepsError(f"Space.{name}: {rule} must hold, got {v!r}.")
+    if not isinstance(param, Categorical) and param.log and param.low <= 0:
+        linear = f"{type(param).__name__}({param.low}, {param.high})"
+        raise SweepsError(
+            f"Space.{name}: a log-scale range needs low > 0, but got (low={param.low}, "
+            f"high={param.high}); use a small positive low such as 1e-6, or {linear} for a linear range."
+        )
     if isinstance(param, Int) or (isinstance(param, Categorical) and kind is Int):
         if any(float(v) != int(v) for v in values):
             raise SweepsError(f"Space.{name}: takes whole numbers, got {values!r}.")
+        if isinstance(param, Int):
+            param = Int(int(param.low), int(param.high), param.log)
+        else:
+            param = Categorical([int(v) for v in param.choices])
     return param
 
 
@@ -200,10 +210,14 @@ def check_config(config: dict[str, Any], where: str = "config") -> dict[str, Any
         raise SweepsError(f"{where}: missing parameter(s) {missing}.")
     checked = {"batch_size": 128, **config}
     for name, value in checked.items():
+        if isinstance(value, (list, tuple, dict)) or value is None:
+            raise SweepsError(f"{where}: {name} must be one value, got {value!r}.")
         try:
-            _as_param(name, value if not isinstance(value, (list, tuple)) else list(value))
+            _as_param(name, value)
         except SweepsError as e:
             raise SweepsError(f"{where}: {e}") from None
+        if _NATURAL.get(name, (None,))[0] is Int:
+            checked[name] = int(value)  # 8.0 -> 8: shapes are integers
     return checked
 
 
@@ -256,13 +270,9 @@ class Study:
     init_from: str | Path | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name.strip():
-            raise SweepsError(f"Study.name: must be a non-empty string, got {self.name!r}.")
-        if any(c in self.name for c in "/\\") or self.name.startswith("."):
-            raise SweepsError(
-                f"Study.name: {self.name!r} names a database file, so it cannot contain "
-                "'/' or '\\' or start with '.'; use letters, digits, '-' and '_'."
-            )
+        from sweeps.storage import check_name
+
+        check_name(self.name)
         if self.task not in TASKS:
             raise SweepsError(f"Study.task: must be 'classification' or 'regression', got {self.task!r}.")
         if self.data is None:
@@ -277,11 +287,14 @@ class Study:
         _check_int("patience", self.patience, 1, "use at least 1 epoch of patience")
         _check_int("n_trials", self.n_trials, 1, "use at least 1 trial")
         _check_int("seed", self.seed, 0, "use a non-negative integer seed")
+        if self.seed >= 2**32:
+            raise SweepsError(f"Study.seed: must be below 2**32 (numpy and scikit-learn take 32-bit seeds), "
+                              f"got {self.seed}; use a smaller seed.")
         if isinstance(self.test_size, bool) or not isinstance(self.test_size, (int, float)) \
                 or not 0.0 < self.test_size < 1.0:
             raise SweepsError(f"Study.test_size: must be a fraction with 0 < test_size < 1, got {self.test_size!r}.")
         if self.timeout is not None and (isinstance(self.timeout, bool) or not isinstance(self.timeout, (int, float))
-                                         or self.timeout <= 0):
+                                         or not math.isfinite(self.timeout) or self.timeout <= 0):
             raise SweepsError(f"Study.timeout: must be a positive number of seconds or None, got {self.timeout!r}.")
         if self.sampler is not None and not isinstance(self.sampler, optuna.samplers.BaseSampler):
             raise SweepsError(f"Study.sampler: must be an Optuna sampler, got {self.sampler!r}.")
@@ -297,17 +310,40 @@ class Study:
         """The network configuration of `trial`, from the `Space` or the space function."""
         if isinstance(self.space, Space):
             return self.space.suggest(trial)
-        return check_config(self.space(trial), where="Study.space(trial)")
+        try:
+            config = self.space(trial)
+        except (SweepsError, optuna.TrialPruned):
+            raise
+        except Exception as e:  # the user's function: one line, with its own words
+            raise SweepsError(f"Study.space(trial) raised {type(e).__name__}: {e}; fix the space function.") from None
+        return check_config(config, where="Study.space(trial)")
 
     def replace(self, **changes: Any) -> Study:
         """A copy with some fields changed (and validated again)."""
         return dataclasses.replace(self, **changes)
 
     @property
+    def balanced_validation(self) -> bool:
+        """Whether trials are scored by the class-balanced validation loss.
+
+        When the space allows class weighting, balance is what matters: every trial, weighted
+        or not, is then scored by the class-balanced loss, so values stay on one scale.
+        """
+        return isinstance(self.space, Space) and "balanced" in self.space.class_weight.choices
+
+    @property
     def settings(self) -> dict[str, Any]:
         """The settings that define what a trial's value means; stored on the Optuna study."""
         return {"task": self.task, "folds": self.folds, "max_epochs": self.max_epochs,
-                "patience": self.patience, "test_size": self.test_size, "seed": self.seed}
+                "patience": self.patience, "test_size": self.test_size, "seed": self.seed,
+                "validation": "class-balanced" if self.balanced_validation else "plain"}
+
+    def check_space(self) -> None:
+        """Draw one configuration on a throwaway in-memory trial: a space function that raises
+        or returns bad values fails here, before any storage is touched."""
+        study = optuna.create_study(storage=optuna.storages.InMemoryStorage(),
+                                    sampler=optuna.samplers.RandomSampler(seed=self.seed))
+        self.suggest(study.ask())
 
 
 def _check_int(name: str, value: Any, minimum: int, fix: str) -> None:

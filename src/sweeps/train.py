@@ -26,6 +26,7 @@ from sweeps.model import StackedMLP, loss_and_grad, per_row_losses, seeds_for
 from sweeps.optim import StackedAdamW
 
 EpochHook = Callable[[int, float], "str | None"]
+EVAL_CHUNK = 16384  # rows per forward pass when validating: bounds memory on big tables
 
 
 @dataclass(frozen=True)
@@ -201,6 +202,36 @@ def train_folds(folds: Folds, config: NetConfig, *, max_epochs: int, patience: i
     return result
 
 
+def memory_needed(folds: Folds, config: NetConfig) -> int:
+    """Bytes one trial needs at its peak, roughly: checked before allocating (objective.py).
+
+    Weights, gradients, two AdamW moments, the best weights and a copy made when stopped
+    folds leave the stack: 6 copies of the parameters; plus the activations of a batch or
+    of a validation chunk, and the per-epoch shuffled copy of the training rows.
+    """
+    k, n_in, n_out = folds.k, folds.n_features, folds.n_outputs
+    width, depth = config.width, config.depth
+    params = n_in * width + (depth - 1) * width * width + width * n_out + depth * width + n_out
+    rows = max(config.batch_size * 2, min(folds.X_val.shape[1], EVAL_CHUNK))
+    activations = rows * width * depth
+    epoch_rows = folds.X_train.shape[1] * (n_in + 1)
+    return 4 * k * (6 * params + activations + epoch_rows)
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes the device can still give (None when unknown)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def _copy_folds(dst: StackedMLP, src: StackedMLP, positions: list[int], folds: list[int]) -> None:
     device = src.weights[0].device
     src_index = torch.tensor(positions, device=device)
@@ -222,7 +253,7 @@ def class_weights(folds: Folds) -> torch.Tensor:
 @torch.no_grad()
 def _weighted_mean_loss(model: StackedMLP, X: torch.Tensor, y: torch.Tensor, weight: torch.Tensor,
                         classification: bool, class_weight: torch.Tensor | None = None) -> torch.Tensor:
-    out, _ = model.forward(X)
+    out = model.predict(X, EVAL_CHUNK)
     losses = per_row_losses(out, y, classification)
     if class_weight is not None:  # validation weighs classes as training does
         weight = weight * class_weight.gather(1, y)
@@ -243,7 +274,7 @@ def _final_scores(result: FoldResult, best: StackedMLP, folds: Folds, best_epoch
         return
     result.val_losses = _weighted_mean_loss(best, folds.X_val, folds.y_val, folds.val_weight,
                                             folds.classification, class_weight).tolist()
-    out, _ = best.forward(folds.X_val)
+    out = best.predict(folds.X_val, EVAL_CHUNK)
     w = folds.val_weight
     if folds.classification:
         pred = out.argmax(-1)
