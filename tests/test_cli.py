@@ -14,6 +14,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from sweeps import SweepsError
 from sweeps.run import main
 
 from conftest import default_signals
@@ -54,6 +55,8 @@ def test_runs_and_summarises(tmp_path, monkeypatch, capsys):
     ("", 3, ["--n-trials", "0"], r"--n-trials must be >= 1"),
     ("", 3, ["--storage", "postgresql://nobody@127.0.0.1:1/x"], r"cannot open storage"),
     ("raise RuntimeError('no data here')", 3, [], r"study.py:6: RuntimeError: no data here"),
+    ("X, y = X[:0], y[:0]", 3, [], r"data: X has no rows"),
+    ("X = X.astype(float); X[2, 7] = 1e39", 3, [], r"1 value\(s\) too large for float32 .* at row 2, column 7"),
 ])
 def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, monkeypatch, capsys, setup, folds,
                                                           argv, message):
@@ -103,3 +106,29 @@ def test_ctrl_c_keeps_finished_trials_and_rerun_resumes(tmp_path):
     rerun = subprocess.run([sys.executable, "-m", "sweeps.run", path, "--no-progress", "--n-trials", "1"],
                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert rerun.returncode == 0 and f"{kept} finished trials kept" in rerun.stdout
+
+
+@pytest.mark.parametrize("argv", [["--timeout", "nan"], ["--timeout", "inf"], ["--timeout", "-5"]])
+def test_bad_flags_exit_2_without_a_traceback(tmp_path, monkeypatch, capsys, argv):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        main([study_file(tmp_path), *argv])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "must be a positive, finite number of seconds" in err and "Traceback" not in err
+    assert not (tmp_path / "storage").exists()
+
+
+def test_diagnose_refuses_a_threshold_that_is_not_a_finite_number():
+    from sweeps.diagnose import Thresholds
+
+    for bad in ("overfit_gap=nan", "overfit_gap=inf", "top_trials=0", "bias_margin=-1"):
+        with pytest.raises(SweepsError, match="must be a finite number"):
+            Thresholds().with_settings([bad])
+
+
+def test_a_fresh_run_prints_no_warning(tmp_path):
+    env = {**os.environ, "PYTHONWARNINGS": "default"}  # show every warning, even those Python hides
+    result = subprocess.run([sys.executable, "-m", "sweeps.run", study_file(tmp_path), "--no-progress"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "", result.stderr

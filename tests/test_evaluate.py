@@ -186,3 +186,56 @@ def test_regression_round_trip(tmp_path):
     assert 0.2 < entry["r2"] < 0.7  # diabetes: linear models reach ~0.45
     with pytest.raises(SweepsError, match=r"regression model; use predict"):
         model.predict_proba(dataset.X[:2])
+
+
+SPEC_FILE = """
+from sklearn.datasets import load_digits
+from sweeps import Space, Study
+study = Study(name="digits-test", task="classification", data=lambda: load_digits(return_X_y=True),
+              space=Space(depth=(1, 2), width=(16, 64), dropout=(0.0, 0.3), weight_decay=(1e-6, 1e-2),
+                          lr=(1e-3, 3e-2)),
+              folds=3, max_epochs=10, patience=3, test_size=0.2, n_trials=4, seed=0)
+"""
+
+
+def test_evaluations_started_together_are_counted_apart(study_url, tmp_path):
+    import subprocess
+    import sys
+
+    study_file = tmp_path / "spec.py"
+    study_file.write_text(SPEC_FILE)
+    runs = [subprocess.Popen([sys.executable, "-m", "sweeps.evaluate", str(study_file), "--storage", study_url,
+                              "--output", str(tmp_path / f"m{i}.pt")], cwd=tmp_path, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(2)]
+    results = [r.communicate(timeout=300) for r in runs]
+    assert [r.returncode for r in runs] == [0, 0], results
+    numbers = sorted(int(out.split("test evaluation #")[1].split(".")[0]) for out, _ in results)
+    assert numbers == [1, 2]  # not "#1" twice
+    assert sum("already been used 1 time(s)" in err for _, err in results) == 1  # the second one is warned
+    stored = snapshot(study_url)
+    assert stored["test_evaluations"] == 2 and [e["evaluation"] for e in stored["test_history"]] == [1, 2]
+
+
+def test_an_unwritable_output_is_refused_before_the_test_set_is_used(study_url, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    before = snapshot(study_url)
+    with pytest.raises(SweepsError, match=r"cannot write the model there .*pass another --output"):
+        evaluate(study_url, model_path=str(blocker / "m.pt"))
+    assert snapshot(study_url) == before  # not counted: the test set was never scored
+    assert "digits-test:test-evaluations" not in optuna.get_all_study_names(study_url)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d.update(median_best_epoch=10**9), r"median_best_epoch=1000000000 exceeds the study's max_epochs=10"),
+    (lambda d: d["params"].update(depth=4, width=10**6), r"depth 4, width 1000000 needs about \d+"),
+])
+def test_a_config_with_absurd_values_is_one_line(study_url, tmp_path, edit, message):
+    study = optuna.load_study(study_name=SPEC.name, storage=study_url)
+    document = export_config(study, study_url)
+    edit(document)
+    config = write_config(document, tmp_path / "absurd.json", "json")
+    before = snapshot(study_url)
+    with pytest.raises(SweepsError, match=message):
+        evaluate(study_url, config_path=str(config), model_path=str(tmp_path / "m.pt"))
+    assert snapshot(study_url) == before and not (tmp_path / "m.pt").exists()

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import io
+import os
+import re
+import signal
+import time
 
 import numpy as np
 import optuna
@@ -10,7 +14,8 @@ import pytest
 from optuna.trial import TrialState
 from sklearn.datasets import load_diabetes, load_digits
 
-from sweeps import Space, SweepsError
+from sweeps import Categorical, Space, SweepsError
+from sweeps.errors import Terminated
 from sweeps.data import load_dataset
 from sweeps.run import run_study, summary
 
@@ -111,3 +116,136 @@ def test_unreachable_storage_is_one_clear_error(tmp_path):
         run(spec, "postgresql://nobody@127.0.0.1:1/none")
     with pytest.raises(SweepsError, match=r"is not a storage URL"):
         run(spec, "storage/x.db")
+
+
+# --- every way a trial can end badly carries its reason; the study goes on or stops in one line ---
+def test_a_configuration_too_big_for_memory_fails_with_its_reason_and_the_study_goes_on(sqlite_url):
+    spec = digits_study(n_trials=2, space=Space(depth=2, width=Categorical([16, 1_000_000]), lr=5e-3))
+    study = optuna.create_study(study_name=spec.name, storage=sqlite_url)
+    study.enqueue_trial({"width": 1_000_000})  # 10^12 weights: ~4 TB per fold
+    study.enqueue_trial({"width": 16})
+    study.enqueue_trial({"width": 16})
+    run(spec, sqlite_url)
+    trials = optuna.load_study(study_name=spec.name, storage=sqlite_url).trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
+    assert re.match(r"out of memory: depth 2, width 1000000 needs about \d+\.\d GiB for 3 folds, "
+                    r"\d+\.\d GiB is free on cpu; narrow the space's width range", trials[0].user_attrs["fail_reason"])
+
+
+def test_an_allocation_failure_while_training_fails_the_trial_not_the_study(sqlite_url, monkeypatch):
+    import sweeps.objective
+
+    real = sweeps.objective.train_folds
+    calls = []
+
+    def first_one_fails(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] . DefaultCPUAllocator: can't allocate memory")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sweeps.objective, "train_folds", first_one_fails)
+    run(digits_study(n_trials=2), sqlite_url)
+    trials = optuna.load_study(study_name="digits-test", storage=sqlite_url).trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
+    assert trials[0].user_attrs["fail_reason"].startswith("out of memory while training: RuntimeError")
+
+
+def test_failures_in_a_row_stop_the_sweep_with_one_line(sqlite_url):
+    spec = digits_study(n_trials=3, space=Space(depth=3, width=1_000_000, lr=5e-3))
+    with pytest.raises(SweepsError, match=r"5 trials in a row failed, the last because: out of memory: depth 3"):
+        run(spec, sqlite_url)
+    trials = optuna.load_study(study_name=spec.name, storage=sqlite_url).trials
+    assert len(trials) == 5 and all(t.user_attrs["fail_reason"].startswith("out of memory") for t in trials)
+
+
+@pytest.mark.parametrize("stop, reason", [(KeyboardInterrupt, "interrupted (Ctrl+C)"),
+                                          (Terminated, "terminated (SIGTERM)")])
+def test_a_stopped_trial_is_failed_with_why(sqlite_url, monkeypatch, stop, reason):
+    import sweeps.objective
+
+    def stopped(*args, **kwargs):
+        raise stop()
+
+    monkeypatch.setattr(sweeps.objective, "train_folds", stopped)
+    with pytest.raises(stop):
+        run(digits_study(n_trials=2), sqlite_url)
+    trial = optuna.load_study(study_name="digits-test", storage=sqlite_url).trials[0]
+    assert trial.state == TrialState.FAIL and trial.user_attrs["fail_reason"].startswith(reason)
+
+
+def test_a_stop_inside_a_storage_write_waits_for_it_and_one_in_training_does_not():
+    from sweeps import stop
+
+    assert stop.install()
+    try:
+        finished = []
+        with pytest.raises(KeyboardInterrupt):
+            with stop.deferred():
+                os.kill(os.getpid(), signal.SIGINT)  # arrives in the middle of the "write"
+                time.sleep(0.05)
+                finished.append("write")  # ...which still completes
+        assert finished == ["write"]
+        with pytest.raises(KeyboardInterrupt):
+            with stop.deferred(), stop.immediate():
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)
+                finished.append("training")  # never reached: training stops at once
+        assert finished == ["write"]
+    finally:
+        stop.uninstall()
+
+
+def test_a_space_function_that_fails_is_one_line_before_anything_is_written(tmp_path):
+    def space(trial):
+        return {"depth": 1, "width": 16, "dropout": 0.0, "weight_decay": 0.0, "lr": 1e-3, "colour": "red"}
+
+    def broken(trial):
+        raise ValueError("no such layer")
+
+    url = tmp_path / "never.db"
+    with pytest.raises(SweepsError, match=r"Study.space\(trial\): unknown parameter\(s\) \['colour'\]"):
+        run(digits_study(space=space), f"sqlite:///{url}")
+    with pytest.raises(SweepsError, match=r"Study.space\(trial\) raised ValueError: no such layer; fix the space"):
+        run(digits_study(space=broken), f"sqlite:///{url}")
+    assert not url.exists()
+
+
+def test_a_space_function_may_return_whole_floats_for_integer_parameters(sqlite_url):
+    def space(trial):
+        return {"depth": 1.0, "width": trial.suggest_float("width", 8.0, 32.0), "dropout": 0.0,
+                "weight_decay": 0.0, "lr": 1e-2}
+
+    with pytest.raises(SweepsError, match=r"width: takes whole numbers"):
+        run(digits_study(space=space, n_trials=1), sqlite_url)
+
+    def whole(trial):
+        return {"depth": 1.0, "width": float(trial.suggest_int("width", 8, 32)), "dropout": 0.0,
+                "weight_decay": 0.0, "lr": 1e-2}
+
+    study = run(digits_study(space=whole, n_trials=1, name="whole"), sqlite_url)
+    assert study.trials[0].state == TrialState.COMPLETE and isinstance(study.trials[0].params["width"], int)
+
+
+@pytest.mark.parametrize("change", [dict(max_epochs=9), dict(patience=2),
+                                    dict(space=Space(class_weight=Categorical(["none", "balanced"]),
+                                                     depth=1, width=16, lr=5e-3))])
+def test_a_change_of_what_values_mean_is_refused_unless_accepted_and_then_recorded(sqlite_url, change):
+    spec = digits_study(n_trials=1, space=Space(depth=1, width=16, lr=5e-3))
+    run(spec, sqlite_url)
+    changed = spec.replace(**change)
+    with pytest.raises(SweepsError, match=r"new trials' values would not be comparable .* --accept-changed-settings"):
+        run(changed, sqlite_url, n_trials=1)
+    assert len(optuna.load_study(study_name=spec.name, storage=sqlite_url).trials) == 1
+    run(changed, sqlite_url, n_trials=1, accept_changed_settings=True)
+    study = optuna.load_study(study_name=spec.name, storage=sqlite_url)
+    assert len(study.trials) == 2 and study.user_attrs["settings"] == changed.settings
+    [entry] = study.user_attrs["settings_history"]
+    assert entry["from_trial"] == 1 and entry["after"] and set(entry["before"]) == set(entry["after"])
+
+
+def test_narrowing_a_range_is_still_allowed(sqlite_url):
+    run(digits_study(n_trials=1), sqlite_url)
+    narrower = digits_study(space=Space(depth=1, width=(16, 32), dropout=0.0, weight_decay=1e-4, lr=(1e-3, 1e-2)))
+    run(narrower, sqlite_url, n_trials=1)
+    assert len(optuna.load_study(study_name="digits-test", storage=sqlite_url).trials) == 2

@@ -30,3 +30,157 @@ def test_processes_racing_to_create_a_new_database_all_succeed(tmp_path):
             p.join(timeout=120)
         failures += [r for r in (results.get(timeout=10) for _ in processes) if r != "ok"]
     assert not failures, failures[0]
+
+
+# --- one line for every storage failure, and nothing written ---------------------------------
+import io  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+import optuna  # noqa: E402
+import pytest  # noqa: E402
+from optuna.trial import TrialState  # noqa: E402
+
+from sweeps import SweepsError  # noqa: E402
+from sweeps.data import load_dataset  # noqa: E402
+from sweeps.run import main as run_main, run_study  # noqa: E402
+from sweeps.storage import database_path, open_storage  # noqa: E402
+
+from conftest import digits_study  # noqa: E402
+
+STUDY_FILE = """
+from sklearn.datasets import load_digits
+from sweeps import Study, Space
+study = Study(name="s", task="classification", data=lambda: load_digits(return_X_y=True),
+              space=Space(depth=1, width=(16, 32), lr=(1e-3, 1e-2)), folds=3, max_epochs=3, n_trials={n})
+"""
+
+
+def study_file(tmp_path, n_trials=2):
+    path = tmp_path / "s.py"
+    path.write_text(STUDY_FILE.format(n=n_trials))
+    return str(path)
+
+
+def one_line_exit_2(capsys, code, pattern):
+    import re
+
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert re.search(pattern, err), err
+    return err
+
+
+def test_the_default_database_is_named_by_the_study_and_nothing_else():
+    assert database_path("digits-v2.1") == database_path("digits-v2.1")
+    assert str(database_path("digits-v2.1")) == os.path.join("storage", "digits-v2.1.db")
+    with pytest.raises(SweepsError, match="may hold only letters"):
+        database_path("../x")
+
+
+def test_a_garbage_database_file_is_one_line_and_stays_as_it_was(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    db = tmp_path / "storage" / "s.db"
+    db.parent.mkdir()
+    db.write_bytes(b"this is not a database" * 100)
+    before = db.read_bytes()
+    one_line_exit_2(capsys, run_main([study_file(tmp_path), "--no-progress"]), r"the database file is damaged")
+    assert db.read_bytes() == before
+
+
+def test_a_page_corrupted_database_is_refused_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert run_main([study_file(tmp_path, n_trials=3), "--no-progress"]) == 0
+    capsys.readouterr()
+    db = tmp_path / "storage" / "s.db"
+    import sqlite3
+
+    with sqlite3.connect(db) as connection:  # the page holding the trial_values table's b-tree
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # every page in the file itself
+        root = connection.execute("SELECT rootpage FROM sqlite_master WHERE name = 'trial_values'").fetchone()[0]
+        page = connection.execute("PRAGMA page_size").fetchone()[0]
+    connection.close()
+    data = bytearray(db.read_bytes())
+    data[(root - 1) * page: (root - 1) * page + 8] = b"\xff" * 8  # a damaged page header, file otherwise fine
+    db.write_bytes(bytes(data))
+    before = db.read_bytes()
+    one_line_exit_2(capsys, run_main([study_file(tmp_path, n_trials=5), "--no-progress"]),
+                    r"the database file is damaged .*restore a backup")
+    assert db.read_bytes() == before
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 1.2 MB tmpfs: a disk that fills up after a few trials (needs mount permission)."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1200k", "tmpfs", str(mount)], capture_output=True)
+    if made.returncode != 0:
+        if os.environ.get("CI"):
+            pytest.fail(f"cannot mount a tmpfs in CI: {made.stderr.decode().strip()}")
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {made.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)  # lazily: a pooled connection may be open
+
+
+def test_a_full_disk_is_one_line_and_finished_trials_are_kept(tmp_path, tiny_disk, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    url = f"sqlite:///{tiny_disk / 's.db'}"
+    code = run_main([study_file(tmp_path, n_trials=500), "--no-progress", "--storage", url])
+    one_line_exit_2(capsys, code, r"the disk is full \(database or disk is full\); free some space")
+    trials = optuna.load_study(study_name="s", storage=url).trials  # still readable
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert complete and all(t.user_attrs.get("fold_val_losses") for t in complete)
+
+
+# --- a study that sweeps did not write is left alone ---------------------------------------------
+@pytest.mark.parametrize("make", [
+    lambda url: optuna.create_study(study_name="s", storage=url, direction="maximize"),
+    lambda url: optuna.create_study(study_name="s", storage=url, directions=["minimize", "minimize"]),
+    lambda url: optuna.create_study(study_name="s", storage=url).optimize(
+        lambda t: t.suggest_float("x", 0, 1), n_trials=2),
+])
+def test_a_foreign_study_of_the_same_name_is_refused_and_left_alone(tmp_path, monkeypatch, capsys, make):
+    from sweeps.evaluate import main as evaluate_main
+    from sweeps.export import main as export_main
+
+    monkeypatch.chdir(tmp_path)
+    url = f"sqlite:///{tmp_path / 'storage' / 's.db'}"
+    (tmp_path / "storage").mkdir()
+    make(url)
+    before = optuna.load_study(study_name="s", storage=url)
+    snapshot = (before.user_attrs, [(t.number, t.state, t.params) for t in before.trials])
+    for main in (run_main, export_main, evaluate_main):
+        one_line_exit_2(capsys, main([study_file(tmp_path)]),
+                        r"study 's' in sqlite:///.* (was not written by sweeps|has directions)")
+    after = optuna.load_study(study_name="s", storage=url)
+    assert (after.user_attrs, [(t.number, t.state, t.params) for t in after.trials]) == snapshot
+    assert sorted(os.listdir(tmp_path / "storage")) == ["s.db"]  # no export file, no model, no WAL switch
+
+
+def test_an_empty_study_made_with_optuna_to_enqueue_trials_is_adopted(sqlite_url):
+    spec = digits_study(n_trials=2)
+    optuna.create_study(study_name=spec.name, storage=sqlite_url).enqueue_trial({"lr": 5e-3})
+    run_study(spec, load_dataset(spec), storage=sqlite_url, progress=False, out=io.StringIO())
+    study = optuna.load_study(study_name=spec.name, storage=sqlite_url)
+    assert study.trials[0].params["lr"] == 5e-3 and "sweeps_version" in study.user_attrs
+
+
+def test_storage_errors_name_their_cause(tmp_path):
+    import sqlite3
+
+    from sweeps.storage import explain
+
+    cases = {"database or disk is full": "the disk is full", "attempt to write a readonly database":
+             "cannot be written", "database is locked": "stayed locked", "disk I/O error": "written to disk",
+             "file is not a database": "damaged"}
+    for reason, cause in cases.items():
+        assert cause in explain(sqlite3.OperationalError(reason), "sqlite:///x.db")
+    wrapped = optuna.exceptions.StorageInternalError("commit failed")
+    wrapped.__cause__ = sqlite3.OperationalError("database or disk is full")
+    assert "the disk is full" in explain(wrapped, "sqlite:///x.db")
+    assert explain(ValueError("not storage")) is None
+    with pytest.raises(SweepsError, match="no such study database"):
+        open_storage(f"sqlite:///{tmp_path / 'none.db'}", create=False)

@@ -148,7 +148,8 @@ def test_a_sigkilled_worker_is_failed_by_heartbeat_and_retried(tmp_path, postgre
         assert len(killed) == 1  # failed by the heartbeat check (the worker could not), with the reason
         assert "sent no heartbeat for 4 s" in killed[0].user_attrs["fail_reason"]
         retried = [t for t in trials if t.system_attrs.get("failed_trial") == killed[0].number]
-        assert len(retried) == 1 and retried[0].params == killed[0].params
+        # The retry repeats the configuration (all of it that was drawn: a kill can land mid-suggest).
+        assert len(retried) == 1 and {k: retried[0].params[k] for k in killed[0].params} == killed[0].params
         assert retried[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
         assert retried[0].user_attrs["retry_of"] == killed[0].number
         assert "fail_reason" not in retried[0].user_attrs  # the reason was the dead worker's, not its
@@ -180,3 +181,96 @@ def test_ctrl_c_on_the_launcher_stops_all_workers_and_keeps_trials(tmp_path):
     rerun = sweeps_run(path, "--n-trials", "2", cwd=tmp_path)
     out, err = rerun.communicate(timeout=120)
     assert rerun.returncode == 0 and f"{kept} finished trials kept" in out
+
+
+SHUFFLED = """
+import numpy as np
+from sklearn.datasets import load_digits
+from sweeps import Study, Space
+
+def data():
+    X, y = load_digits(return_X_y=True)
+    order = np.random.permutation(len(y))  # no seed: every process gets other rows
+    return X[order], y[order]
+
+study = Study(name="shuffled", task="classification", data=data,
+              space=Space(depth=1, width=(16, 32), lr=(1e-3, 1e-2)), folds=3, max_epochs=3, n_trials=4)
+"""
+
+
+def test_a_worker_whose_data_differs_refuses_before_training(tmp_path):
+    path = tmp_path / "shuffled.py"
+    path.write_text(SHUFFLED)
+    process = sweeps_run(str(path), "--workers", "2", cwd=tmp_path)
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 2, err
+    assert err.count("was made with different data") == 2 and "Traceback" not in err  # each worker said it
+    assert "2 of 2 workers failed" in err
+    study = optuna.load_study(study_name="shuffled", storage=f"sqlite:///{tmp_path / 'storage' / 'shuffled.db'}")
+    assert study.trials == []  # no worker trained a single trial
+
+
+def test_sigterm_fails_running_trials_stops_workers_and_a_rerun_finishes_at_once(tmp_path):
+    path = write_study(tmp_path, "term", n_trials=40, epochs=15)
+    url = f"sqlite:///{tmp_path / 'storage' / 'term.db'}"
+    process = sweeps_run(path, "--workers", "2", cwd=tmp_path)
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        time.sleep(0.5)
+        try:
+            c = states("term", url)
+        except Exception:
+            continue
+        if c[TrialState.COMPLETE] >= 3 and c[TrialState.RUNNING] >= 1:
+            break
+    workers = worker_pids(process.pid)
+    assert len(workers) == 2
+    process.send_signal(signal.SIGTERM)  # what Slurm and Kubernetes send
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 143, err
+    assert "terminated (SIGTERM); every finished trial is kept" in err and "Traceback" not in err
+    time.sleep(0.5)
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]  # no process left
+    study = optuna.load_study(study_name="term", storage=url)
+    assert not study.get_trials(states=(TrialState.RUNNING,))  # nothing waits for a grace period
+    stopped = study.get_trials(states=(TrialState.FAIL,))
+    assert all("terminated (SIGTERM)" in t.user_attrs["fail_reason"] for t in stopped)
+    started = time.time()
+    rerun = sweeps_run(path, "--workers", "2", cwd=tmp_path)  # same command: resumes to the exact total
+    out, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err
+    assert_exact_total = len(optuna.load_study(study_name="term", storage=url).get_trials(
+        states=(TrialState.COMPLETE, TrialState.PRUNED)))
+    assert assert_exact_total == 40
+    assert time.time() - started < 60 + 120  # no wait for the 60 s heartbeat grace period before work
+
+
+def test_workers_die_with_their_launcher_even_when_it_is_killed(tmp_path):
+    path = write_study(tmp_path, "orphans", n_trials=200, epochs=15)
+    url = f"sqlite:///{tmp_path / 'storage' / 'orphans.db'}"
+    process = sweeps_run(path, "--workers", "2", cwd=tmp_path)
+    deadline = time.time() + 180
+    workers = []
+    while time.time() < deadline and len(workers) < 2:
+        time.sleep(0.5)
+        workers = worker_pids(process.pid)
+    while time.time() < deadline:
+        try:
+            if states("orphans", url)[TrialState.RUNNING] >= 1:
+                break
+        except Exception:
+            pass
+        time.sleep(0.3)
+    process.kill()  # SIGKILL: the launcher cannot pass anything on
+    _, err = process.communicate(timeout=30)  # the workers write to the same pipe: EOF when all are gone
+    assert "Traceback" not in err, err
+    deadline = time.time() + 30
+    while time.time() < deadline and [pid for pid in workers if Path(f"/proc/{pid}").exists()]:
+        time.sleep(0.2)
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]
+    study = optuna.load_study(study_name="orphans", storage=url)
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    # A worker stopped mid-trial failed it with the reason; one stopped between Optuna's writes
+    # finished them first (no trial failed then). Either way nothing is left RUNNING.
+    reasons = [t.user_attrs.get("fail_reason", "") for t in study.get_trials(states=(TrialState.FAIL,))]
+    assert all("terminated (SIGTERM)" in r for r in reasons), reasons

@@ -11,9 +11,7 @@ import argparse
 import logging
 import math
 import os
-import signal
 import sys
-import threading
 import warnings
 from collections.abc import Callable
 
@@ -21,6 +19,7 @@ import optuna
 import torch
 
 from sweeps.data import Dataset, load_dataset
+from sweeps import stop
 from sweeps.errors import SweepsError, Terminated
 from sweeps.storage import explain
 from sweeps.study import Study, load_study_file
@@ -32,11 +31,6 @@ def parser(prog: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("--storage", metavar="URL",
                    help="Optuna storage URL (default: sqlite:///storage/<name>.db)")
     return p
-
-
-def raise_terminated(signum: int, frame: object) -> None:
-    """SIGTERM handler: stop like Ctrl+C (the trial running is failed with its reason)."""
-    raise Terminated()
 
 
 def positive_seconds(text: str) -> float:
@@ -53,9 +47,7 @@ def positive_seconds(text: str) -> float:
 def guarded(body: Callable[[], int], prefix: str | None = None) -> int:
     """Run a verb's body; user and storage errors become one line and exit code 2, never a traceback."""
     lead = f"sweeps: {prefix}: " if prefix else "sweeps: "
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, raise_terminated)
+    installed = stop.install()
     try:
         return body()
     except SweepsError as e:
@@ -76,8 +68,8 @@ def guarded(body: Callable[[], int], prefix: str | None = None) -> int:
         print(f"{lead}error: {message}", file=sys.stderr)
         return 2
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        if installed:
+            stop.uninstall()
 
 
 def load(study_file: str, **overrides) -> tuple[Study, Dataset]:

@@ -28,7 +28,7 @@ from optuna.trial import TrialState
 from sklearn.metrics import (balanced_accuracy_score, classification_report, confusion_matrix,
                              mean_absolute_error, r2_score)
 
-from sweeps import _cli, notes, record
+from sweeps import _cli, notes, record, stop
 from sweeps.data import Dataset
 from sweeps.errors import SweepsError
 from sweeps.export import read_config
@@ -130,26 +130,28 @@ def evaluate_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
                          [c.item() if hasattr(c, "item") else c for c in dataset.classes]
                          if dataset.classes is not None else None)
 
-    # The test set's use is counted in the storage, atomically, before it is looked at.
-    evaluation, ledger, ledger_trial = record.reserve_test_evaluation(study)
-    if evaluation > 1:
-        last = (study.user_attrs.get("test_result") or {}).get("timestamp", "?")
-        print(f"warning: the held-out test set of '{spec.name}' has already been used {evaluation - 1} time(s) "
-              f"(last recorded {last}). It is for one final look, not for selection: choosing a "
-              "configuration by its test score makes that score optimistic.", file=err)
-    test = score(model, dataset)
-    entry = {
-        "evaluation": evaluation,
-        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "source": chosen["source"], "trial": chosen["trial"], "params": chosen["params"],
-        "epochs": chosen["epochs"], "train_rows": int(len(dataset.dev)), "test_rows": int(len(dataset.test)),
-        "cv_loss": chosen["cv_loss"], "cv_loss_std": chosen["cv_loss_std"],
-        "cv_metric": chosen["metric"], "cv_metric_std": chosen["metric_std"],
-        "train_loss": result.train_losses[0], "model_path": str(path), **test,
-    }
-    record.write_test_evaluation(study, ledger, ledger_trial, entry)
-    model.info = {"study": spec.name, "fingerprint": dataset.fingerprint, "test_result": entry}
-    model.save(path)
+    # The test set's use is counted in the storage, atomically, before it is looked at; a stop
+    # (Ctrl+C) waits until the use is recorded.
+    with stop.deferred():
+        evaluation, ledger, ledger_trial = record.reserve_test_evaluation(study)
+        if evaluation > 1:
+            last = (study.user_attrs.get("test_result") or {}).get("timestamp", "?")
+            print(f"warning: the held-out test set of '{spec.name}' has already been used {evaluation - 1} time(s) "
+                  f"(last recorded {last}). It is for one final look, not for selection: choosing a "
+                  "configuration by its test score makes that score optimistic.", file=err)
+        test = score(model, dataset)
+        entry = {
+            "evaluation": evaluation,
+            "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "source": chosen["source"], "trial": chosen["trial"], "params": chosen["params"],
+            "epochs": chosen["epochs"], "train_rows": int(len(dataset.dev)), "test_rows": int(len(dataset.test)),
+            "cv_loss": chosen["cv_loss"], "cv_loss_std": chosen["cv_loss_std"],
+            "cv_metric": chosen["metric"], "cv_metric_std": chosen["metric_std"],
+            "train_loss": result.train_losses[0], "model_path": str(path), **test,
+        }
+        record.write_test_evaluation(study, ledger, ledger_trial, entry)
+        model.info = {"study": spec.name, "fingerprint": dataset.fingerprint, "test_result": entry}
+        model.save(path)
     notes.refresh(study)
     print(report(spec, entry), file=out)
     return entry, model

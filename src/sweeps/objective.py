@@ -19,7 +19,7 @@ from collections.abc import Callable
 import numpy as np
 import optuna
 
-from sweeps import notes, record
+from sweeps import notes, record, stop
 from sweeps.errors import SweepsError, Terminated, TrialFailed
 from sweeps.storage import explain as storage_explain
 from sweeps.folds import Folds
@@ -88,8 +88,10 @@ def make_objective(spec: Study, folds: Folds) -> Callable[[optuna.Trial], float]
         def on_epoch(epoch: int, mean_val_loss: float) -> str | None:
             if getattr(storage, "heartbeat_error", None) is not None:
                 raise storage.heartbeat_error  # the heartbeat thread could not write: stop here
-            trial.report(mean_val_loss, step=epoch)
-            if trial.should_prune():
+            with stop.deferred():  # a write that a stop must not cut in half
+                trial.report(mean_val_loss, step=epoch)
+                prune = trial.should_prune()
+            if prune:
                 pruner_name = type(trial.study.pruner).__name__
                 return (f"pruned by {pruner_name} at epoch {epoch}: mean validation loss "
                         f"{mean_val_loss:.4g} was worse than earlier trials at that epoch")
@@ -104,8 +106,9 @@ def make_objective(spec: Study, folds: Folds) -> Callable[[optuna.Trial], float]
                     f"out of memory: depth {config.depth}, width {config.width} needs about "
                     f"{needed / 2**30:.1f} GiB for {folds.k} folds, {available / 2**30:.1f} GiB is free on "
                     f"{device.type}; narrow the space's width range")
-            result = train_folds(folds, config, max_epochs=spec.max_epochs, patience=spec.patience,
-                                 seed=trial_seed(spec.seed, trial.number), on_epoch=on_epoch, init=init)
+            with stop.immediate():  # Ctrl+C / SIGTERM stop training at once
+                result = train_folds(folds, config, max_epochs=spec.max_epochs, patience=spec.patience,
+                                     seed=trial_seed(spec.seed, trial.number), on_epoch=on_epoch, init=init)
         except Terminated:
             fail(trial, "terminated (SIGTERM); rerun to resume the study")
             raise

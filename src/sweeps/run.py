@@ -25,7 +25,7 @@ from sweeps.data import Dataset
 from sweeps.errors import SweepsError
 from sweeps.folds import make_folds
 from sweeps.objective import make_objective, transfer
-from sweeps.storage import describe, open_storage, resolve_url, study_exists
+from sweeps.storage import describe, open_storage, resolve_url, study_exists, use_wal
 from sweeps.study import Study
 from sweeps.search import default_pruner, default_sampler
 from sweeps.workers import Budget, WorkerJob, counts, launch, optimize_until
@@ -54,6 +54,7 @@ def run_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
         existing = optuna.load_study(study_name=spec.name, storage=rdb)
         record.check_sweeps_study(existing, describe(url))
         record.check_same_study(existing, spec, dataset, describe(url), accept_changed_settings)
+    use_wal(rdb)
     n_existing = len(existing.trials) if existing else 0
 
     study = optuna.create_study(

@@ -119,24 +119,36 @@ _CAUSES = (  # (words in the driver's message, what it means, the fix)
     (("database is locked", "database table is locked"),
      "the database stayed locked by another process for 60 s", "stop other programs writing it; "
      "for many workers use PostgreSQL (--storage postgresql://...)"),
+    (("disk i/o error",),
+     "the database could not be written to disk", "check the disk's free space and health, or pass "
+     "--storage on another disk; finished trials are kept"),
     (("unable to open database file",),
      "the database file cannot be opened", "check that its folder exists and may be written, or pass "
      "another --storage"),
 )
 
 
+def _driver_error(error: BaseException) -> BaseException | None:
+    """The database driver's error behind `error` (Optuna wraps some in StorageInternalError)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    seen = 0
+    while error is not None and seen < 10:
+        if isinstance(error, (SQLAlchemyError, sqlite3.Error)):
+            return error
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return None
+
+
 def explain(error: BaseException, url: str | None = None, known_only: bool = False) -> str | None:
     """One line for a storage failure (None when `error` is not one, or with `known_only`,
     when its cause is none of the known ones)."""
-    try:
-        from sqlalchemy.exc import SQLAlchemyError
-    except ImportError:  # pragma: no cover - optuna depends on SQLAlchemy
-        SQLAlchemyError = ()  # noqa: N806
-    if not isinstance(error, (SQLAlchemyError, sqlite3.Error)):
+    driver = _driver_error(error)
+    if driver is None:
         return None
     url = url or (_opened[-1] if _opened else None)
     where = f"storage {describe(url)}" if url else "the study's storage"
-    reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+    reason = str(getattr(driver, "orig", None) or driver).strip().splitlines()[0]
     lowered = reason.lower()
     for words, cause, fix in _CAUSES:
         if any(w in lowered for w in words):
@@ -245,8 +257,6 @@ def open_storage(url: str, *, create: bool, heartbeat_interval: int | None = Non
                 if attempt + 1 == SCHEMA_RACE_RETRIES or not _schema_race(e):
                     raise
                 time.sleep(0.2 * (attempt + 1))
-        if path is not None:
-            _use_wal(storage)
         return storage
     except ImportError as e:
         raise SweepsError(f"storage {describe(url)}: its database driver is missing ({e}); "
@@ -278,13 +288,15 @@ def _check_sqlite_file(path: Path, url: str) -> None:
         raise SweepsError(explain(sqlite3.DatabaseError(f"database disk image is malformed: {problems[0]}"), url))
 
 
-def _use_wal(storage: optuna.storages.RDBStorage) -> None:
+def use_wal(storage: optuna.storages.RDBStorage) -> None:
     """SQLite's write-ahead log: readers (the dashboard, other workers) never block the writer.
 
-    The mode is stored in the database file, so this runs once per file in effect.
+    The mode is stored in the database file, so this runs once per file in effect; `run`
+    switches it on after checking that the study is sweeps' own (it is a write).
     """
-    with storage.engine.connect() as connection:
-        connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+    if storage.engine.name == "sqlite":
+        with storage.engine.connect() as connection:
+            connection.exec_driver_sql("PRAGMA journal_mode=WAL")
 
 
 def _engine_kwargs(url: str) -> dict:

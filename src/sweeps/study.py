@@ -33,7 +33,7 @@ class Float:
     log: bool = False
 
     def suggest(self, trial: optuna.Trial, name: str) -> float:
-        return trial.suggest_float(name, self.low, self.high, log=self.log)
+        return _suggest(trial.suggest_float, name, self.low, self.high, self.log)
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,26 @@ class Int:
     log: bool = False
 
     def suggest(self, trial: optuna.Trial, name: str) -> int:
-        return trial.suggest_int(name, self.low, self.high, log=self.log)
+        return _suggest(trial.suggest_int, name, self.low, self.high, self.log)
+
+
+def _suggest(suggest: Callable, name: str, low: float, high: float, log: bool) -> Any:
+    """`trial.suggest_float/int`, with a resumed study's stored distributions in mind.
+
+    Optuna refuses a parameter whose log flag differs from the study's first trial's. A fixed
+    value is the same value on either scale, so it takes the stored flag; a range whose scale
+    changed is a user's change: one line with the fix.
+    """
+    try:
+        return suggest(name, low, high, log=log)
+    except ValueError as e:
+        if "log configuration" not in str(e):
+            raise SweepsError(f"Space.{name}: {e} (the study's earlier trials searched it differently); "
+                              "keep its kind, or give the study a new name.") from None
+        if low == high and (log or low > 0):
+            return suggest(name, low, high, log=not log)
+        raise SweepsError(f"Space.{name}: the study's earlier trials searched it with log={not log}; keep that "
+                          "scale, or give the study a new name.") from None
 
 
 @dataclass(frozen=True)

@@ -136,8 +136,12 @@ class TrainedModel:
                   "net": net_meta, "preprocessings": preprocessing_meta,
                   "member_preprocessing": self.member_preprocessing}
         partial = path.with_name(path.name + ".partial")
-        save_file(tensors, str(partial), metadata={"format": FORMAT, "model": json.dumps(header)})
-        os.replace(partial, path)
+        try:
+            save_file(tensors, str(partial), metadata={"format": FORMAT, "model": json.dumps(header)})
+            os.replace(partial, path)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
         return path
 
 

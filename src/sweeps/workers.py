@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import TrialState
 
+from sweeps import stop
 from sweeps.errors import SweepsError, Terminated, TrialFailed
 
 LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
@@ -119,7 +120,8 @@ def optimize_until(study: optuna.Study, objective: Callable[[optuna.Trial], floa
                 return  # nothing can free a place: the other trials belong to live workers
             time.sleep(budget.poll)  # a running trial may still fail (dead worker) and be retried
             continue
-        study.optimize(admitted, n_trials=1, callbacks=callbacks, catch=(NotNeeded, TrialFailed))
+        with stop.deferred():  # a stop waits for Optuna's writes; training itself stops at once
+            study.optimize(admitted, n_trials=1, callbacks=callbacks, catch=(NotNeeded, TrialFailed))
 
 
 def _has_heartbeat(study: optuna.Study) -> bool:
@@ -155,7 +157,6 @@ def worker_main(job: WorkerJob) -> None:
     from sweeps.storage import describe, open_storage
 
     _die_with_parent()
-    signal.signal(signal.SIGTERM, _cli.raise_terminated)
     torch.set_num_threads(job.threads)
     _cli.quiet_optuna()
 
@@ -185,11 +186,13 @@ def _die_with_parent() -> None:
     parent = os.getppid()
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        armed = libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM) == 0
     except (OSError, AttributeError):
-        pass
+        armed = False
     if os.getppid() != parent:  # the launcher died before prctl took effect
         os.kill(os.getpid(), signal.SIGTERM)
+    if armed:
+        return
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -222,9 +225,9 @@ def launch(jobs: list[WorkerJob], study: optuna.Study, budget: Budget,
                           "workers go on, and a trial it left running is retried after its heartbeat "
                           "grace period.", file=out)
         on_progress(counts(study))
-    except KeyboardInterrupt as stop:
+    except KeyboardInterrupt as interrupt:
         # Workers in our process group got the terminal's SIGINT too; others did not.
-        signum = signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT
+        signum = signal.SIGTERM if isinstance(interrupt, Terminated) else signal.SIGINT
         for p in processes:
             if p.is_alive():
                 os.kill(p.pid, signum)

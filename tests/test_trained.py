@@ -1,0 +1,89 @@
+"""Saved models: safetensors + JSON, reloaded exactly; a file that could run code is refused."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import sweeps
+from sweeps import SweepsError
+from sweeps.folds import fit_preprocessing
+from sweeps.model import StackedMLP
+from sweeps.trained import TrainedModel
+
+
+class Payload:
+    """Unpickling this runs `touch` of a marker file: what a hostile model file would do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+@pytest.fixture
+def model(digits_dataset):
+    prep = fit_preprocessing(digits_dataset, digits_dataset.dev)
+    net = StackedMLP.init([1, 2], 64, 10, depth=2, width=16)
+    return TrainedModel("classification", {"depth": 2, "width": 16}, [prep], net, [0, 0],
+                        list(range(10)), {"study": "t"})
+
+
+def test_a_saved_model_reloads_exactly_and_averages_its_members(model, digits_dataset, tmp_path):
+    X = digits_dataset.X[digits_dataset.test]
+    path = model.save(tmp_path / "m.pt")
+    again = sweeps.load_model(path)
+    np.testing.assert_array_equal(again.predict_proba(X), model.predict_proba(X))
+    members = torch.softmax(model.member_outputs(X), -1)  # [2, rows, classes]
+    np.testing.assert_allclose(model.predict_proba(X), members.mean(0).numpy(), rtol=1e-5, atol=1e-7)
+    assert again.info == {"study": "t"} and again.n_members == 2
+
+
+@pytest.mark.parametrize("save", [
+    lambda path, payload: torch.save({"format": "sweeps-model-1", "pipeline": pickle.dumps(payload)}, path),
+    lambda path, payload: path.write_bytes(pickle.dumps({"weights": payload})),
+])
+def test_a_file_that_would_run_code_is_refused_and_runs_nothing(tmp_path, save):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    save(path, Payload(marker))
+    with pytest.raises(SweepsError, match=r"pickle-based file .* opening it could run code, so sweeps refuses it"):
+        sweeps.load_model(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("metadata, message", [
+    ({"format": "sweeps-model-2", "model": "{not json"}, r"not a sweeps model file \(JSONDecodeError"),
+    ({"format": "something-else"}, r"not a sweeps model file"),
+    ({"format": "sweeps-model-2", "model": json.dumps({"task": "classification"})}, r"not a sweeps model file"),
+])
+def test_foreign_or_damaged_safetensors_files_are_one_line(tmp_path, metadata, message):
+    path = tmp_path / "m.safetensors"
+    save_file({"x": torch.zeros(2)}, str(path), metadata=metadata)
+    with pytest.raises(SweepsError, match=message):
+        sweeps.load_model(path)
+    path.write_bytes(b"\x00" * 16)
+    with pytest.raises(SweepsError, match="not a sweeps model file"):
+        sweeps.load_model(path)
+
+
+def test_saving_is_atomic(model, tmp_path, monkeypatch):
+    import safetensors.torch
+
+    path = tmp_path / "m.pt"
+    model.save(path)
+    before = path.read_bytes()
+
+    def crash(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", crash)
+    with pytest.raises(OSError):
+        model.save(path)
+    assert path.read_bytes() == before  # the old model is intact, no half-written file
