@@ -184,3 +184,15 @@ def test_storage_errors_name_their_cause(tmp_path):
     assert explain(ValueError("not storage")) is None
     with pytest.raises(SweepsError, match="no such study database"):
         open_storage(f"sqlite:///{tmp_path / 'none.db'}", create=False)
+
+
+def test_a_heartbeat_that_cannot_be_written_stops_the_sweep_with_one_line(tmp_path, monkeypatch, capsys):
+    import sqlite3
+
+    def damaged(self, trial_id):
+        raise sqlite3.DatabaseError("database disk image is malformed")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(optuna.storages.RDBStorage, "record_heartbeat", damaged)  # runs in Optuna's thread
+    code = run_main([study_file(tmp_path), "--no-progress", "--heartbeat-interval", "1"])
+    one_line_exit_2(capsys, code, r"the database file is damaged \(database disk image is malformed\)")

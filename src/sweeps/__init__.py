@@ -15,7 +15,7 @@ from sweeps.study import Categorical, Float, Int, Space, Study
 from sweeps.table import Table
 from sweeps.trained import TrainedModel, load_model
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "Categorical", "Float", "Int", "Space", "Study", "SweepsError", "Table", "TrainedModel", "load_model", "__version__",

@@ -21,7 +21,7 @@ import optuna
 
 from sweeps import notes, record, stop
 from sweeps.errors import SweepsError, Terminated, TrialFailed
-from sweeps.storage import explain as storage_explain
+from sweeps.storage import explain as storage_explain, heartbeat_failure
 from sweeps.folds import Folds
 from sweeps.model import StackedMLP
 from sweeps.study import Int, Space, Study
@@ -86,8 +86,9 @@ def make_objective(spec: Study, folds: Folds) -> Callable[[optuna.Trial], float]
         storage = trial.study._storage
 
         def on_epoch(epoch: int, mean_val_loss: float) -> str | None:
-            if getattr(storage, "heartbeat_error", None) is not None:
-                raise storage.heartbeat_error  # the heartbeat thread could not write: stop here
+            failure = heartbeat_failure(storage)
+            if failure is not None:
+                raise failure  # the heartbeat thread could not write to the storage: stop here
             with stop.deferred():  # a write that a stop must not cut in half
                 trial.report(mean_val_loss, step=epoch)
                 prune = trial.should_prune()

@@ -189,6 +189,12 @@ class SweepsStorage(optuna.storages.RDBStorage):
         return stale
 
 
+def heartbeat_failure(storage: optuna.storages.BaseStorage) -> BaseException | None:
+    """The error of a heartbeat that could not be written, if any (through Optuna's cache layer)."""
+    backend = getattr(storage, "_backend", storage)
+    return getattr(backend, "heartbeat_error", None)
+
+
 class RequeueStaleTrial:
     """Queue a dead worker's trial again (same configuration), at most `max_retry` times.
 
