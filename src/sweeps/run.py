@@ -166,8 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         if args.n_trials is not None and args.n_trials < 1:
             raise SweepsError(f"--n-trials must be >= 1, got {args.n_trials}.")
-        if args.workers < 1:
-            raise SweepsError(f"--workers must be >= 1, got {args.workers}.")
+        cores = os.cpu_count() or 1
+        if not 1 <= args.workers <= 4 * cores:
+            raise SweepsError(f"--workers must be between 1 and 4 x this machine's {cores} cores = {4 * cores}, "
+                              f"got {args.workers}; more workers than that only share the same cores.")
         if args.heartbeat_interval < 1 or args.grace_period <= args.heartbeat_interval:
             raise SweepsError("--grace-period must be longer than --heartbeat-interval (both in seconds, >= 1).")
         _cli.quiet_optuna()
