@@ -13,7 +13,10 @@ def autograd_grads(model, x, y, classification, masks=(), scale=1.0):
     h = x
     depth = len(model.weights) - 1
     for layer in range(depth + 1):
-        h = torch.baddbmm(params[2 * layer + 1], h, params[2 * layer])
+        w, b = params[2 * layer], params[2 * layer + 1]
+        if layer == depth:  # the output layer of the single member: [k, 1, width, out]
+            w, b = w[:, 0], b[:, 0]
+        h = torch.baddbmm(b, h, w)
         if layer < depth:
             h = h.relu()
             if masks:
@@ -72,3 +75,119 @@ def test_init_is_per_fold_and_reproducible():
     b = StackedMLP.init([12], n_in=4, n_out=2, depth=1, width=8)
     torch.testing.assert_close(a.weights[0][1], b.weights[0][0])
     assert a.n_params == 4 * 8 + 8 + 8 * 2 + 2
+
+
+# --- the recipe's layers: periodic embeddings and shared-weight members ---------------------------
+def reference_forward(params, model, x, dropout_masks=None, scale=1.0):
+    """The same network with autograd, written from its definition (module docstring)."""
+    params = list(params)
+    k = x.shape[0]
+    h = x
+    if model.embedding is not None:
+        c, w_e, b_e = params.pop(0), params.pop(0), params.pop(0)
+        F = c.shape[1]
+        z = 2 * torch.pi * x[..., :F, None] * c[:, None]  # [k, B, F, n]
+        u = torch.cat([torch.cos(z), torch.sin(z)], -1)
+        e = torch.relu(torch.einsum("kbfi,kfid->kbfd", u, w_e) + b_e.squeeze(2)[:, None])
+        h = torch.cat([e.flatten(2), x[..., F:]], -1)
+    E = model.members
+    if model.scales is not None:
+        r = params.pop(0)
+        h = h[:, None] * r[:, :, None]  # [k, E, B, D]
+    else:
+        h = h[:, None]
+    weights, biases = params[0::2], params[1::2]
+    for layer, (w, b) in enumerate(zip(weights[:-1], biases[:-1])):
+        h = torch.relu(h @ w[:, None] + b[:, None])
+        if dropout_masks is not None:
+            h = h * dropout_masks[layer].view(h.shape) * scale
+    return h @ weights[-1] + biases[-1]  # [k, E, B, out]
+
+
+def reference_loss(out, y, classification, smoothing=0.0):
+    k, E, B, C = out.shape
+    if classification:
+        loss = torch.nn.functional.cross_entropy(out.reshape(-1, C), y[:, None].expand(k, E, B).reshape(-1),
+                                                 reduction="none", label_smoothing=smoothing)
+    else:
+        loss = (out.squeeze(-1) - y[:, None]).square()
+    return loss.reshape(k, E * B).mean(1).sum()
+
+
+@pytest.mark.parametrize("classification", [True, False])
+@pytest.mark.parametrize("embedding, members", [((6, 0.7, 5), 1), (None, 4), ((6, 0.7, 5), 3)])
+def test_embeddings_and_members_backward_match_autograd(classification, embedding, members):
+    gen = torch.Generator().manual_seed(0)
+    n_out = 4 if classification else 1
+    model = StackedMLP.init([1, 2, 3], n_in=9, n_out=n_out, depth=2, width=16, n_numeric=5,
+                            embedding=embedding, members=members)
+    x = torch.randn(3, 30, 9, generator=gen)
+    x[..., 5:] = (x[..., 5:] > 0).float()  # the one-hot part
+    y = torch.randint(0, 4, (3, 30), generator=gen) if classification else torch.randn(3, 30, generator=gen)
+    out, cache = model.forward(x)
+    _, grad_out = loss_and_grad(out, y.repeat(1, members), classification, label_smoothing=0.1)
+    grads = [torch.zeros_like(p) for p in model.params]
+    model.backward(cache, grad_out, grads)
+    params = [p.clone().requires_grad_() for p in model.params]
+    reference = reference_forward(params, model, x)
+    torch.testing.assert_close(out.view(3, members, 30, n_out), reference.detach(), rtol=1e-5, atol=1e-5)
+    reference_loss(reference, y, classification, 0.1 if classification else 0.0).backward()
+    for ours, p in zip(grads, params):
+        torch.testing.assert_close(ours, p.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_members_with_dropout_match_autograd_with_the_same_masks():
+    model = StackedMLP.init([5, 6], n_in=7, n_out=3, depth=2, width=32, dropout=0.25, members=3)
+    x = torch.randn(2, 20, 7)
+    y = torch.randint(0, 3, (2, 20))
+    out, cache = model.forward(x, dropout_rng=torch.Generator().manual_seed(1))
+    masks = [(a != 0).float() for a in cache.activations[1:]]
+    _, grad_out = loss_and_grad(out, y.repeat(1, 3), True)
+    grads = [torch.zeros_like(p) for p in model.params]
+    model.backward(cache, grad_out, grads)
+    params = [p.clone().requires_grad_() for p in model.params]
+    reference_loss(reference_forward(params, model, x, masks, 1 / (1 - effective_dropout(0.25))), y, True).backward()
+    for ours, p in zip(grads, params):
+        torch.testing.assert_close(ours, p.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_periodic_embeddings_match_the_reference_package():
+    rtdl = pytest.importorskip("rtdl_num_embeddings")
+    model = StackedMLP.init([4], n_in=6, n_out=2, depth=1, width=8, n_numeric=6, embedding=(12, 0.5, 7))
+    reference = rtdl.PeriodicEmbeddings(6, d_embedding=7, n_frequencies=12, frequency_init_scale=0.5, lite=False)
+    with torch.no_grad():  # the same weights in both
+        reference.periodic.weight.copy_(model.embedding.frequencies[0])
+        reference.linear.weight.copy_(model.embedding.weight[0])
+        reference.linear.bias.copy_(model.embedding.bias[0, :, 0])
+    x = torch.randn(1, 40, 6)
+    _, cache = model.forward(x)
+    ours = cache.activations[0][0]  # the MLP's input: embedded features, flattened
+    torch.testing.assert_close(ours, reference(x[0]).flatten(1), rtol=1e-5, atol=1e-5)
+    # and the initial frequencies follow the package's N(0, 0.5²) truncated at ±3σ
+    big = StackedMLP.init([0], n_in=200, n_out=1, depth=1, width=4, n_numeric=200, embedding=(50, 0.5, 2))
+    f = big.embedding.frequencies
+    assert f.abs().max() <= 1.5 and abs(f.std().item() - 0.5 * 0.986) < 0.02  # truncation shrinks the std
+
+
+def test_combined_prediction_is_the_members_mean():
+    model = StackedMLP.init([3], n_in=5, n_out=3, depth=1, width=8, members=4)
+    x = torch.randn(1, 10, 5)
+    out, _ = model.forward(x)
+    probabilities = torch.softmax(out.view(1, 4, 10, 3), -1).mean(1)
+    torch.testing.assert_close(model.predict(x).exp(), probabilities, rtol=1e-5, atol=1e-6)
+    regression = StackedMLP.init([3], n_in=5, n_out=1, depth=1, width=8, members=4)
+    out, _ = regression.forward(x)
+    torch.testing.assert_close(regression.predict(x, classification=False), out.view(1, 4, 10, 1).mean(1))
+
+
+def test_a_plain_net_is_initialised_as_in_sweeps_0_1():
+    # sweeps 0.1 drew, per fold, weight then bias of each layer from one generator
+    model = StackedMLP.init([7], n_in=5, n_out=2, depth=2, width=8)
+    generator = torch.Generator().manual_seed(7)
+    for w, b in zip(model.weights, model.biases):
+        expected_w = torch.empty(w.shape[-2:]).uniform_(-1 / w.shape[-2] ** 0.5, 1 / w.shape[-2] ** 0.5,
+                                                        generator=generator)
+        expected_b = torch.empty(b.shape[-1]).uniform_(-1 / w.shape[-2] ** 0.5, 1 / w.shape[-2] ** 0.5,
+                                                       generator=generator)
+        torch.testing.assert_close(w.reshape(w.shape[-2:]), expected_w)
+        torch.testing.assert_close(b.reshape(-1), expected_b)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from sweeps.optim import StackedAdamW
+from sweeps.optim import StackedAdamW, lr_factor
 
 
 def test_matches_torch_adamw():
@@ -38,3 +39,45 @@ def test_fallback_path_matches_fused():
         fused.step()
         plain.step()
     torch.testing.assert_close(fused.params[0], plain.params[0], rtol=1e-5, atol=1e-6)
+
+
+def test_cosine_schedule_is_torchs_linear_warmup_then_cosine_annealing():
+    total = 200
+    warmup = 10  # 5 % of the steps
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([parameter], lr=1.0)
+    scheduler = torch.optim.lr_scheduler.SequentialLR(optimizer, [
+        torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1 / warmup, total_iters=warmup - 1),
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total - warmup)], milestones=[warmup])
+    for step in range(total):
+        assert lr_factor("cosine", step, total) == pytest.approx(optimizer.param_groups[0]["lr"], abs=1e-9)
+        optimizer.step()
+        scheduler.step()
+    assert lr_factor("constant", 123, total) == 1.0
+    assert lr_factor("cosine", total + 50, total) == pytest.approx(0.0)  # past the horizon: stays at 0
+
+
+def test_clipping_is_per_fold_model_as_torchs_clip_grad_norm():
+    params = [torch.randn(3, 4, 5), torch.randn(3, 1, 5)]
+    optimizer = StackedAdamW(params, lr=1e-3, weight_decay=0.0)
+    for g in optimizer.grads:
+        g.normal_()
+    optimizer.grads[0][1].mul_(1e-3)  # fold 1 is below the limit: untouched
+    expected = []
+    for fold in range(3):
+        tensors = [torch.nn.Parameter(p[fold].clone()) for p in params]
+        for t, g in zip(tensors, optimizer.grads):
+            t.grad = g[fold].clone()
+        torch.nn.utils.clip_grad_norm_(tensors, max_norm=1.0)
+        expected.append([t.grad for t in tensors])
+    optimizer.clip(1.0)
+    for fold in range(3):
+        for ours, theirs in zip(optimizer.grads, expected[fold]):
+            torch.testing.assert_close(ours[fold], theirs, rtol=1e-5, atol=1e-7)
+
+
+def test_no_decay_tensors_keep_their_values_under_weight_decay():
+    params = [torch.ones(2, 3), torch.ones(2, 3)]
+    optimizer = StackedAdamW(params, lr=0.1, weight_decay=0.5, no_decay=[False, True])
+    optimizer.step()  # zero gradients: only weight decay moves a tensor
+    assert (params[0] < 1).all() and (params[1] == 1).all()

@@ -92,7 +92,7 @@ def test_class_weight_and_noise_are_searchable_and_recorded(tmp_path):
     plain = run_study(digits_study(name="plain", n_trials=1, max_epochs=2), load_dataset(digits_study()),
                       storage=url, progress=False, out=io.StringIO())
     assert "noise" not in plain.trials[0].params and "class_weight" not in plain.trials[0].params
-    with pytest.raises(SweepsError, match=r"Space.class_weight: choices are 'none' and 'balanced'"):
+    with pytest.raises(SweepsError, match=r"Space.class_weight: choices are 'none', 'balanced'"):
         Space(class_weight="auto")
 
 

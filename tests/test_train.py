@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from sweeps.train import NetConfig, train_folds
@@ -18,13 +19,29 @@ def test_it_learns_digits(digits_folds):
     assert all(t < v for t, v in zip(result.train_losses, result.val_losses))
 
 
-def test_a_fold_trains_the_same_inside_the_stack_and_alone(digits_folds):
-    config = NetConfig(2, 32, 0.0, 1e-3, 3e-3, batch_size=64)
+RECIPE = dict(embedding="periodic", n_frequencies=8, frequency_scale=0.3, embedding_dim=6, ensemble=3,
+              label_smoothing=0.1, beta2=0.95, schedule="cosine", grad_clip=1.0)
+
+
+@pytest.mark.parametrize("options", [{}, RECIPE], ids=["plain", "recipe"])
+def test_a_fold_trains_the_same_inside_the_stack_and_alone(digits_folds, options):
+    config = NetConfig(2, 32, 0.0, 1e-3, 3e-3, batch_size=64, **options)
     stacked = train_folds(digits_folds, config, max_epochs=6, patience=None, seed=7)
     alone = train_folds(digits_folds.select([1]), config, max_epochs=6, patience=None, seed=7)
     for w_stack, w_alone in zip(stacked.model.params, alone.model.params):
         torch.testing.assert_close(w_stack[1], w_alone[0], rtol=1e-4, atol=1e-5)
     assert math.isclose(stacked.val_losses[1], alone.val_losses[0], rel_tol=1e-4)
+
+
+def test_the_recipe_learns_and_its_value_is_the_unsmoothed_loss_of_the_members_mean(digits_folds):
+    config = NetConfig(1, 64, 0.1, 1e-4, 3e-3, **RECIPE)
+    result = train_folds(digits_folds, config, max_epochs=15, patience=5, seed=0)
+    assert np.mean(result.metrics) > 0.93
+    model, f = result.model, 0
+    x, y, w = digits_folds.X_val[f:f + 1], digits_folds.y_val[f:f + 1], digits_folds.val_weight[f:f + 1]
+    mean_probability = torch.softmax(model.select(torch.tensor([f])).forward(x)[0].view(1, 3, -1, 10), -1).mean(1)
+    expected = -(torch.log(mean_probability.gather(-1, y.unsqueeze(-1))).squeeze(-1) * w).sum() / w.sum()
+    assert result.val_losses[f] == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_removing_stopped_folds_changes_nothing_but_the_cost(digits_folds):

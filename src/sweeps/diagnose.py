@@ -150,7 +150,8 @@ def _learning_curve(spec: Study, dataset: Dataset, best: optuna.trial.FrozenTria
     """The best configuration trained on growing parts of each fold's training rows."""
     points = []
     for fraction in LEARNING_CURVE_FRACTIONS:
-        folds = make_folds(dataset, spec.folds, spec.seed, device, train_fraction=fraction)
+        folds = make_folds(dataset, spec.folds, spec.seed, device, train_fraction=fraction,
+                           scaling=spec.preprocessing)
         result = train_folds(folds, NetConfig.from_params(best.params), max_epochs=spec.max_epochs,
                              patience=spec.patience, seed=trial_seed(spec.seed, best.number))
         points.append({"fraction": fraction, "train_rows": int(np.mean([len(r) for r in folds.train_rows])),
@@ -329,13 +330,14 @@ def diagnose_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
     """Diagnose a stored study; print, save as Markdown, and attach the report to the study."""
     study, url = load_existing_study(spec.name, storage)
     record.check_same_study(study, spec, dataset, describe(url))
+    spec = spec.replace(preprocessing=record.stored_settings(study)["preprocessing"])  # as the trials had it
     path = Path(output) if output else output_path(url, spec.name, "-diagnosis.md")
     check_writable(path, "diagnosis report")
     trials = _complete(study)
     if not trials:
         raise SweepsError(f"study '{spec.name}' has no completed trial yet; run the sweep first.")
     best = trials[0]
-    folds = make_folds(dataset, spec.folds, spec.seed, device)
+    folds = make_folds(dataset, spec.folds, spec.seed, device, scaling=spec.preprocessing)
 
     baselines = study.user_attrs.get("baselines")
     if not baselines:  # fitted once per study, then reused

@@ -114,7 +114,8 @@ def evaluate_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
     path = Path(model_path) if model_path else output_path(url, spec.name, "-model.pt")
     check_writable(path, "model")  # before training, not after the test set was scored
 
-    folds, preprocessing = make_final_fit(dataset, device)
+    settings = record.stored_settings(study)  # what the trials were trained with
+    folds, preprocessing = make_final_fit(dataset, device, settings["preprocessing"])
     _, init = transfer(spec, folds.n_features, folds.n_outputs)  # fine-tuned models start from theirs
     config = NetConfig.from_params(chosen["params"])
     needed, available = memory_needed(folds, config), available_memory(folds.X_train.device)
@@ -123,7 +124,8 @@ def evaluate_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
                           f"{needed / 2**30:.1f} GiB, {available / 2**30:.1f} GiB is free; choose a smaller "
                           "configuration.")
     seed = trial_seed(spec.seed, chosen["trial"] if chosen["trial"] is not None else 0)
-    result = train_folds(folds, config, max_epochs=chosen["epochs"], patience=None, seed=seed, init=init)
+    result = train_folds(folds, config, max_epochs=chosen["epochs"], patience=None, seed=seed, init=init,
+                         horizon=settings.get("max_epochs", spec.max_epochs))
     if result.diverged:
         raise SweepsError(f"the final fit of {chosen['source']} {result.diverged}; nothing was recorded.")
     model = TrainedModel(spec.task, chosen["params"], [preprocessing], result.model, None,

@@ -38,6 +38,7 @@ class Folds:
     train_rows: list[np.ndarray]  # per fold: dataset row indices of its training part
     val_rows: list[np.ndarray]  # per fold: dataset row indices of its validation part
     fold_ids: list[int] = field(default_factory=list)  # which folds these are (seeds derive from it)
+    n_numeric: int = 0  # the first n_numeric feature columns are numeric (embeddings apply to them)
 
     def __post_init__(self) -> None:
         if not self.fold_ids:
@@ -50,7 +51,7 @@ class Folds:
         return Folds(self.X_train[index], self.y_train[index], self.train_weight[index],
                      self.X_val[index], self.y_val[index], self.val_weight[index],
                      self.target_std[index], self.n_outputs, [self.train_rows[p] for p in pos],
-                     [self.val_rows[p] for p in pos], list(fold_ids))
+                     [self.val_rows[p] for p in pos], list(fold_ids), self.n_numeric)
 
     @property
     def k(self) -> int:
@@ -87,7 +88,7 @@ def fit_preprocessing(dataset: Dataset, rows: np.ndarray, scaling: str = "standa
 
 
 def make_folds(dataset: Dataset, folds: int, seed: int, device: torch.device | str = "cpu",
-               train_fraction: float = 1.0) -> Folds:
+               train_fraction: float = 1.0, scaling: str = "standard") -> Folds:
     """Preprocess each fold on its own training part and stack all folds on `device`.
 
     `train_fraction` < 1 keeps a seeded random part of each fold's training rows (the
@@ -98,20 +99,21 @@ def make_folds(dataset: Dataset, folds: int, seed: int, device: torch.device | s
         rng = np.random.default_rng([seed, int(train_fraction * 1000)])
         splits = [(np.sort(rng.choice(train, max(1, round(train_fraction * len(train))), replace=False)), val)
                   for train, val in splits]
-    return _stack(dataset, splits, seed, device)
+    return _stack(dataset, splits, seed, device, scaling)
 
 
-def make_final_fit(dataset: Dataset, device: torch.device | str = "cpu") -> tuple[Folds, Preprocessing]:
+def make_final_fit(dataset: Dataset, device: torch.device | str = "cpu",
+                   scaling: str = "standard") -> tuple[Folds, Preprocessing]:
     """One "fold" that trains on every non-test row, with no validation rows, and its preprocessing.
 
     The preprocessing is fitted on those rows only; the held-out test rows stay unseen.
     """
-    folds = _stack(dataset, [(dataset.dev, dataset.dev[:0])], seed=0, device=device)
-    return folds, fit_preprocessing(dataset, dataset.dev)
+    folds = _stack(dataset, [(dataset.dev, dataset.dev[:0])], seed=0, device=device, scaling=scaling)
+    return folds, fit_preprocessing(dataset, dataset.dev, scaling)
 
 
 def _stack(dataset: Dataset, splits: list[tuple[np.ndarray, np.ndarray]], seed: int,
-           device: torch.device | str) -> Folds:
+           device: torch.device | str, scaling: str = "standard") -> Folds:
     rng = np.random.default_rng(seed)
     n_train = max(len(train) for train, _ in splits)
     n_val = max(len(val) for _, val in splits)
@@ -119,7 +121,7 @@ def _stack(dataset: Dataset, splits: list[tuple[np.ndarray, np.ndarray]], seed: 
 
     X_train, y_train, w_train, X_val, y_val, w_val, stds = [], [], [], [], [], [], []
     for train, val in splits:
-        prep = fit_preprocessing(dataset, train)
+        prep = fit_preprocessing(dataset, train, scaling)
         top_up = rng.choice(train, n_train - len(train), replace=False) if n_train > len(train) else []
         train_padded = np.concatenate([train, top_up]).astype(np.int64)
         val_padded = np.concatenate([val, np.full(n_val - len(val), val[0] if len(val) else 0)]).astype(np.int64)
@@ -157,4 +159,5 @@ def _stack(dataset: Dataset, splits: list[tuple[np.ndarray, np.ndarray]], seed: 
         n_outputs=len(dataset.classes) if classification else 1,
         train_rows=[train for train, _ in splits],
         val_rows=[val for _, val in splits],
+        n_numeric=prep.n_numeric,
     )

@@ -1,13 +1,24 @@
-"""k independent MLPs stored as one stack: weights `[k, in, out]`, biases `[k, 1, out]`.
+"""k networks stored as one stack: every tensor has the fold-model as its leading dimension.
 
 One batched matmul (`baddbmm`) runs a layer of all k fold-models at once; the backward
 pass is written out by hand (a ReLU MLP needs three lines per layer), which skips
 autograd's per-op bookkeeping: on small nets that bookkeeping, not arithmetic, is the
 cost (see README, Performance). `tests/test_model.py` checks the gradients against autograd.
 
-Dropout follows every hidden ReLU. Its mask is drawn as random bytes (1.4 ns per element
-here, against 18 ns for `F.dropout`), so the drop probability is rounded to a multiple of
-1/256; the 1/(1-p) rescale rides for free on the next layer's matmul (`alpha=`).
+The network of one fold-model, input to output:
+
+1. Optional **periodic embeddings** of the numeric inputs (Gorishniy et al. 2022, "PLR"):
+   per feature j, learned frequencies c_j -> [cos 2πc_j x_j, sin 2πc_j x_j] -> a linear map
+   of its own -> ReLU. One-hot (categorical) inputs pass through unchanged.
+2. Optional **shared-weight ensemble** of E members (TabM-mini, Gorishniy et al. 2025):
+   member e sees the input scaled by its own adapter r_e (initialised to random ±1), all
+   members share the hidden layers, and each has its own output layer. Members are
+   trained on the mean of their losses; the fold-model predicts their mean.
+3. The MLP: `depth` hidden layers of `width` ReLU units, dropout after each.
+
+Dropout masks are drawn as random bytes (1.4 ns per element here, against 18 ns for
+`F.dropout`), so the drop probability is rounded to a multiple of 1/256; the 1/(1-p)
+rescale rides for free on the next layer's matmul (`alpha=`).
 """
 
 from __future__ import annotations
@@ -19,59 +30,191 @@ import numpy as np
 import torch
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_TWO_PI = 2 * math.pi
+
+
+@dataclass
+class Periodic:
+    """Stacked periodic embeddings of F numeric inputs: n frequencies each, d outputs each."""
+
+    frequencies: torch.Tensor  # [k, F, n]
+    weight: torch.Tensor  # [k, F, 2n, d]
+    bias: torch.Tensor  # [k, F, 1, d]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(F, n, d)"""
+        return self.weight.shape[1], self.frequencies.shape[2], self.weight.shape[3]
+
+
+@dataclass
+class Cache:
+    """What the forward pass keeps for the backward pass."""
+
+    activations: list[torch.Tensor]  # input of each MLP layer (masked, unscaled)
+    x: torch.Tensor | None = None  # the raw input (embeddings)
+    features_t: torch.Tensor | None = None  # numeric inputs as [k, F, B]
+    periodic: torch.Tensor | None = None  # [k, F, B, 2n]: cos and sin
+    embedded: torch.Tensor | None = None  # [k*F, B, d] after ReLU
+    before_members: torch.Tensor | None = None  # [k, B, D]: the input the adapters scale
+
+    # Compatibility with code that treats the cache as the list of activations.
+    def __getitem__(self, i):
+        return self.activations[i]
+
+    def __len__(self) -> int:
+        return len(self.activations)
 
 
 @dataclass
 class StackedMLP:
-    """Parameters of k MLPs of the same architecture, one per fold."""
+    """Parameters of k networks of the same architecture, one per fold (see module docstring)."""
 
-    weights: list[torch.Tensor]  # per layer [k, in, out]
-    biases: list[torch.Tensor]  # per layer [k, 1, out]
+    weights: list[torch.Tensor]  # per layer [k, in, out]; the output layer [k, E, width, out]
+    biases: list[torch.Tensor]  # per layer [k, 1, out]; the output layer [k, E, 1, out]
     dropout: float = 0.0
+    embedding: Periodic | None = None  # on inputs [0, n_numeric)
+    n_numeric: int = 0
+    scales: torch.Tensor | None = None  # [k, E, D]: the members' input adapters (E > 1)
+
+    def __post_init__(self) -> None:
+        if self.weights[-1].ndim == 3:  # one member: the output layer as [k, 1, width, out]
+            self.weights[-1] = self.weights[-1].unsqueeze(1)
+            self.biases[-1] = self.biases[-1].unsqueeze(1)
 
     @classmethod
     def init(cls, seeds: list[int], n_in: int, n_out: int, depth: int, width: int,
-             dropout: float = 0.0, device: torch.device | str = "cpu") -> StackedMLP:
-        """One MLP per seed, each initialised like `torch.nn.Linear`: U(±1/sqrt(fan_in))."""
-        sizes = [n_in] + [width] * depth + [n_out]
-        weights, biases = [], []
-        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
-            weights.append(torch.empty(len(seeds), fan_in, fan_out))
-            biases.append(torch.empty(len(seeds), 1, fan_out))
+             dropout: float = 0.0, device: torch.device | str = "cpu", *, n_numeric: int = 0,
+             embedding: tuple[int, float, int] | None = None, members: int = 1) -> StackedMLP:
+        """One network per seed; linear layers initialised like `torch.nn.Linear`: U(±1/sqrt(fan_in)).
+
+        `embedding` is (n_frequencies, frequency_scale, embedding_dim) for the first `n_numeric`
+        inputs; frequencies are drawn from N(0, scale²) truncated at ±3 scale, as in
+        `rtdl_num_embeddings.PeriodicEmbeddings`.
+        """
+        k = len(seeds)
+        n_cat = n_in - n_numeric if embedding else 0
+        d_in = n_numeric * embedding[2] + n_cat if embedding else n_in
+        sizes = [d_in] + [width] * depth
+        weights = [torch.empty(k, a, b) for a, b in zip(sizes[:-1], sizes[1:])]
+        biases = [torch.empty(k, 1, b) for b in sizes[1:]]
+        weights.append(torch.empty(k, members, sizes[-1], n_out))
+        biases.append(torch.empty(k, members, 1, n_out))
+        periodic = None
+        if embedding:
+            n, scale, d = embedding
+            periodic = Periodic(torch.empty(k, n_numeric, n), torch.empty(k, n_numeric, 2 * n, d),
+                                torch.empty(k, n_numeric, 1, d))
+        scales = torch.empty(k, members, d_in) if members > 1 else None
         for f, seed in enumerate(seeds):  # per-fold generators: a fold's init ignores the others
             generator = torch.Generator().manual_seed(seed)
+            # The hidden layers and a single member's output layer are drawn first, in the order a
+            # plain MLP always drew them: a plain net is initialised as before these options existed.
             for w, b in zip(weights, biases):
-                bound = 1.0 / math.sqrt(w.shape[1])
+                bound = 1.0 / math.sqrt(w.shape[-2])
                 w[f].uniform_(-bound, bound, generator=generator)
                 b[f].uniform_(-bound, bound, generator=generator)
-        return cls([w.to(device) for w in weights], [b.to(device) for b in biases], dropout)
+            if periodic is not None:
+                n, scale, d = embedding
+                torch.nn.init.trunc_normal_(periodic.frequencies[f], 0.0, scale, -3 * scale, 3 * scale,
+                                            generator=generator)
+                bound = 1.0 / math.sqrt(2 * n)
+                periodic.weight[f].uniform_(-bound, bound, generator=generator)
+                periodic.bias[f].uniform_(-bound, bound, generator=generator)
+            if scales is not None:
+                scales[f] = torch.randint(0, 2, scales[f].shape, generator=generator).float() * 2 - 1
+        move = lambda t: t.to(device)  # noqa: E731
+        if periodic is not None:
+            periodic = Periodic(*map(move, (periodic.frequencies, periodic.weight, periodic.bias)))
+        return cls([move(w) for w in weights], [move(b) for b in biases], dropout, periodic,
+                   n_numeric if embedding else 0, None if scales is None else move(scales))
 
+    # --- shape --------------------------------------------------------------------------
     @property
     def k(self) -> int:
         return self.weights[0].shape[0]
 
     @property
+    def members(self) -> int:
+        return self.weights[-1].shape[1]
+
+    @property
     def params(self) -> list[torch.Tensor]:
-        return [t for pair in zip(self.weights, self.biases) for t in pair]
+        """Every trained tensor, leading dimension k (`select` slices them all alike)."""
+        front = [] if self.embedding is None else [self.embedding.frequencies, self.embedding.weight,
+                                                    self.embedding.bias]
+        if self.scales is not None:
+            front.append(self.scales)
+        return front + [t for pair in zip(self.weights, self.biases) for t in pair]
+
+    @property
+    def no_decay(self) -> list[bool]:
+        """Per tensor of `params`: True for those weight decay must not pull to 0 (the embeddings'
+        frequencies and the members' ±1 adapters: their scale is their meaning)."""
+        front = [] if self.embedding is None else [True, False, False]
+        if self.scales is not None:
+            front.append(True)
+        return front + [False] * (2 * len(self.weights))
 
     @property
     def n_params(self) -> int:
         """Parameters of one fold-model."""
         return sum(t[0].numel() for t in self.params)
 
+    def _with(self, tensors: list[torch.Tensor]) -> StackedMLP:
+        """The same architecture holding `tensors` (in the order of `params`)."""
+        tensors = list(tensors)
+        embedding = None
+        if self.embedding is not None:
+            embedding = Periodic(tensors.pop(0), tensors.pop(0), tensors.pop(0))
+        scales = tensors.pop(0) if self.scales is not None else None
+        return StackedMLP(tensors[0::2], tensors[1::2], self.dropout, embedding, self.n_numeric, scales)
+
     def select(self, index: torch.Tensor) -> StackedMLP:
         """A new stack holding only the fold-models at `index` (copies)."""
-        return StackedMLP([w[index] for w in self.weights], [b[index] for b in self.biases], self.dropout)
+        return self._with([t[index] for t in self.params])
 
     def clone(self) -> StackedMLP:
-        return StackedMLP([w.clone() for w in self.weights], [b.clone() for b in self.biases], self.dropout)
+        return self._with([t.clone() for t in self.params])
+
+    def tiled(self, k: int, device: torch.device | str) -> StackedMLP:
+        """k copies of this stack's first fold-model (transfer learning: every fold starts from it)."""
+        return self._with([t[:1].to(device).expand(k, *t.shape[1:]).clone() for t in self.params])
+
+    def architecture(self) -> dict:
+        """What the saved configuration must match to start from these weights."""
+        depth = len(self.weights) - 1
+        width = self.weights[0].shape[2] if depth else 0
+        arch = {"depth": depth, "width": width, "ensemble": self.members,
+                "embedding": "periodic" if self.embedding is not None else "none"}
+        if self.embedding is not None:
+            _, n, d = self.embedding.shape
+            arch.update(n_frequencies=n, embedding_dim=d)
+        return arch
+
+    @property
+    def n_inputs(self) -> int:
+        if self.embedding is None:
+            return self.weights[0].shape[1]
+        F, _, d = self.embedding.shape
+        return self.weights[0].shape[1] - F * d + F
+
+    @property
+    def n_outputs(self) -> int:
+        return self.weights[-1].shape[-1]
 
     # --- saving: named tensors and a JSON-able description -------------------------------
     def state(self) -> tuple[dict, dict[str, torch.Tensor]]:
         tensors = {}
         for layer, (w, b) in enumerate(zip(self.weights, self.biases)):
             tensors[f"w{layer}"], tensors[f"b{layer}"] = w, b
-        return {"kind": "mlp", "layers": len(self.weights), "dropout": self.dropout}, tensors
+        if self.embedding is not None:
+            tensors.update(frequencies=self.embedding.frequencies, embedding_weight=self.embedding.weight,
+                           embedding_bias=self.embedding.bias)
+        if self.scales is not None:
+            tensors["scales"] = self.scales
+        meta = {"kind": "mlp", "layers": len(self.weights), "dropout": self.dropout, "n_numeric": self.n_numeric}
+        return meta, tensors
 
     @classmethod
     def from_state(cls, meta: dict, tensors: dict[str, torch.Tensor]) -> StackedMLP:
@@ -80,57 +223,166 @@ class StackedMLP:
         layers = int(meta["layers"])
         weights = [tensors[f"w{i}"].float() for i in range(layers)]
         biases = [tensors[f"b{i}"].float() for i in range(layers)]
-        for w, b, nxt in zip(weights, biases, weights[1:] + [None]):
-            if w.ndim != 3 or b.shape != (w.shape[0], 1, w.shape[2]) or (nxt is not None and nxt.shape[1] != w.shape[2]):
-                raise ValueError("layer shapes do not chain")
-        return cls(weights, biases, float(meta["dropout"]))
+        embedding = None
+        if "frequencies" in tensors:
+            embedding = Periodic(tensors["frequencies"].float(), tensors["embedding_weight"].float(),
+                                 tensors["embedding_bias"].float())
+        net = cls(weights, biases, float(meta["dropout"]), embedding, int(meta.get("n_numeric", 0)),
+                  tensors["scales"].float() if "scales" in tensors else None)
+        net._check_shapes()
+        return net
 
-    @torch.no_grad()
-    def predict(self, x: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
-        """Eval-mode outputs `[k, rows, n_out]` for inputs `[k, rows, n_in]`, in row chunks."""
-        return torch.cat([self.forward(x[:, i:i + chunk])[0] for i in range(0, max(x.shape[1], 1), chunk)], dim=1)
+    def _check_shapes(self) -> None:
+        k, d_in = self.weights[0].shape[0], self.weights[0].shape[1]
+        for w, b, nxt in zip(self.weights[:-1], self.biases[:-1], self.weights[1:]):
+            if w.ndim != 3 or b.shape != (k, 1, w.shape[2]) or nxt.shape[-2] != w.shape[2]:
+                raise ValueError("layer shapes do not chain")
+        head, head_bias = self.weights[-1], self.biases[-1]
+        if head.ndim != 4 or head_bias.shape != (k, head.shape[1], 1, head.shape[3]):
+            raise ValueError("output layer shapes do not match")
+        if self.scales is not None and self.scales.shape != (k, head.shape[1], d_in):
+            raise ValueError("member adapters do not match the input layer")
+        if self.embedding is not None:
+            F, n, d = self.embedding.shape
+            if (self.embedding.frequencies.shape != (k, F, n) or self.embedding.bias.shape != (k, F, 1, d)
+                    or F != self.n_numeric or d_in < F * d):
+                raise ValueError("embedding shapes do not match")
 
     # --- forward and backward ----------------------------------------------------------
     def forward(self, x: torch.Tensor, dropout_rng: torch.Generator | None = None
-                ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Outputs `[k, B, n_out]` and the activations the backward pass needs.
+                ) -> tuple[torch.Tensor, Cache]:
+        """Outputs `[k, E*B, n_out]` (member e's rows are `e*B:(e+1)*B`) and what backward needs.
 
         With `dropout_rng`, hidden units are dropped (training); without, none are (eval).
         """
+        k, batch = x.shape[0], x.shape[1]
+        cache = Cache([])
+        h = self._embed(x, cache) if self.embedding is not None else x
+        members = self.members
+        if members > 1:
+            cache.before_members = h
+            h = (h.unsqueeze(1) * self.scales.unsqueeze(2)).view(k, members * batch, h.shape[-1])
         keep_threshold, scale = _dropout_threshold(self.dropout) if dropout_rng is not None else (0, 1.0)
-        activations = [x]
-        h, alpha = x, 1.0
-        last = len(self.weights) - 1
-        for layer, (w, b) in enumerate(zip(self.weights, self.biases)):
-            z = torch.baddbmm(b, h, w, alpha=alpha)
-            if layer == last:
-                return z, activations
-            h = z.relu_()
+        alpha = 1.0
+        for w, b in zip(self.weights[:-1], self.biases[:-1]):
+            cache.activations.append(h)
+            h = torch.baddbmm(b, h, w, alpha=alpha).relu_()
             if keep_threshold:
                 h.mul_(_random_bytes(h.shape, dropout_rng).ge_(keep_threshold))  # 0/1 bytes, no bool copy
                 alpha = scale
-            activations.append(h)
-        raise AssertionError("unreachable")
+        cache.activations.append(h)
+        head, head_bias = self.weights[-1], self.biases[-1]
+        n_out = head.shape[-1]
+        out = torch.baddbmm(head_bias.view(k * members, 1, n_out), h.view(k * members, batch, h.shape[-1]),
+                            head.view(k * members, head.shape[-2], n_out), alpha=alpha)
+        return out.view(k, members * batch, n_out), cache
 
-    def backward(self, activations: list[torch.Tensor], grad_out: torch.Tensor,
-                 grads: list[torch.Tensor], training: bool = True) -> None:
+    def _embed(self, x: torch.Tensor, cache: Cache) -> torch.Tensor:
+        emb = self.embedding
+        k, batch = x.shape[0], x.shape[1]
+        F, n, d = emb.shape
+        features_t = x[..., :F].transpose(1, 2).contiguous()  # [k, F, B]
+        z = features_t.unsqueeze(-1) * (emb.frequencies * _TWO_PI).unsqueeze(2)  # [k, F, B, n]
+        periodic = torch.cat([z.cos(), z.sin()], dim=-1)  # [k, F, B, 2n]
+        embedded = torch.baddbmm(emb.bias.view(k * F, 1, d), periodic.view(k * F, batch, 2 * n),
+                                 emb.weight.view(k * F, 2 * n, d)).relu_()  # [k*F, B, d]
+        cache.x, cache.features_t, cache.periodic, cache.embedded = x, features_t, periodic, embedded
+        flat = embedded.view(k, F, batch, d).transpose(1, 2).reshape(k, batch, F * d)
+        if x.shape[2] > F:  # one-hot columns pass through
+            return torch.cat([flat, x[..., F:]], dim=-1)
+        return flat
+
+    def backward(self, cache: Cache, grad_out: torch.Tensor, grads: list[torch.Tensor],
+                 training: bool = True) -> None:
         """Write d(sum of per-fold losses)/d(params) into `grads` (same order as `params`).
 
-        `activations[l]` is the (masked, unscaled) input of layer l; `grad_out` the
-        gradient of the summed per-fold losses with respect to the outputs.
+        `grad_out` is the gradient of the summed per-fold losses with respect to the outputs.
         """
+        k, members = self.k, self.members
+        activations = cache.activations
+        batch = activations[-1].shape[1] // members
         scale = _dropout_threshold(self.dropout)[1] if training and self.dropout else 1.0
-        dz = grad_out
-        for layer in range(len(self.weights) - 1, -1, -1):
+        depth = len(self.weights) - 1
+        n_front = len(grads) - 2 * len(self.weights)
+        needs_input = n_front > 0  # embeddings or adapters need the gradient of the input
+        alpha = scale if depth > 0 else 1.0
+
+        # Output layer: each member's own weights, as [k*E, width, out].
+        width, n_out = self.weights[-1].shape[-2:]
+        head = self.weights[-1].view(k * members, width, n_out)
+        h = activations[-1].view(k * members, batch, width)
+        dz = grad_out.view(k * members, batch, n_out)
+        dw = grads[-2].view(k * members, width, n_out)
+        torch.baddbmm(dw, h.transpose(1, 2), dz, beta=0.0, alpha=alpha, out=dw)
+        torch.sum(dz, dim=1, keepdim=True, out=grads[-1].view(k * members, 1, n_out))
+        if depth == 0 and not needs_input:
+            return
+        dh = torch.bmm(dz, head.transpose(1, 2))
+        dh = dh.view(k, members * batch, width)
+        if alpha != 1.0:
+            dh.mul_(alpha)
+        for layer in range(depth - 1, -1, -1):
+            # ReLU and dropout in one: the gradient flows where the stored activation is > 0.
+            dz = torch.ops.aten.threshold_backward(dh, activations[layer + 1], 0.0)
             h = activations[layer]
             alpha = scale if layer > 0 else 1.0  # the input layer's x is never dropped
-            dw, db = grads[2 * layer], grads[2 * layer + 1]
+            dw, db = grads[n_front + 2 * layer], grads[n_front + 2 * layer + 1]
             torch.baddbmm(dw, h.transpose(1, 2), dz, beta=0.0, alpha=alpha, out=dw)
             torch.sum(dz, dim=1, keepdim=True, out=db)
-            if layer > 0:
-                dh = torch.baddbmm(h, dz, self.weights[layer].transpose(1, 2), beta=0.0, alpha=alpha)
-                # ReLU and dropout in one: the gradient flows where the stored activation is > 0.
-                dz = torch.ops.aten.threshold_backward(dh, h, 0.0)
+            if layer > 0 or needs_input:
+                dh = torch.bmm(dz, self.weights[layer].transpose(1, 2))
+                if alpha != 1.0:
+                    dh.mul_(alpha)
+        if not needs_input:
+            return
+        if members > 1:  # the adapters: d/dr = sum over rows of dh * input; d/dinput = sum over members
+            before = cache.before_members
+            dh_members = dh.view(k, members, batch, before.shape[-1])
+            grads[n_front - 1].copy_((dh_members * before.unsqueeze(1)).sum(2))
+            dh = (dh_members * self.scales.unsqueeze(2)).sum(1)
+        if self.embedding is not None:
+            self._embedding_backward(cache, dh, grads[0], grads[1], grads[2])
+
+    def _embedding_backward(self, cache: Cache, dh: torch.Tensor, d_frequencies: torch.Tensor,
+                            d_weight: torch.Tensor, d_bias: torch.Tensor) -> None:
+        emb = self.embedding
+        k = self.k
+        F, n, d = emb.shape
+        batch = dh.shape[1]
+        d_embedded = dh[..., : F * d].reshape(k, batch, F, d).transpose(1, 2).reshape(k * F, batch, d)
+        d_pre = torch.ops.aten.threshold_backward(d_embedded, cache.embedded, 0.0)
+        periodic = cache.periodic.view(k * F, batch, 2 * n)
+        torch.bmm(periodic.transpose(1, 2), d_pre, out=d_weight.view(k * F, 2 * n, d))
+        torch.sum(d_pre, dim=1, keepdim=True, out=d_bias.view(k * F, 1, d))
+        d_periodic = torch.bmm(d_pre, emb.weight.view(k * F, 2 * n, d).transpose(1, 2)).view(k, F, batch, 2 * n)
+        cos, sin = cache.periodic[..., :n], cache.periodic[..., n:]
+        dz = d_periodic[..., n:] * cos - d_periodic[..., :n] * sin  # [k, F, B, n]
+        torch.bmm(cache.features_t.view(k * F, 1, batch), dz.view(k * F, batch, n),
+                  out=d_frequencies.view(k * F, 1, n))
+        d_frequencies.mul_(_TWO_PI)
+
+    # --- predictions -------------------------------------------------------------------
+    def combine(self, out: torch.Tensor, classification: bool) -> torch.Tensor:
+        """The fold-model's prediction from its members' outputs `[k, E*B, n_out]` -> `[k, B, n_out]`:
+        log of the members' mean probability (classification), or their mean (regression)."""
+        members = self.members
+        if members == 1:
+            return out
+        k, rows, n_out = out.shape
+        out = out.view(k, members, rows // members, n_out)
+        if classification:
+            return torch.logsumexp(torch.log_softmax(out, dim=-1), dim=1) - math.log(members)
+        return out.mean(1)
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, chunk: int = 65536, classification: bool = True) -> torch.Tensor:
+        """Eval-mode predictions `[k, rows, n_out]` for inputs `[k, rows, n_in]`, in row chunks.
+
+        With members: the combined prediction (`combine`); a single member's are its logits.
+        """
+        parts = [self.combine(self.forward(x[:, i:i + chunk])[0], classification)
+                 for i in range(0, max(x.shape[1], 1), chunk)]
+        return torch.cat(parts, dim=1)
 
 
 def _dropout_threshold(p: float) -> tuple[int, float]:
@@ -155,31 +407,34 @@ def _random_bytes(shape: torch.Size, generator: torch.Generator) -> torch.Tensor
 
 # --- losses ---------------------------------------------------------------------------------
 def loss_and_grad(out: torch.Tensor, y: torch.Tensor, classification: bool,
-                  class_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                  class_weight: torch.Tensor | None = None, label_smoothing: float = 0.0
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-fold summed loss over the batch `[k]`, and d(per-fold mean loss)/d(out).
 
     Classification: cross-entropy on logits `[k, B, C]` with class indices `[k, B]`;
-    with `class_weight` `[k, C]`, the weighted mean of `torch.nn.CrossEntropyLoss(weight=)`.
+    with `class_weight` `[k, C]`, the weighted mean of `torch.nn.CrossEntropyLoss(weight=)`;
+    with `label_smoothing` ε, the target is (1 - ε) on the class and ε / C on every class, as
+    `torch.nn.CrossEntropyLoss(label_smoothing=)`. The returned loss is always the
+    *unsmoothed* one: trials are compared on it.
     Regression: squared error on `[k, B, 1]` against standardized targets `[k, B]`.
     """
     batch = out.shape[1]
-    if classification:
-        log_p = torch.log_softmax(out, dim=-1)
-        index = y.unsqueeze(-1)
-        if class_weight is not None:
-            row = class_weight.gather(1, y)  # [k, B]: each row's class weight
-            scale = row / row.sum(1, keepdim=True)  # weighted mean over the batch
-            loss_sum = (log_p.gather(-1, index).squeeze(-1) * scale).sum(1).mul_(-batch)
-            grad = log_p.exp_()
-            grad.scatter_add_(-1, index, torch.full_like(index, -1, dtype=grad.dtype))
-            return loss_sum, grad.mul_(scale.unsqueeze(-1))
-        loss_sum = log_p.gather(-1, index).sum(dim=(1, 2)).neg_()
-        grad = log_p.exp_()  # softmax, in place
-        grad.scatter_add_(-1, index, torch.full_like(index, -1, dtype=grad.dtype))
-        return loss_sum, grad.mul_(1.0 / batch)
-    diff = out.squeeze(-1) - y
-    loss_sum = diff.square().sum(dim=1)
-    return loss_sum, diff.mul_(2.0 / batch).unsqueeze(-1)
+    if not classification:
+        diff = out.squeeze(-1) - y
+        loss_sum = diff.square().sum(dim=1)
+        return loss_sum, diff.mul_(2.0 / batch).unsqueeze(-1)
+    log_p = torch.log_softmax(out, dim=-1)
+    index = y.unsqueeze(-1)
+    picked = log_p.gather(-1, index).squeeze(-1)  # [k, B]
+    grad = log_p.exp_()  # softmax, in place
+    grad.scatter_add_(-1, index, torch.full_like(index, -(1.0 - label_smoothing), dtype=grad.dtype))
+    if label_smoothing:
+        grad.sub_(label_smoothing / out.shape[-1])
+    if class_weight is not None:
+        row = class_weight.gather(1, y)  # [k, B]: each row's class weight
+        scale = row / row.sum(1, keepdim=True)  # weighted mean over the batch
+        return (picked * scale).sum(1).mul_(-batch), grad.mul_(scale.unsqueeze(-1))
+    return picked.sum(1).neg_(), grad.mul_(1.0 / batch)
 
 
 def per_row_losses(out: torch.Tensor, y: torch.Tensor, classification: bool) -> torch.Tensor:
@@ -193,3 +448,4 @@ def seeds_for(seed: int, fold_ids: list[int] | np.ndarray, stream: str) -> list[
     """Independent, reproducible seeds: one per fold and purpose (init, batches, ...)."""
     salt = int.from_bytes(stream.encode(), "little") % (2**31)
     return [int(np.random.SeedSequence([seed, int(f), salt]).generate_state(1)[0]) for f in fold_ids]
+

@@ -24,15 +24,16 @@ from sweeps.errors import SweepsError, Terminated, TrialFailed
 from sweeps.storage import explain as storage_explain, heartbeat_failure
 from sweeps.folds import Folds
 from sweeps.model import StackedMLP
-from sweeps.study import Int, Space, Study
+from sweeps.study import Categorical, Int, Study
 from sweeps.train import NetConfig, available_memory, memory_needed, train_folds
 
 
 def transfer(spec: Study, n_features: int, n_outputs: int) -> tuple[Study, StackedMLP | None]:
-    """For `init_from`: the study with depth and width fixed to the saved model's, and its weights.
+    """For `init_from`: the study with the saved model's architecture fixed, and its weights.
 
     Checked before anything is written: the saved model must take the same features and
-    give the same outputs as this study's data.
+    give the same outputs as this study's data. Depth, width, the embeddings' shape and the
+    ensemble size are the saved model's; the rest of the space (lr, ...) is searched.
     """
     if spec.init_from is None:
         return spec, None
@@ -40,13 +41,17 @@ def transfer(spec: Study, n_features: int, n_outputs: int) -> tuple[Study, Stack
 
     model = load_model(spec.init_from)
     net = model.net
-    depth, width = len(net.weights) - 1, net.weights[0].shape[2]
-    if net.weights[0].shape[1] != n_features or net.weights[-1].shape[2] != n_outputs:
+    if net.n_inputs != n_features or net.n_outputs != n_outputs:
         raise SweepsError(
-            f"Study.init_from: {spec.init_from} takes {net.weights[0].shape[1]} features and gives "
-            f"{net.weights[-1].shape[2]} outputs; this study's data has {n_features} features and needs "
+            f"Study.init_from: {spec.init_from} takes {net.n_inputs} features and gives "
+            f"{net.n_outputs} outputs; this study's data has {n_features} features and needs "
             f"{n_outputs} outputs; transfer needs the same features and target.")
-    space = dataclasses.replace(spec.space, depth=Int(depth, depth), width=Int(width, width))
+    if model.n_members > 1:
+        raise SweepsError(f"Study.init_from: {spec.init_from} holds {model.n_members} models (an ensemble "
+                          "of fold models or refits); transfer starts from one: save a model with "
+                          "final_model=\"refit\".")
+    fixed = {name: (Int(v, v) if isinstance(v, int) else Categorical([v])) for name, v in net.architecture().items()}
+    space = dataclasses.replace(spec.space, **fixed)
     return dataclasses.replace(spec, space=space), net
 
 

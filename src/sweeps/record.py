@@ -112,6 +112,8 @@ def write_study(study: optuna.Study, spec: Study, dataset: Dataset) -> None:
 
     study.set_user_attr("sweeps_version", __version__)
     stored = study.user_attrs.get("settings")
+    if stored:
+        stored = {**LEGACY_SETTINGS, **stored}
     changed = {k: v for k, v in spec.settings.items() if stored and stored.get(k, v) != v}
     if changed:  # accepted with --accept-changed-settings: say from which trial on
         history = list(study.user_attrs.get("settings_history", []))
@@ -148,9 +150,17 @@ def check_sweeps_study(study: optuna.Study, where: str) -> None:
                           "give this study another name or pass another --storage.")
 
 
-# Settings that change what a trial's value means: trials before and after a change are
-# not comparable, so a change is refused unless the user accepts it (then it is recorded).
-VALUE_SETTINGS = ("max_epochs", "patience", "validation")
+# Settings that change what a trial's value means, or what every net is trained on: trials
+# before and after a change are not comparable, so a change is refused unless the user
+# accepts it (then it is recorded). A study made by sweeps 0.1 stored no `validation` or
+# `preprocessing`: it had these.
+VALUE_SETTINGS = ("max_epochs", "patience", "validation", "preprocessing")
+LEGACY_SETTINGS = {"validation": "plain", "preprocessing": "standard"}
+
+
+def stored_settings(study: optuna.Study) -> dict[str, Any]:
+    """The study's settings, with what sweeps 0.1 did for the ones it did not store."""
+    return {**LEGACY_SETTINGS, **(study.user_attrs.get("settings") or {})}
 
 
 def check_same_study(study: optuna.Study, spec: Study, dataset: Dataset, storage_url: str,
@@ -185,7 +195,8 @@ def check_same_study(study: optuna.Study, spec: Study, dataset: Dataset, storage
                 f"study '{spec.name}' in {storage_url} was run with {key}={settings[key]!r}, "
                 f"the study file now says {key}={spec.settings[key]!r}; {fix}."
             )
-    if accept_changed_settings is False:
+    if accept_changed_settings is False and settings:
+        settings = {**LEGACY_SETTINGS, **settings}
         changed = [k for k in VALUE_SETTINGS if settings.get(k, spec.settings[k]) != spec.settings[k]]
         if changed:
             was = ", ".join(f"{k}={settings[k]!r}" for k in changed)

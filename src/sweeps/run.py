@@ -46,7 +46,7 @@ def run_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
     """
     url = resolve_url(spec.name, storage)
     spec.check_space()  # a space function that raises or returns bad values fails here
-    folds = make_folds(dataset, spec.folds, spec.seed, device)
+    folds = make_folds(dataset, spec.folds, spec.seed, device, scaling=spec.preprocessing)
     transfer(spec, folds.n_features, folds.n_outputs)  # a wrong init_from fails before anything is written
     rdb = open_storage(url, create=True, heartbeat_interval=heartbeat[0], grace_period=heartbeat[1])
     existing = None

@@ -82,7 +82,7 @@ class Categorical:
 
 Param = Float | Int | Categorical
 
-# How a plain value in `Space(...)` is read: (kind, log scale, valid interval, why).
+# How a plain value in `Space(...)` is read: (kind, log scale, valid interval).
 # Widths are searched on a log scale like lr: 16 -> 32 matters as much as 256 -> 512.
 _NATURAL = {
     "depth": (Int, False, (1, math.inf)),
@@ -92,25 +92,43 @@ _NATURAL = {
     "lr": (Float, True, (1e-12, math.inf)),
     "batch_size": (Int, False, (1, math.inf)),
     "noise": (Float, False, (0.0, math.inf)),
+    "n_frequencies": (Int, False, (1, math.inf)),
+    "frequency_scale": (Float, True, (1e-9, math.inf)),
+    "embedding_dim": (Int, False, (1, math.inf)),
+    "ensemble": (Int, False, (1, 1024)),
+    "label_smoothing": (Float, False, (0.0, 1.0 - 1e-9)),
+    "beta2": (Float, False, (0.0, 1.0 - 1e-9)),
+    "grad_clip": (Float, False, (0.0, math.inf)),
 }
-# Options that are left out of trial.params while they keep their default (off).
-_OPTIONAL_DEFAULTS = {"class_weight": "none", "noise": 0.0}
-CLASS_WEIGHTS = ("none", "balanced")
+# Parameters that are a choice among names.
+_CHOICES = {
+    "class_weight": ("none", "balanced"),
+    "embedding": ("none", "periodic"),
+    "schedule": ("constant", "cosine"),
+}
+# Options left out of trial.params while they keep their "off" value: the plain MLP of
+# sweeps 0.1, which is also what `train.NetConfig` assumes for a parameter a trial lacks.
+_OPTIONAL_DEFAULTS = {"class_weight": "none", "noise": 0.0, "embedding": "none", "ensemble": 1,
+                      "label_smoothing": 0.0, "beta2": 0.999, "schedule": "constant", "grad_clip": 0.0}
+# Searched only when the periodic embeddings are on.
+_EMBEDDING_PARAMS = ("n_frequencies", "frequency_scale", "embedding_dim")
+CLASS_WEIGHTS = _CHOICES["class_weight"]
 
 
-def _as_class_weight(value: Any) -> Categorical:
+def _as_choice(name: str, value: Any) -> Categorical:
+    valid = _CHOICES[name]
     choices = value.choices if isinstance(value, Categorical) else (
         tuple(value) if isinstance(value, (list, tuple)) else (value,))
-    bad = [c for c in choices if c not in CLASS_WEIGHTS]
+    bad = [c for c in choices if c not in valid]
     if bad or not choices:
-        raise SweepsError(f"Space.class_weight: choices are 'none' and 'balanced', got {bad or value!r}.")
+        raise SweepsError(f"Space.{name}: choices are {', '.join(repr(v) for v in valid)}, got {bad or value!r}.")
     return Categorical(choices)
 
 
 def _as_param(name: str, value: Any) -> Param:
     """Turn what the user wrote for one parameter into a checked `Float`/`Int`/`Categorical`."""
-    if name == "class_weight":
-        return _as_class_weight(value)
+    if name in _CHOICES:
+        return _as_choice(name, value)
     kind, log, (valid_low, valid_high) = _NATURAL[name]
     if isinstance(value, (Float, Int)) and not isinstance(value, kind):
         other = "Int" if kind is Int else "Float"
@@ -192,23 +210,41 @@ class Space:
     batch_size: Any = 128
     class_weight: Any = "none"  # "balanced", or Categorical(["none", "balanced"]) to search it
     noise: Any = 0.0  # Gaussian input noise (std in standardized units), e.g. (0.0, 0.3)
+    # The modern tabular-MLP recipe (README, "Models"): each fixed or searched like the rest.
+    embedding: Any = "none"  # "periodic": PLR embeddings of the numeric columns
+    n_frequencies: Any = 48  # periodic embeddings: frequencies per feature
+    frequency_scale: Any = 1.0  # periodic embeddings: std of the initial frequencies (log scale)
+    embedding_dim: Any = 24  # periodic embeddings: outputs per feature
+    ensemble: Any = 1  # members of the shared-weight ensemble (TabM-mini) in every fold-model
+    label_smoothing: Any = 0.0  # classification: training target smoothing (values stay unsmoothed)
+    beta2: Any = 0.999  # AdamW's second-moment decay
+    schedule: Any = "constant"  # or "cosine": warm-up, then cosine decay over max_epochs
+    grad_clip: Any = 0.0  # per fold-model gradient-norm limit; 0: off
 
     def __post_init__(self) -> None:
         for name in PARAMS:
             object.__setattr__(self, name, _as_param(name, getattr(self, name)))
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
-        """Sample one network configuration for `trial`."""
+        """Sample one network configuration for `trial`.
+
+        The embeddings' settings are drawn only for a trial whose `embedding` is "periodic";
+        options fixed at their "off" value stay out of `trial.params`.
+        """
         params = {}
         for name in PARAMS:
             param = getattr(self, name)
             if name in _OPTIONAL_DEFAULTS and _is_fixed_at(param, _OPTIONAL_DEFAULTS[name]):
                 continue  # an option left off stays out of trial.params
+            if name in _EMBEDDING_PARAMS and params.get("embedding", "none") != "periodic":
+                continue
             params[name] = param.suggest(trial, name)
         return params
 
 
-PARAMS = (*_NATURAL, "class_weight")
+# Suggestion order: `embedding` before the settings that depend on it.
+PARAMS = ("depth", "width", "dropout", "weight_decay", "lr", "batch_size", "class_weight", "noise", "embedding",
+          *_EMBEDDING_PARAMS, "ensemble", "label_smoothing", "beta2", "schedule", "grad_clip")
 
 
 def _is_fixed_at(param: Param, value: Any) -> bool:
@@ -264,6 +300,9 @@ class Study:
         init_from: a model file saved by `evaluate` (on other data with the same features):
             every net starts from its weights and is fine-tuned (transfer learning); depth and
             width are the saved model's, the rest of the space (lr, ...) is searched.
+        preprocessing: how numeric columns are scaled, fitted per fold: "quantile" (ranks
+            mapped to a normal), "standard" (mean and std) or "robust" (median and IQR, then
+            smooth clipping). Categorical columns are one-hot encoded either way.
 
     Example:
         >>> from sklearn.datasets import load_digits
@@ -287,6 +326,7 @@ class Study:
     pruner: optuna.pruners.BasePruner | None = None
     test_data: Any = None
     init_from: str | Path | None = None
+    preprocessing: str = "standard"
 
     def __post_init__(self) -> None:
         from sweeps.storage import check_name
@@ -322,6 +362,11 @@ class Study:
                 raise SweepsError(f"Study.init_from: must be the path of a saved model, got {self.init_from!r}.")
             if not isinstance(self.space, Space):
                 raise SweepsError("Study.init_from: needs a Space (depth and width come from the saved model).")
+        from sweeps.preprocess import SCALINGS
+
+        if self.preprocessing not in SCALINGS:
+            raise SweepsError(f"Study.preprocessing: must be one of {', '.join(repr(v) for v in SCALINGS)}, "
+                              f"got {self.preprocessing!r}.")
         if self.pruner is not None and not isinstance(self.pruner, optuna.pruners.BasePruner):
             raise SweepsError(f"Study.pruner: must be an Optuna pruner, got {self.pruner!r}.")
 
@@ -355,7 +400,8 @@ class Study:
         """The settings that define what a trial's value means; stored on the Optuna study."""
         return {"task": self.task, "folds": self.folds, "max_epochs": self.max_epochs,
                 "patience": self.patience, "test_size": self.test_size, "seed": self.seed,
-                "validation": "class-balanced" if self.balanced_validation else "plain"}
+                "validation": "class-balanced" if self.balanced_validation else "plain",
+                "preprocessing": self.preprocessing}
 
     def check_space(self) -> None:
         """Draw one configuration on a throwaway in-memory trial: a space function that raises

@@ -23,7 +23,7 @@ import torch
 
 from sweeps.folds import Folds
 from sweeps.model import StackedMLP, loss_and_grad, per_row_losses, seeds_for
-from sweeps.optim import StackedAdamW
+from sweeps.optim import StackedAdamW, lr_factor
 
 EpochHook = Callable[[int, float], "str | None"]
 EVAL_CHUNK = 16384  # rows per forward pass when validating: bounds memory on big tables
@@ -31,7 +31,12 @@ EVAL_CHUNK = 16384  # rows per forward pass when validating: bounds memory on bi
 
 @dataclass(frozen=True)
 class NetConfig:
-    """One trial's network and optimizer settings."""
+    """One trial's network and optimizer settings.
+
+    The defaults of the options are the plain MLP of sweeps 0.1 ("off"): a trial's params
+    hold every option it used that differs from them, so a stored trial retrains the same
+    whatever later versions choose as the defaults of `Space`.
+    """
 
     depth: int
     width: int
@@ -42,10 +47,25 @@ class NetConfig:
     class_weight: str = "none"  # "balanced": each class weighs n / (classes x its count) in training
     balanced_validation: bool = False  # score validation (and the trial) by the class-balanced loss
     noise: float = 0.0  # Gaussian input noise (std, in standardized feature units) while training
+    embedding: str = "none"  # "periodic": PLR embeddings of the numeric inputs
+    n_frequencies: int = 48  # periodic embeddings: frequencies per feature
+    frequency_scale: float = 1.0  # periodic embeddings: std of the initial frequencies
+    embedding_dim: int = 24  # periodic embeddings: outputs per feature
+    ensemble: int = 1  # members of the shared-weight ensemble in each fold-model (TabM-mini)
+    label_smoothing: float = 0.0  # classification training target (1 - e) one-hot + e / classes
+    beta2: float = 0.999  # AdamW's second-moment decay
+    schedule: str = "constant"  # or "cosine" (with warm-up), over max_epochs
+    grad_clip: float = 0.0  # per fold-model gradient norm limit; 0: no clipping
 
     @classmethod
     def from_params(cls, params: dict) -> NetConfig:
         return cls(**{k: params[k] for k in cls.__dataclass_fields__ if k in params})
+
+    @property
+    def embedding_shape(self) -> tuple[int, float, int] | None:
+        if self.embedding != "periodic":
+            return None
+        return (self.n_frequencies, self.frequency_scale, self.embedding_dim)
 
 
 @dataclass
@@ -75,7 +95,7 @@ class FoldResult:
 
 def train_folds(folds: Folds, config: NetConfig, *, max_epochs: int, patience: int | None,
                 seed: int, on_epoch: EpochHook | None = None, compact: bool = True,
-                init: StackedMLP | None = None) -> FoldResult:
+                init: StackedMLP | None = None, horizon: int | None = None) -> FoldResult:
     """Train one fold-model per fold of `folds`, together, and return their results.
 
     Args:
@@ -88,27 +108,33 @@ def train_folds(folds: Folds, config: NetConfig, *, max_epochs: int, patience: i
             ignore the result (False, "masking"; measured slower, kept for the benchmark).
         init: start every fold from these weights (a stack of one, e.g. a saved model:
             transfer learning) instead of a random initialisation.
+        horizon: the epochs the learning-rate schedule spans (default `max_epochs`); a final
+            fit that stops at the trials' best epoch keeps the study's horizon.
     """
     started = time.perf_counter()
     device = folds.X_train.device
     k, n_train = folds.k, folds.X_train.shape[1]
     fold_ids = folds.fold_ids
     if init is not None:
-        model = StackedMLP([w.to(device).expand(k, -1, -1).clone() for w in init.weights],
-                           [b.to(device).expand(k, -1, -1).clone() for b in init.biases], config.dropout)
+        model = init.tiled(k, device)
+        model.dropout = config.dropout
     else:
         model = StackedMLP.init(seeds_for(seed, fold_ids, "init"), folds.n_features, folds.n_outputs,
-                                config.depth, config.width, config.dropout, device)
+                                config.depth, config.width, config.dropout, device, n_numeric=folds.n_numeric,
+                                embedding=config.embedding_shape, members=config.ensemble)
+    members = model.members
     # Training may weigh classes per trial; validation weighs them per study, so that every
-    # trial's value is on one scale (see objective.make_objective).
+    # trial's value is on one scale (see Study.balanced_validation).
     balanced = class_weights(folds) if folds.classification else None
     weights = balanced if config.class_weight == "balanced" else None
     val_weights = balanced if config.balanced_validation else None
+    smoothing = config.label_smoothing if folds.classification else 0.0
     noise_rng = torch.Generator(device=device).manual_seed(seeds_for(seed, [0], "noise")[0])
     best = model.clone()
     batch_rngs = [torch.Generator().manual_seed(s) for s in seeds_for(seed, fold_ids, "batches")]
     dropout_rng = torch.Generator(device=device).manual_seed(seeds_for(seed, [0], "dropout")[0])
-    optimizer = StackedAdamW(model.params, config.lr, config.weight_decay)
+    optimizer = StackedAdamW(model.params, config.lr, config.weight_decay, betas=(0.9, config.beta2),
+                             no_decay=model.no_decay)
 
     active = torch.arange(k, device=device)  # stack position -> fold index
     active_list = list(range(k))
@@ -118,6 +144,8 @@ def train_folds(folds: Folds, config: NetConfig, *, max_epochs: int, patience: i
     stop_reasons = [f"reached max_epochs={max_epochs}"] * k
     result = FoldResult([], [], [], [], stop_reasons, n_params=model.n_params)
     n_steps = math.ceil(n_train / config.batch_size)
+    total_steps = (horizon or max_epochs) * n_steps
+    step_count = 0
 
     for epoch in range(1, max_epochs + 1):
         # Each fold shuffles its own rows; gathering once per epoch makes every batch a view.
@@ -132,13 +160,18 @@ def train_folds(folds: Folds, config: NetConfig, *, max_epochs: int, patience: i
             x = X[:, rows]
             if config.noise:  # augmentation: a fresh perturbation of every row, every step
                 x = x + config.noise * torch.randn(x.shape, generator=noise_rng, device=device)
-            out, activations = model.forward(x, dropout_rng if config.dropout else None)
-            batch_loss, grad_out = loss_and_grad(out, y[:, rows], folds.classification, step_weights)
+            out, cache = model.forward(x, dropout_rng if config.dropout else None)
+            # Every member learns from the same rows: their targets, once per member.
+            targets = y[:, rows] if members == 1 else y[:, rows].repeat(1, members)
+            batch_loss, grad_out = loss_and_grad(out, targets, folds.classification, step_weights, smoothing)
             loss_sum += batch_loss
-            model.backward(activations, grad_out, optimizer.grads)
-            optimizer.step()
+            model.backward(cache, grad_out, optimizer.grads)
+            if config.grad_clip:
+                optimizer.clip(config.grad_clip)
+            optimizer.step(lr_factor(config.schedule, step_count, total_steps))
+            step_count += 1
 
-        train = (loss_sum / n_train).tolist()
+        train = (loss_sum / (n_train * members)).tolist()
         if not folds.has_validation:  # a final fit: fixed epochs, the last weights are the model
             result.curve_train.append(float(np.mean(train)))
             if not all(map(math.isfinite, train)):
@@ -207,13 +240,21 @@ def memory_needed(folds: Folds, config: NetConfig) -> int:
 
     Weights, gradients, two AdamW moments, the best weights and a copy made when stopped
     folds leave the stack: 6 copies of the parameters; plus the activations of a batch or
-    of a validation chunk, and the per-epoch shuffled copy of the training rows.
+    of a validation chunk (per member, and the embeddings' intermediates), and the
+    per-epoch shuffled copy of the training rows.
     """
     k, n_in, n_out = folds.k, folds.n_features, folds.n_outputs
-    width, depth = config.width, config.depth
-    params = n_in * width + (depth - 1) * width * width + width * n_out + depth * width + n_out
+    width, depth, members = config.width, config.depth, config.ensemble
+    d_in, embedding = n_in, 0
+    if config.embedding_shape:
+        n, _, d = config.embedding_shape
+        numeric = folds.n_numeric
+        d_in = numeric * d + n_in - numeric
+        embedding = numeric * (n + 2 * n * d + d)
+    params = (embedding + d_in * width + (depth - 1) * width * width + depth * width
+              + members * (width * n_out + n_out + d_in))
     rows = max(config.batch_size * 2, min(folds.X_val.shape[1], EVAL_CHUNK))
-    activations = rows * width * depth
+    activations = rows * (members * (width * depth + d_in) + embedding // max(1, width))
     epoch_rows = folds.X_train.shape[1] * (n_in + 1)
     return 4 * k * (6 * params + activations + epoch_rows)
 
@@ -253,7 +294,7 @@ def class_weights(folds: Folds) -> torch.Tensor:
 @torch.no_grad()
 def _weighted_mean_loss(model: StackedMLP, X: torch.Tensor, y: torch.Tensor, weight: torch.Tensor,
                         classification: bool, class_weight: torch.Tensor | None = None) -> torch.Tensor:
-    out = model.predict(X, EVAL_CHUNK)
+    out = model.predict(X, EVAL_CHUNK, classification)
     losses = per_row_losses(out, y, classification)
     if class_weight is not None:  # validation weighs classes as training does
         weight = weight * class_weight.gather(1, y)
@@ -274,7 +315,7 @@ def _final_scores(result: FoldResult, best: StackedMLP, folds: Folds, best_epoch
         return
     result.val_losses = _weighted_mean_loss(best, folds.X_val, folds.y_val, folds.val_weight,
                                             folds.classification, class_weight).tolist()
-    out = best.predict(folds.X_val, EVAL_CHUNK)
+    out = best.predict(folds.X_val, EVAL_CHUNK, folds.classification)
     w = folds.val_weight
     if folds.classification:
         pred = out.argmax(-1)

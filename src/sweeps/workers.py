@@ -171,7 +171,7 @@ def worker_main(job: WorkerJob) -> None:
         # This process loaded the data itself: it must be the data, and the held-out rows, that
         # the study was made with, or its trials could train on test rows.
         record.check_same_study(study, spec, dataset, describe(job.storage))
-        folds = make_folds(dataset, spec.folds, spec.seed, job.device)
+        folds = make_folds(dataset, spec.folds, spec.seed, job.device, scaling=spec.preprocessing)
         optimize_until(study, make_objective(spec, folds), job.budget, on_trial=None)
         return 0
 
