@@ -7,6 +7,7 @@ import json
 import sqlite3
 
 import numpy as np
+import torch
 import optuna
 import pytest
 from sklearn.datasets import load_diabetes, load_digits
@@ -239,3 +240,24 @@ def test_a_config_with_absurd_values_is_one_line(study_url, tmp_path, edit, mess
     with pytest.raises(SweepsError, match=message):
         evaluate(study_url, config_path=str(config), model_path=str(tmp_path / "m.pt"))
     assert snapshot(study_url) == before and not (tmp_path / "m.pt").exists()
+
+
+@pytest.mark.parametrize("final_model, members", [("folds", 3), ("refit-seeds", 5)])
+def test_ensemble_final_models_are_what_evaluate_scored_and_reload(study_url, tmp_path, final_model, members):
+    spec = SPEC.replace(final_model=final_model)
+    dataset = load_dataset(spec)
+    entry, model = evaluate_study(spec, dataset, storage=study_url, model_path=str(tmp_path / "e.pt"),
+                                  out=io.StringIO(), err=io.StringIO())
+    assert entry["final_model"] == final_model and entry["members"] == members == model.n_members
+    reloaded = sweeps.load_model(tmp_path / "e.pt")
+    X_test, y_test = dataset.X[dataset.test], dataset.y[dataset.test]
+    probabilities = reloaded.predict_proba(X_test)
+    np.testing.assert_allclose(probabilities, model.predict_proba(X_test), rtol=0, atol=1e-7)
+    assert (probabilities.argmax(1) == y_test).mean() == pytest.approx(entry["metric"])
+    # the average of the members' probabilities, each member with its own preprocessing
+    singles = [sweeps.TrainedModel("classification", {}, [reloaded.preprocessings[p]],
+                                   reloaded.net.select(torch.tensor([i])), [0], reloaded.classes).predict_proba(X_test)
+               for i, p in enumerate(reloaded.member_preprocessing)]
+    np.testing.assert_allclose(probabilities, np.mean(singles, 0), rtol=1e-5, atol=1e-6)
+    if final_model == "folds":  # the trial's own fold-models: three preprocessings, one per fold
+        assert len(reloaded.preprocessings) == 3 and reloaded.member_preprocessing == [0, 1, 2]

@@ -25,18 +25,18 @@ import numpy as np
 import optuna
 import torch
 from optuna.trial import TrialState
-from sklearn.metrics import (balanced_accuracy_score, classification_report, confusion_matrix,
+from sklearn.metrics import (balanced_accuracy_score, classification_report, confusion_matrix, roc_auc_score,
                              mean_absolute_error, r2_score)
 
 from sweeps import _cli, notes, record, stop
 from sweeps.data import Dataset
 from sweeps.errors import SweepsError
 from sweeps.export import read_config
-from sweeps.folds import make_final_fit
+from sweeps.final import train_final
 from sweeps.objective import transfer, trial_seed
 from sweeps.storage import check_writable, describe, load_existing_study, output_path
 from sweeps.study import Study
-from sweeps.train import NetConfig, available_memory, memory_needed, train_folds
+from sweeps.train import NetConfig
 from sweeps.trained import TrainedModel
 
 
@@ -83,8 +83,11 @@ def score(model: TrainedModel, dataset: Dataset) -> dict[str, Any]:
         names = [str(c) for c in model.classes]
         report = classification_report(y, pred, labels=labels, target_names=names, output_dict=True,
                                        zero_division=0)
+        auc = {}
+        if len(dataset.classes) == 2 and len(np.unique(y)) == 2:
+            auc = {"roc_auc": float(roc_auc_score(y, log_p[:, 1].exp().numpy()))}
         return {
-            "loss": loss, "metric_name": "accuracy", "metric": float((pred == y).mean()),
+            "loss": loss, "metric_name": "accuracy", "metric": float((pred == y).mean()), **auc,
             "balanced_accuracy": float(balanced_accuracy_score(y, pred)),
             "macro_f1": float(report["macro avg"]["f1-score"]),
             "confusion_matrix": confusion_matrix(y, pred, labels=labels).tolist(),
@@ -115,22 +118,13 @@ def evaluate_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
     check_writable(path, "model")  # before training, not after the test set was scored
 
     settings = record.stored_settings(study)  # what the trials were trained with
-    folds, preprocessing = make_final_fit(dataset, device, settings["preprocessing"])
-    _, init = transfer(spec, folds.n_features, folds.n_outputs)  # fine-tuned models start from theirs
     config = NetConfig.from_params(chosen["params"])
-    needed, available = memory_needed(folds, config), available_memory(folds.X_train.device)
-    if available is not None and needed > 0.8 * available:
-        raise SweepsError(f"{chosen['source']}: depth {config.depth}, width {config.width} needs about "
-                          f"{needed / 2**30:.1f} GiB, {available / 2**30:.1f} GiB is free; choose a smaller "
-                          "configuration.")
     seed = trial_seed(spec.seed, chosen["trial"] if chosen["trial"] is not None else 0)
-    result = train_folds(folds, config, max_epochs=chosen["epochs"], patience=None, seed=seed, init=init,
-                         horizon=settings.get("max_epochs", spec.max_epochs))
-    if result.diverged:
-        raise SweepsError(f"the final fit of {chosen['source']} {result.diverged}; nothing was recorded.")
-    model = TrainedModel(spec.task, chosen["params"], [preprocessing], result.model, None,
-                         [c.item() if hasattr(c, "item") else c for c in dataset.classes]
-                         if dataset.classes is not None else None)
+    model, result = train_final(spec.final_model, dataset, config, settings=settings, seed=seed,
+                                epochs=chosen["epochs"], task=spec.task, params=chosen["params"], device=device,
+                                init=lambda folds: transfer(spec, folds.n_features, folds.n_outputs)[1],
+                                expected_cv_loss=chosen["cv_loss"] if chosen["trial"] is not None else None,
+                                source=chosen["source"])
 
     # The test set's use is counted in the storage, atomically, before it is looked at; a stop
     # (Ctrl+C) waits until the use is recorded.
@@ -149,10 +143,11 @@ def evaluate_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
             "epochs": chosen["epochs"], "train_rows": int(len(dataset.dev)), "test_rows": int(len(dataset.test)),
             "cv_loss": chosen["cv_loss"], "cv_loss_std": chosen["cv_loss_std"],
             "cv_metric": chosen["metric"], "cv_metric_std": chosen["metric_std"],
-            "train_loss": result.train_losses[0], "model_path": str(path), **test,
+            "train_loss": float(sum(result.train_losses) / len(result.train_losses)),
+            "final_model": spec.final_model, "members": model.n_members, "model_path": str(path), **test,
         }
         record.write_test_evaluation(study, ledger, ledger_trial, entry)
-        model.info = {"study": spec.name, "fingerprint": dataset.fingerprint, "test_result": entry}
+        model.info.update(study=spec.name, fingerprint=dataset.fingerprint, test_result=entry)
         model.save(path)
     notes.refresh(study)
     print(report(spec, entry), file=out)
@@ -169,13 +164,15 @@ def report(spec: Study, e: dict[str, Any]) -> str:
     """The test figures beside the CV estimate, as printed by the command."""
     lines = [
         f"Held-out test set of '{spec.name}': {e['test_rows']} rows the sweep never saw.",
-        f"{e['source']} retrained on all {e['train_rows']} non-test rows for {e['epochs']} epochs.",
+        notes.final_model_line(e),
         "",
         f"  {'':10s} {'test':>10s}   CV (mean ± std over {spec.folds} folds)",
         f"  {'loss':10s} {e['loss']:10.4f}   {_pm(e['cv_loss'], e['cv_loss_std'])}",
         f"  {e['metric_name']:10s} {e['metric']:10.4f}   {_pm(e['cv_metric'], e['cv_metric_std'])}",
     ]
     if e["metric_name"] == "accuracy":
+        if "roc_auc" in e:
+            lines.append(f"  {'ROC-AUC':10s} {e['roc_auc']:10.4f}")
         lines.append(f"  {'bal. acc.':10s} {e['balanced_accuracy']:10.4f}")
         lines.append(f"  {'macro F1':10s} {e['macro_f1']:10.4f}")
         lines += ["", "Confusion matrix (rows: true class, columns: predicted):"]

@@ -39,6 +39,7 @@ class Folds:
     val_rows: list[np.ndarray]  # per fold: dataset row indices of its validation part
     fold_ids: list[int] = field(default_factory=list)  # which folds these are (seeds derive from it)
     n_numeric: int = 0  # the first n_numeric feature columns are numeric (embeddings apply to them)
+    preprocessings: list[Preprocessing] = field(default_factory=list)  # per fold, fitted on its training part
 
     def __post_init__(self) -> None:
         if not self.fold_ids:
@@ -51,7 +52,8 @@ class Folds:
         return Folds(self.X_train[index], self.y_train[index], self.train_weight[index],
                      self.X_val[index], self.y_val[index], self.val_weight[index],
                      self.target_std[index], self.n_outputs, [self.train_rows[p] for p in pos],
-                     [self.val_rows[p] for p in pos], list(fold_ids), self.n_numeric)
+                     [self.val_rows[p] for p in pos], list(fold_ids), self.n_numeric,
+                     [self.preprocessings[p] for p in pos] if self.preprocessings else [])
 
     @property
     def k(self) -> int:
@@ -102,14 +104,16 @@ def make_folds(dataset: Dataset, folds: int, seed: int, device: torch.device | s
     return _stack(dataset, splits, seed, device, scaling)
 
 
-def make_final_fit(dataset: Dataset, device: torch.device | str = "cpu",
-                   scaling: str = "standard") -> tuple[Folds, Preprocessing]:
-    """One "fold" that trains on every non-test row, with no validation rows, and its preprocessing.
+def make_final_fit(dataset: Dataset, device: torch.device | str = "cpu", scaling: str = "standard",
+                   copies: int = 1) -> tuple[Folds, Preprocessing]:
+    """"Folds" that train on every non-test row, with no validation rows, and their preprocessing.
 
     The preprocessing is fitted on those rows only; the held-out test rows stay unseen.
+    `copies` > 1 stacks that many copies of the rows: refits that differ only in their seeds
+    (each stack position derives its own), trained together.
     """
-    folds = _stack(dataset, [(dataset.dev, dataset.dev[:0])], seed=0, device=device, scaling=scaling)
-    return folds, fit_preprocessing(dataset, dataset.dev, scaling)
+    folds = _stack(dataset, [(dataset.dev, dataset.dev[:0])] * copies, seed=0, device=device, scaling=scaling)
+    return folds, folds.preprocessings[0]
 
 
 def _stack(dataset: Dataset, splits: list[tuple[np.ndarray, np.ndarray]], seed: int,
@@ -119,9 +123,11 @@ def _stack(dataset: Dataset, splits: list[tuple[np.ndarray, np.ndarray]], seed: 
     n_val = max(len(val) for _, val in splits)
     classification = dataset.classes is not None
 
-    X_train, y_train, w_train, X_val, y_val, w_val, stds = [], [], [], [], [], [], []
+    X_train, y_train, w_train, X_val, y_val, w_val, stds, preps = [], [], [], [], [], [], [], []
     for train, val in splits:
-        prep = fit_preprocessing(dataset, train, scaling)
+        same_rows = preps and train is splits[0][0]  # copies of one final fit: fitted once
+        prep = preps[0] if same_rows else fit_preprocessing(dataset, train, scaling)
+        preps.append(prep)
         top_up = rng.choice(train, n_train - len(train), replace=False) if n_train > len(train) else []
         train_padded = np.concatenate([train, top_up]).astype(np.int64)
         val_padded = np.concatenate([val, np.full(n_val - len(val), val[0] if len(val) else 0)]).astype(np.int64)
@@ -160,4 +166,5 @@ def _stack(dataset: Dataset, splits: list[tuple[np.ndarray, np.ndarray]], seed: 
         train_rows=[train for train, _ in splits],
         val_rows=[val for _, val in splits],
         n_numeric=prep.n_numeric,
+        preprocessings=preps,
     )

@@ -23,8 +23,7 @@ def study_note(study: optuna.Study) -> str:
     result = a.get("test_result")
     if result:
         lines += ["", f"## Held-out test result (evaluation #{result['evaluation']}, {result['timestamp']})", "",
-                  f"{result['source']} retrained on {result['train_rows']} rows for {result['epochs']} epochs, "
-                  f"scored once on {result['test_rows']} held-out rows.", "",
+                  f"{final_model_line(result)} Scored once on {result['test_rows']} held-out rows.", "",
                   "| | test | CV |", "|---|---|---|",
                   f"| loss | {result['loss']:.4f} | {_pm(result.get('cv_loss'), result.get('cv_loss_std'))} |",
                   f"| {result['metric_name']} | {result['metric']:.4f} | "
@@ -34,6 +33,18 @@ def study_note(study: optuna.Study) -> str:
     if a.get("diagnosis_report"):
         lines += ["", a["diagnosis_report"].replace("# Diagnosis", "## Diagnosis", 1)]
     return "\n".join(lines) + "\n"
+
+
+def final_model_line(e: dict) -> str:
+    """What was scored: the declared final model, in words."""
+    final = e.get("final_model", "refit")
+    if final == "folds":
+        return (f"Final model: the {e['members']} fold-models of {e['source']}, averaged (each trained on its "
+                "fold's training part, as in the sweep).")
+    if final == "refit-seeds":
+        return (f"Final model: {e['members']} nets of {e['source']} with different seeds, averaged, each "
+                f"retrained on all {e['train_rows']} non-test rows for {e['epochs']} epochs.")
+    return f"Final model: {e['source']} retrained on all {e['train_rows']} non-test rows for {e['epochs']} epochs."
 
 
 def _pm(mean, std) -> str:

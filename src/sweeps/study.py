@@ -303,6 +303,9 @@ class Study:
         preprocessing: how numeric columns are scaled, fitted per fold: "quantile" (ranks
             mapped to a normal), "standard" (mean and std) or "robust" (median and IQR, then
             smooth clipping). Categorical columns are one-hot encoded either way.
+        final_model: what `evaluate` scores and saves: "folds" (the chosen trial's k
+            fold-models, averaged), "refit" (one net on all non-test rows) or "refit-seeds"
+            (several such nets with different seeds, averaged).
 
     Example:
         >>> from sklearn.datasets import load_digits
@@ -327,6 +330,7 @@ class Study:
     test_data: Any = None
     init_from: str | Path | None = None
     preprocessing: str = "standard"
+    final_model: str = "refit"
 
     def __post_init__(self) -> None:
         from sweeps.storage import check_name
@@ -367,6 +371,8 @@ class Study:
         if self.preprocessing not in SCALINGS:
             raise SweepsError(f"Study.preprocessing: must be one of {', '.join(repr(v) for v in SCALINGS)}, "
                               f"got {self.preprocessing!r}.")
+        if self.final_model not in ("folds", "refit", "refit-seeds"):
+            raise SweepsError(f"Study.final_model: must be 'folds', 'refit' or 'refit-seeds', got {self.final_model!r}.")
         if self.pruner is not None and not isinstance(self.pruner, optuna.pruners.BasePruner):
             raise SweepsError(f"Study.pruner: must be an Optuna pruner, got {self.pruner!r}.")
 

@@ -68,10 +68,12 @@ class TrainedModel:
         """Raw outputs of every member `[members, rows, outputs]`: logits or standardized targets."""
         X = self._check(X)
         device = self.net.weights[0].device
-        features = [torch.as_tensor(p.features(X), device=device) for p in self.preprocessings]
+        width = self.net.n_inputs  # fold-models whose encoders saw fewer categories get zero columns
+        features = [torch.nn.functional.pad(torch.as_tensor(p.features(X), device=device),
+                                            (0, width - p.n_features)) for p in self.preprocessings]
         x = torch.stack([features[i] for i in self.member_preprocessing])
         with torch.no_grad():
-            return self.net.predict(x)
+            return self.net.predict(x, classification=self.task == "classification")
 
     def log_proba(self, X: Any) -> torch.Tensor:
         """Log of the members' mean class probabilities `[rows, classes]` (classification)."""

@@ -1,0 +1,82 @@
+"""The final model: what `evaluate` scores once on the held-out rows and saves.
+
+A sweep trains k good models of the chosen configuration, one per fold; the choice is what
+to do with them, declared in the study (`Study(final_model=...)`) before the test set is
+looked at, so the test set still gives one answer:
+
+- "folds": the k fold-models of the chosen trial, retrained from the trial's own seed (the
+  engine is deterministic: they are the trial's models, bit for bit, and the trial's CV loss
+  is checked), each with the preprocessing fitted on its own fold; predictions average
+  them (AutoGluon's "bagging"). Costs one more k-fold training run.
+- "refit": one net retrained on every non-test row for the median best epoch of the folds.
+- "refit-seeds": `REFIT_SEEDS` such refits with different seeds, trained together in one
+  stack, averaged.
+
+Averaged predictions are class probabilities (classification) or outputs in the target's
+units (regression); `trained.TrainedModel` does the averaging, for `evaluate` and
+`load_model` alike.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from sweeps.data import Dataset
+from sweeps.errors import SweepsError
+from sweeps.folds import Folds, make_final_fit, make_folds
+from sweeps.model import StackedMLP
+from sweeps.train import FoldResult, NetConfig, available_memory, memory_needed, train_folds
+from sweeps.trained import TrainedModel
+
+FINAL_MODELS = ("folds", "refit", "refit-seeds")
+REFIT_SEEDS = 5
+
+
+def train_final(strategy: str, dataset: Dataset, config: NetConfig, *, settings: dict[str, Any],
+                seed: int, epochs: int, task: str, params: dict[str, Any], device: str = "cpu",
+                init: Callable[[Folds], StackedMLP | None] | None = None, expected_cv_loss: float | None = None,
+                source: str = "the configuration") -> tuple[TrainedModel, FoldResult]:
+    """Train the final model of `strategy` for the chosen configuration.
+
+    `settings` are the study's stored settings (folds, seed, max_epochs, patience,
+    preprocessing): the fold-models are rebuilt exactly as the trial built them. `init`
+    gives the weights to start from for the folds made (transfer learning), or None.
+    """
+    if strategy not in FINAL_MODELS:
+        raise SweepsError(f"final_model must be one of {', '.join(repr(s) for s in FINAL_MODELS)}, got {strategy!r}.")
+    scaling = settings["preprocessing"]
+    if strategy == "folds":
+        folds = make_folds(dataset, settings["folds"], settings["seed"], device, scaling=scaling)
+        _check_memory(folds, config, source)
+        result = train_folds(folds, config, max_epochs=settings["max_epochs"], patience=settings["patience"],
+                             seed=seed, init=init(folds) if init else None)
+        if expected_cv_loss is not None and not math.isclose(result.cv_loss, expected_cv_loss, rel_tol=1e-3):
+            raise SweepsError(f"{source}: retrained, its fold-models reach CV loss {result.cv_loss:.6g}, not the "
+                              f"{expected_cv_loss:.6g} the trial recorded (another torch build or device?); use "
+                              "final_model=\"refit\" here.")
+        preprocessings, members = folds.preprocessings, list(range(folds.k))
+    else:
+        copies = REFIT_SEEDS if strategy == "refit-seeds" else 1
+        folds, preprocessing = make_final_fit(dataset, device, scaling, copies=copies)
+        _check_memory(folds, config, source)
+        result = train_folds(folds, config, max_epochs=epochs, patience=None, seed=seed,
+                             init=init(folds) if init else None, horizon=settings["max_epochs"])
+        preprocessings, members = [preprocessing], [0] * copies
+    if result.diverged:
+        raise SweepsError(f"the final fit of {source} {result.diverged}; nothing was recorded.")
+    classes = [c.item() if hasattr(c, "item") else c for c in dataset.classes] if dataset.classes is not None else None
+    model = TrainedModel(task, dict(params), preprocessings, result.model, members, classes)
+    model.info["final_model"] = strategy
+    return model, result
+
+
+def _check_memory(folds, config: NetConfig, source: str) -> None:
+    needed, available = memory_needed(folds, config), available_memory(torch.device(folds.X_train.device))
+    if available is not None and needed > 0.8 * available:
+        raise SweepsError(f"{source}: depth {config.depth}, width {config.width} needs about "
+                          f"{needed / 2**30:.1f} GiB, {available / 2**30:.1f} GiB is free; choose a smaller "
+                          "configuration.")
