@@ -10,7 +10,10 @@ wd=1e-4), batch 64, on the same pre-scaled fold data for both variants:
 Variants alternate within each repetition; medians are printed with the ratio a/b, the
 final mean validation loss of both (equal quality), and each variant as a multiple of the
 arithmetic floor: the trial's FLOPs over this machine's measured fp32 matmul throughput.
-A second table measures what removing stopped folds from the stack saves against masking.
+A second table measures what removing stopped folds from the stack saves against masking;
+a third, what each ingredient of the recipe costs, as a ratio to the plain trial (sweeps
+engine, same data and epochs): periodic embeddings, shared-weight members, label smoothing,
+the cosine schedule, gradient clipping, and all of them together.
 """
 
 from __future__ import annotations
@@ -113,7 +116,17 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--quick", action="store_true", help="digits only, 3 repetitions")
+    p.add_argument("--only", choices=("speed", "compact", "ingredients"), help="run one table")
     args = p.parse_args()
+    if args.only in (None, "speed"):
+        speed(args)
+    if args.only in (None, "compact"):
+        stopped_folds(args)
+    if args.only in (None, "ingredients"):
+        ingredients(args)
+
+
+def speed(args) -> None:
     reps = 3 if args.quick else args.reps
     flops_per_s = matmul_throughput(args.device)
     print(f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
@@ -143,6 +156,10 @@ def main() -> None:
                   f"| {floor:.3f} s | {a / floor:.1f} | {b / floor:.1f} | {np.mean(loss_a):.4f} "
                   f"| {np.mean(loss_b):.4f} |", flush=True)
 
+
+
+def stopped_folds(args) -> None:
+    reps = 3 if args.quick else args.reps
     print("\nStopped folds (digits, early stopping with patience 3, at most 60 epochs, lr 3e-3):")
     print("| config | compact (remove stopped folds) | mask (keep computing) | mask/compact |")
     print("|---|---|---|---|")
@@ -158,6 +175,39 @@ def main() -> None:
             tm.append(timed(mask, args.device)[0])
         c, m = statistics.median(tc), statistics.median(tm)
         print(f"| d{depth} w{width} | {c:.3f} s | {m:.3f} s | {m / c:.2f}x |", flush=True)
+
+
+INGREDIENTS = {
+    "plain": {},
+    "periodic embeddings (48 freq., dim 24)": dict(embedding="periodic"),
+    "periodic embeddings (16 freq., dim 8)": dict(embedding="periodic", n_frequencies=16, embedding_dim=8),
+    "members E=4": dict(ensemble=4),
+    "members E=16": dict(ensemble=16),
+    "members E=32": dict(ensemble=32),
+    "label smoothing 0.1": dict(label_smoothing=0.1),
+    "beta2 0.95": dict(beta2=0.95),
+    "cosine schedule": dict(schedule="cosine"),
+    "gradient clipping 1.0": dict(grad_clip=1.0),
+}
+
+
+def ingredients(args) -> None:
+    """Seconds per trial of each ingredient, and the ratio to the plain trial, same run."""
+    reps = 3 if args.quick else args.reps
+    print(f"\nCost of each ingredient (digits, 5 folds, 20 epochs, batch 64, dropout 0.2; medians of {reps}):")
+    print("| ingredient | d1 w32 | ratio | d2 w128 | ratio |")
+    print("|---|---|---|---|---|")
+    folds = dataset_folds("digits", args.device)
+    rows = {}
+    for name, options in INGREDIENTS.items():
+        for depth, width in CONFIGS[:2]:
+            config = NetConfig(depth, width, 0.2, 1e-4, 1e-3, batch_size=64, **options)
+            run = lambda: train_folds(folds, config, max_epochs=20, patience=None, seed=0)  # noqa: E731
+            run()
+            rows.setdefault(name, []).append(statistics.median(timed(run, args.device)[0] for _ in range(reps)))
+        plain = rows["plain"]
+        cells = " | ".join(f"{t:.3f} s | {t / p:.2f}x" for t, p in zip(rows[name], plain))
+        print(f"| {name} | {cells} |", flush=True)
 
 
 if __name__ == "__main__":

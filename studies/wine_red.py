@@ -18,4 +18,5 @@ study = Study(
     space=Space(depth=(1, 3), width=(16, 256), dropout=(0.0, 0.3), weight_decay=(1e-6, 1e-2),
                 lr=(3e-4, 1e-2), batch_size=64, noise=(0.0, 0.3)),  # input-noise augmentation, searched
     folds=5, max_epochs=100, patience=10, n_trials=20, seed=0,
+    final_model="refit",  # one net: what wine_white_transfer.py starts from
 )

@@ -161,7 +161,7 @@ def test_periodic_embeddings_match_the_reference_package():
         reference.linear.bias.copy_(model.embedding.bias[0, :, 0])
     x = torch.randn(1, 40, 6)
     _, cache = model.forward(x)
-    ours = cache.activations[0][0]  # the MLP's input: embedded features, flattened
+    ours = cache.inputs[0][0]  # the first layer's input: the embedded features, flattened
     torch.testing.assert_close(ours, reference(x[0]).flatten(1), rtol=1e-5, atol=1e-5)
     # and the initial frequencies follow the package's N(0, 0.5²) truncated at ±3σ
     big = StackedMLP.init([0], n_in=200, n_out=1, depth=1, width=4, n_numeric=200, embedding=(50, 0.5, 2))

@@ -106,7 +106,7 @@ def test_input_noise_perturbs_training_but_it_still_learns(digits_folds):
 def diabetes_spec(**changes):
     fields = dict(name="diab", task="regression", data=lambda: load_diabetes(return_X_y=True),
                   space=Space(depth=2, width=16, dropout=0.0, weight_decay=1e-4, lr=(1e-3, 1e-2), batch_size=32),
-                  n_trials=2, max_epochs=10)
+                  n_trials=2, max_epochs=10, final_model="refit")  # transfer starts from one net
     return digits_study(**{**fields, **changes})
 
 

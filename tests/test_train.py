@@ -84,7 +84,7 @@ def test_divergence_is_caught_and_named():
 def test_hook_can_end_training(digits_folds):
     seen = []
 
-    def hook(epoch, value):
+    def hook(epoch, value, fold_losses):
         seen.append((epoch, value))
         return "stop here" if epoch == 2 else None
 

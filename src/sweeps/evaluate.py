@@ -60,6 +60,7 @@ def choose(study: optuna.Study, spec: Study, config_path: str | None) -> dict[st
         number = first.get("trial") if isinstance(first, dict) else None
         return {"params": document["params"], "epochs": document["median_best_epoch"], "trial": number,
                 "cv_loss": first.get("cv_loss"), "cv_loss_std": first.get("cv_loss_std"),
+                "honest_cv_loss": first.get("honest_cv_loss"),
                 "metric": first.get("metric"), "metric_std": first.get("metric_std"),
                 "source": f"trial #{number} (from {config_path})" if number is not None else str(config_path)}
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
@@ -69,6 +70,7 @@ def choose(study: optuna.Study, spec: Study, config_path: str | None) -> dict[st
     a = best.user_attrs
     return {"params": dict(best.params), "epochs": max(1, int(np.median(a.get("best_epochs") or [1]))),
             "trial": best.number, "cv_loss": best.value, "cv_loss_std": a.get("cv_loss_std"),
+            "honest_cv_loss": a.get("honest_cv_loss"),
             "metric": a.get("metric"), "metric_std": a.get("metric_std"), "source": f"trial #{best.number}"}
 
 
@@ -142,6 +144,7 @@ def evaluate_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
             "source": chosen["source"], "trial": chosen["trial"], "params": chosen["params"],
             "epochs": chosen["epochs"], "train_rows": int(len(dataset.dev)), "test_rows": int(len(dataset.test)),
             "cv_loss": chosen["cv_loss"], "cv_loss_std": chosen["cv_loss_std"],
+            "honest_cv_loss": chosen["honest_cv_loss"],
             "cv_metric": chosen["metric"], "cv_metric_std": chosen["metric_std"],
             "train_loss": float(sum(result.train_losses) / len(result.train_losses)),
             "final_model": spec.final_model, "members": model.n_members, "model_path": str(path), **test,
@@ -167,7 +170,8 @@ def report(spec: Study, e: dict[str, Any]) -> str:
         notes.final_model_line(e),
         "",
         f"  {'':10s} {'test':>10s}   CV (mean ± std over {spec.folds} folds)",
-        f"  {'loss':10s} {e['loss']:10.4f}   {_pm(e['cv_loss'], e['cv_loss_std'])}",
+        f"  {'loss':10s} {e['loss']:10.4f}   {_pm(e['cv_loss'], e['cv_loss_std'])}"
+        + (f"   (honest: {e['honest_cv_loss']:.4f})" if e.get("honest_cv_loss") is not None else ""),
         f"  {e['metric_name']:10s} {e['metric']:10.4f}   {_pm(e['cv_metric'], e['cv_metric_std'])}",
     ]
     if e["metric_name"] == "accuracy":

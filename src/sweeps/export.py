@@ -49,15 +49,48 @@ def trial_entry(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
         "best_epochs": best_epochs,
         "median_best_epoch": max(1, int(np.median(best_epochs))),
         "n_params": a.get("n_params"),
+        "honest_cv_loss": a.get("honest_cv_loss"),
+        "cv_optimism": a.get("cv_optimism"),
     }
 
 
-def export_config(study: optuna.Study, url: str, top: int = 1) -> dict[str, Any]:
-    """The export document of `study`: its `top` best complete trials, best first."""
+RULES = ("best", "one-se")
+
+
+def one_standard_error(complete: list[optuna.trial.FrozenTrial]) -> tuple[optuna.trial.FrozenTrial, str]:
+    """The simplest trial whose CV loss is within one standard error of the best's.
+
+    The standard error is the best trial's spread over its k folds, std / sqrt(k). Among the
+    trials within it, the simplest has the fewest parameters; ties go to the strongest
+    regularisation (weight decay, then dropout). Returns it and a sentence saying why.
+    """
+    best = min(complete, key=lambda t: t.value)
+    folds = len(best.user_attrs.get("fold_val_losses") or []) or 1
+    se = (best.user_attrs.get("cv_loss_std") or 0.0) / np.sqrt(folds)
+    within = [t for t in complete if t.value <= best.value + se]
+    simplest = min(within, key=lambda t: (t.user_attrs.get("n_params") or 0, -t.params.get("weight_decay", 0.0),
+                                          -t.params.get("dropout", 0.0), t.value))
+    why = (f"one-standard-error rule: {len(within)} of {len(complete)} complete trials have a CV loss within one "
+           f"standard error of the best (trial #{best.number}: {best.value:.4f} + {se:.4f}); trial "
+           f"#{simplest.number} is the simplest of them ({simplest.user_attrs.get('n_params')} parameters against "
+           f"{best.user_attrs.get('n_params')})")
+    return simplest, why
+
+
+def export_config(study: optuna.Study, url: str, top: int = 1, rule: str = "best") -> dict[str, Any]:
+    """The export document of `study`: the chosen trial (by `rule`) and the `top` best complete trials.
+
+    `rule` "best": the lowest CV loss; "one-se": the simplest configuration within one
+    standard error of it (`one_standard_error`). `params` and `trials[0]` are the chosen one.
+    """
     complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
     if not complete:
         raise SweepsError(f"study '{study.study_name}' has no completed trial yet; run the sweep first.")
-    ranked = sorted(complete, key=lambda t: t.value)[:top]
+    if rule not in RULES:
+        raise SweepsError(f"--rule must be 'best' or 'one-se', got {rule!r}.")
+    ranked = sorted(complete, key=lambda t: t.value)
+    chosen, why = (ranked[0], "best: the lowest CV loss") if rule == "best" else one_standard_error(complete)
+    ranked = [chosen] + [t for t in ranked if t.number != chosen.number][: top - 1]
     best = trial_entry(ranked[0])
     settings = study.user_attrs.get("settings", {})
     return {
@@ -70,6 +103,10 @@ def export_config(study: optuna.Study, url: str, top: int = 1) -> dict[str, Any]
         "settings": settings,
         "fingerprint": study.user_attrs.get("fingerprint"),
         "versions": {"sweeps": __version__, "optuna": optuna.__version__, "torch": str(torch.__version__)},
+        "rule": rule,
+        "chosen_because": why,
+        "sampler": type(study.sampler).__name__,
+        "pruner": type(study.pruner).__name__,
         "params": dict(best["params"]),  # a copy: YAML would write an alias for a shared dict
         "median_best_epoch": best["median_best_epoch"],
         "trials": [best] + [trial_entry(t) for t in ranked[1:]],
@@ -123,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="file format (default: from --output's suffix, else json)")
     p.add_argument("--output", metavar="PATH", help="where to write (default: storage/<name>-best.<format>)")
     p.add_argument("--top", type=int, default=1, metavar="K", help="list the K best trials")
+    p.add_argument("--rule", choices=RULES, default="best",
+                   help="which trial to export: the lowest CV loss (best, default) or the simplest within one "
+                        "standard error of it (one-se)")
     args = p.parse_args(argv)
 
     def body() -> int:
@@ -132,12 +172,15 @@ def main(argv: list[str] | None = None) -> int:
         spec = load_study_file(args.study_file)
         study, url = load_existing_study(spec.name, args.storage)
         fmt = args.format or ("yaml" if args.output and Path(args.output).suffix in (".yaml", ".yml") else "json")
-        document = export_config(study, url, args.top)
+        document = export_config(study, url, args.top, args.rule)
         path = write_config(document, Path(args.output) if args.output else default_path(spec.name, url, fmt), fmt)
         best = document["trials"][0]
         print(f"Exported {len(document['trials'])} trial(s) of '{spec.name}' to {path}")
-        print(f"Best trial #{best['trial']}: cv_loss {best['cv_loss']:.4f} ± {best['cv_loss_std']:.4f}, "
-              f"{best['metric_name']} {best['metric']:.4f}, median best epoch {best['median_best_epoch']}")
+        print(f"Chosen by the {document['chosen_because']}.")
+        honest = best.get("honest_cv_loss")
+        print(f"Trial #{best['trial']}: cv_loss {best['cv_loss']:.4f} ± {best['cv_loss_std']:.4f}"
+              + (f" (honest {honest:.4f}: early stopping's optimism {best['cv_optimism']:+.4f})" if honest else "")
+              + f", {best['metric_name']} {best['metric']:.4f}, median best epoch {best['median_best_epoch']}")
         return 0
 
     return _cli.guarded(body)

@@ -24,7 +24,7 @@ rescale rides for free on the next layer's matmul (`alpha=`).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -51,12 +51,13 @@ class Periodic:
 class Cache:
     """What the forward pass keeps for the backward pass."""
 
-    activations: list[torch.Tensor]  # input of each MLP layer (masked, unscaled)
-    x: torch.Tensor | None = None  # the raw input (embeddings)
+    activations: list[torch.Tensor | None]  # input of each layer after the first (masked, unscaled)
+    inputs: list[torch.Tensor] = field(default_factory=list)  # the first layer's input, in column blocks
+    member_weight: torch.Tensor | None = None  # [k, D, E*width]: the first layer, scaled per member
     features_t: torch.Tensor | None = None  # numeric inputs as [k, F, B]
-    periodic: torch.Tensor | None = None  # [k, F, B, 2n]: cos and sin
+    cos: torch.Tensor | None = None  # [k*F, B, n]
+    sin: torch.Tensor | None = None  # [k*F, B, n]
     embedded: torch.Tensor | None = None  # [k*F, B, d] after ReLU
-    before_members: torch.Tensor | None = None  # [k, B, D]: the input the adapters scale
 
     # Compatibility with code that treats the cache as the list of activations.
     def __getitem__(self, i):
@@ -92,6 +93,8 @@ class StackedMLP:
         inputs; frequencies are drawn from N(0, scale²) truncated at ±3 scale, as in
         `rtdl_num_embeddings.PeriodicEmbeddings`.
         """
+        if depth < 1:
+            raise ValueError("depth must be >= 1")
         k = len(seeds)
         n_cat = n_in - n_numeric if embedding else 0
         d_in = n_numeric * embedding[2] + n_cat if embedding else n_in
@@ -256,20 +259,36 @@ class StackedMLP:
         With `dropout_rng`, hidden units are dropped (training); without, none are (eval).
         """
         k, batch = x.shape[0], x.shape[1]
-        cache = Cache([])
-        h = self._embed(x, cache) if self.embedding is not None else x
         members = self.members
+        cache = Cache([])
+        # The first layer reads its input in parts (embedded numeric columns, then the rest),
+        # each against its block of rows of the weights: no concatenated copy of the input.
+        parts = self._embed(x, cache) if self.embedding is not None else [x]
+        cache.inputs = parts
+        weight, bias = self.weights[0], self.biases[0]
         if members > 1:
-            cache.before_members = h
-            h = (h.unsqueeze(1) * self.scales.unsqueeze(2)).view(k, members * batch, h.shape[-1])
+            # Member e's adapter r_e scales the input: x ⊙ r_e @ W = x @ (r_e ⊙ W). One matmul against
+            # every member's scaled weights [k, D, E*width] runs all members without copying x E times.
+            weight = (weight.unsqueeze(2) * self.scales.transpose(1, 2).unsqueeze(-1)).reshape(k, weight.shape[1], -1)
+            bias = bias.repeat(1, 1, members)
+            cache.member_weight = weight
+        z, offset = bias, 0
+        for part in parts:
+            z = torch.baddbmm(z, part, weight[:, offset:offset + part.shape[2]])
+            offset += part.shape[2]
+        if members > 1:  # [k, B, E*width] -> member-major [k, E*B, width] for the shared layers and heads
+            z = z.view(k, batch, members, -1).transpose(1, 2).reshape(k, members * batch, -1)
         keep_threshold, scale = _dropout_threshold(self.dropout) if dropout_rng is not None else (0, 1.0)
-        alpha = 1.0
-        for w, b in zip(self.weights[:-1], self.biases[:-1]):
+        cache.activations.append(None)  # the first layer's input is `inputs`
+        h = z.relu_()
+        if keep_threshold:
+            h.mul_(_random_bytes(h.shape, dropout_rng).ge_(keep_threshold))  # 0/1 bytes, no bool copy
+        alpha = scale if keep_threshold else 1.0
+        for w, b in zip(self.weights[1:-1], self.biases[1:-1]):
             cache.activations.append(h)
             h = torch.baddbmm(b, h, w, alpha=alpha).relu_()
             if keep_threshold:
-                h.mul_(_random_bytes(h.shape, dropout_rng).ge_(keep_threshold))  # 0/1 bytes, no bool copy
-                alpha = scale
+                h.mul_(_random_bytes(h.shape, dropout_rng).ge_(keep_threshold))
         cache.activations.append(h)
         head, head_bias = self.weights[-1], self.biases[-1]
         n_out = head.shape[-1]
@@ -277,20 +296,21 @@ class StackedMLP:
                             head.view(k * members, head.shape[-2], n_out), alpha=alpha)
         return out.view(k, members * batch, n_out), cache
 
-    def _embed(self, x: torch.Tensor, cache: Cache) -> torch.Tensor:
+    def _embed(self, x: torch.Tensor, cache: Cache) -> list[torch.Tensor]:
+        """The first layer's input parts: the embedded numeric columns, and the others as they are."""
         emb = self.embedding
         k, batch = x.shape[0], x.shape[1]
         F, n, d = emb.shape
         features_t = x[..., :F].transpose(1, 2).contiguous()  # [k, F, B]
         z = features_t.unsqueeze(-1) * (emb.frequencies * _TWO_PI).unsqueeze(2)  # [k, F, B, n]
-        periodic = torch.cat([z.cos(), z.sin()], dim=-1)  # [k, F, B, 2n]
-        embedded = torch.baddbmm(emb.bias.view(k * F, 1, d), periodic.view(k * F, batch, 2 * n),
-                                 emb.weight.view(k * F, 2 * n, d)).relu_()  # [k*F, B, d]
-        cache.x, cache.features_t, cache.periodic, cache.embedded = x, features_t, periodic, embedded
+        cos, sin = z.cos().view(k * F, batch, n), z.sin_().view(k * F, batch, n)
+        weight = emb.weight.view(k * F, 2 * n, d)
+        # [cos, sin] @ W as two matmuls against W's two row blocks: no concatenated copy.
+        pre = torch.baddbmm(emb.bias.view(k * F, 1, d), cos, weight[:, :n])
+        embedded = torch.baddbmm(pre, sin, weight[:, n:]).relu_()  # [k*F, B, d]
+        cache.features_t, cache.cos, cache.sin, cache.embedded = features_t, cos, sin, embedded
         flat = embedded.view(k, F, batch, d).transpose(1, 2).reshape(k, batch, F * d)
-        if x.shape[2] > F:  # one-hot columns pass through
-            return torch.cat([flat, x[..., F:]], dim=-1)
-        return flat
+        return [flat, x[..., F:]] if x.shape[2] > F else [flat]
 
     def backward(self, cache: Cache, grad_out: torch.Tensor, grads: list[torch.Tensor],
                  training: bool = True) -> None:
@@ -304,8 +324,6 @@ class StackedMLP:
         scale = _dropout_threshold(self.dropout)[1] if training and self.dropout else 1.0
         depth = len(self.weights) - 1
         n_front = len(grads) - 2 * len(self.weights)
-        needs_input = n_front > 0  # embeddings or adapters need the gradient of the input
-        alpha = scale if depth > 0 else 1.0
 
         # Output layer: each member's own weights, as [k*E, width, out].
         width, n_out = self.weights[-1].shape[-2:]
@@ -313,52 +331,71 @@ class StackedMLP:
         h = activations[-1].view(k * members, batch, width)
         dz = grad_out.view(k * members, batch, n_out)
         dw = grads[-2].view(k * members, width, n_out)
-        torch.baddbmm(dw, h.transpose(1, 2), dz, beta=0.0, alpha=alpha, out=dw)
+        torch.baddbmm(dw, h.transpose(1, 2), dz, beta=0.0, alpha=scale, out=dw)
         torch.sum(dz, dim=1, keepdim=True, out=grads[-1].view(k * members, 1, n_out))
-        if depth == 0 and not needs_input:
-            return
-        dh = torch.bmm(dz, head.transpose(1, 2))
-        dh = dh.view(k, members * batch, width)
-        if alpha != 1.0:
-            dh.mul_(alpha)
-        for layer in range(depth - 1, -1, -1):
+        dh = torch.bmm(dz, head.transpose(1, 2)).view(k, members * batch, width)
+        if scale != 1.0:
+            dh.mul_(scale)
+        for layer in range(depth - 1, 0, -1):  # the shared hidden layers
             # ReLU and dropout in one: the gradient flows where the stored activation is > 0.
             dz = torch.ops.aten.threshold_backward(dh, activations[layer + 1], 0.0)
             h = activations[layer]
-            alpha = scale if layer > 0 else 1.0  # the input layer's x is never dropped
             dw, db = grads[n_front + 2 * layer], grads[n_front + 2 * layer + 1]
-            torch.baddbmm(dw, h.transpose(1, 2), dz, beta=0.0, alpha=alpha, out=dw)
+            torch.baddbmm(dw, h.transpose(1, 2), dz, beta=0.0, alpha=scale, out=dw)
             torch.sum(dz, dim=1, keepdim=True, out=db)
-            if layer > 0 or needs_input:
-                dh = torch.bmm(dz, self.weights[layer].transpose(1, 2))
-                if alpha != 1.0:
-                    dh.mul_(alpha)
-        if not needs_input:
-            return
-        if members > 1:  # the adapters: d/dr = sum over rows of dh * input; d/dinput = sum over members
-            before = cache.before_members
-            dh_members = dh.view(k, members, batch, before.shape[-1])
-            grads[n_front - 1].copy_((dh_members * before.unsqueeze(1)).sum(2))
-            dh = (dh_members * self.scales.unsqueeze(2)).sum(1)
-        if self.embedding is not None:
-            self._embedding_backward(cache, dh, grads[0], grads[1], grads[2])
+            dh = torch.bmm(dz, self.weights[layer].transpose(1, 2))
+            if scale != 1.0:
+                dh.mul_(scale)
+        dz = torch.ops.aten.threshold_backward(dh, activations[1], 0.0)
+        self._first_layer_backward(cache, dz, grads, n_front)
 
-    def _embedding_backward(self, cache: Cache, dh: torch.Tensor, d_frequencies: torch.Tensor,
+    def _first_layer_backward(self, cache: Cache, dz: torch.Tensor, grads: list[torch.Tensor], n_front: int) -> None:
+        k, members = self.k, self.members
+        weight, dw, db = self.weights[0], grads[n_front], grads[n_front + 1]
+        width = weight.shape[2]
+        if members > 1:  # member-major [k, E*B, width] -> [k, B, E*width], the first layer's layout
+            batch = dz.shape[1] // members
+            dz = dz.view(k, members, batch, width).transpose(1, 2).reshape(k, batch, members * width)
+            torch.sum(dz.view(k, -1, members, width), dim=(1, 2), out=db.view(k, width))
+            scales_t = self.scales.transpose(1, 2)  # [k, D, E]
+            d_scales = grads[n_front - 1].transpose(1, 2)  # [k, D, E], a view: written in place
+        else:
+            torch.sum(dz, dim=1, keepdim=True, out=db)
+        offset = 0
+        for part in cache.inputs:
+            rows = slice(offset, offset + part.shape[2])
+            offset += part.shape[2]
+            if members == 1:
+                dw[:, rows] = torch.bmm(part.transpose(1, 2), dz)
+                continue
+            # d/d(r_e ⊙ W) = x^T dz_e; the shared W gets the sum over members of r_e ⊙ that,
+            # and r_e the sum over units of W ⊙ that.
+            g = torch.bmm(part.transpose(1, 2), dz).view(k, part.shape[2], members, width)
+            dw[:, rows] = (g * scales_t[:, rows].unsqueeze(-1)).sum(2)
+            d_scales[:, rows] = (g * weight[:, rows].unsqueeze(2)).sum(-1)
+        if self.embedding is not None:
+            effective = cache.member_weight if members > 1 else weight
+            F, _, d = self.embedding.shape
+            d_flat = torch.bmm(dz, effective[:, : F * d].transpose(1, 2))  # [k, B, F*d], summed over members
+            self._embedding_backward(cache, d_flat, grads[0], grads[1], grads[2])
+
+    def _embedding_backward(self, cache: Cache, d_flat: torch.Tensor, d_frequencies: torch.Tensor,
                             d_weight: torch.Tensor, d_bias: torch.Tensor) -> None:
         emb = self.embedding
         k = self.k
         F, n, d = emb.shape
-        batch = dh.shape[1]
-        d_embedded = dh[..., : F * d].reshape(k, batch, F, d).transpose(1, 2).reshape(k * F, batch, d)
+        batch = d_flat.shape[1]
+        d_embedded = d_flat.view(k, batch, F, d).transpose(1, 2).reshape(k * F, batch, d)
         d_pre = torch.ops.aten.threshold_backward(d_embedded, cache.embedded, 0.0)
-        periodic = cache.periodic.view(k * F, batch, 2 * n)
-        torch.bmm(periodic.transpose(1, 2), d_pre, out=d_weight.view(k * F, 2 * n, d))
+        d_weight = d_weight.view(k * F, 2 * n, d)
+        torch.bmm(cache.cos.transpose(1, 2), d_pre, out=d_weight[:, :n])
+        torch.bmm(cache.sin.transpose(1, 2), d_pre, out=d_weight[:, n:])
         torch.sum(d_pre, dim=1, keepdim=True, out=d_bias.view(k * F, 1, d))
-        d_periodic = torch.bmm(d_pre, emb.weight.view(k * F, 2 * n, d).transpose(1, 2)).view(k, F, batch, 2 * n)
-        cos, sin = cache.periodic[..., :n], cache.periodic[..., n:]
-        dz = d_periodic[..., n:] * cos - d_periodic[..., :n] * sin  # [k, F, B, n]
-        torch.bmm(cache.features_t.view(k * F, 1, batch), dz.view(k * F, batch, n),
-                  out=d_frequencies.view(k * F, 1, n))
+        weight = emb.weight.view(k * F, 2 * n, d)
+        # d/dz of cos z and sin z: -sin z and cos z; then dz/dc = 2π x.
+        dz = torch.bmm(d_pre, weight[:, n:].transpose(1, 2)).mul_(cache.cos)
+        dz.sub_(torch.bmm(d_pre, weight[:, :n].transpose(1, 2)).mul_(cache.sin))
+        torch.bmm(cache.features_t.view(k * F, 1, batch), dz, out=d_frequencies.view(k * F, 1, n))
         d_frequencies.mul_(_TWO_PI)
 
     # --- predictions -------------------------------------------------------------------
@@ -371,7 +408,7 @@ class StackedMLP:
         k, rows, n_out = out.shape
         out = out.view(k, members, rows // members, n_out)
         if classification:
-            return torch.logsumexp(torch.log_softmax(out, dim=-1), dim=1) - math.log(members)
+            return _logsumexp_members(log_softmax(out)) - math.log(members)
         return out.mean(1)
 
     @torch.no_grad()
@@ -383,6 +420,12 @@ class StackedMLP:
         parts = [self.combine(self.forward(x[:, i:i + chunk])[0], classification)
                  for i in range(0, max(x.shape[1], 1), chunk)]
         return torch.cat(parts, dim=1)
+
+
+def _logsumexp_members(log_p: torch.Tensor) -> torch.Tensor:
+    """log Σ_e exp(log_p[:, e]) for `[k, E, B, C]`: the log of the members' summed probabilities."""
+    top = log_p.amax(dim=1, keepdim=True)
+    return (log_p - top).exp_().sum(dim=1).log_().add_(top.squeeze(1))
 
 
 def _dropout_threshold(p: float) -> tuple[int, float]:
@@ -423,10 +466,12 @@ def loss_and_grad(out: torch.Tensor, y: torch.Tensor, classification: bool,
         diff = out.squeeze(-1) - y
         loss_sum = diff.square().sum(dim=1)
         return loss_sum, diff.mul_(2.0 / batch).unsqueeze(-1)
-    log_p = torch.log_softmax(out, dim=-1)
     index = y.unsqueeze(-1)
-    picked = log_p.gather(-1, index).squeeze(-1)  # [k, B]
-    grad = log_p.exp_()  # softmax, in place
+    shifted = out - out.amax(dim=-1, keepdim=True)
+    grad = shifted.exp()
+    total = grad.sum(dim=-1, keepdim=True)
+    picked = shifted.gather(-1, index).squeeze(-1).sub_(total.log().squeeze(-1))  # log p of the target
+    grad.div_(total)  # softmax
     grad.scatter_add_(-1, index, torch.full_like(index, -(1.0 - label_smoothing), dtype=grad.dtype))
     if label_smoothing:
         grad.sub_(label_smoothing / out.shape[-1])
@@ -437,10 +482,17 @@ def loss_and_grad(out: torch.Tensor, y: torch.Tensor, classification: bool,
     return picked.sum(1).neg_(), grad.mul_(1.0 / batch)
 
 
+def log_softmax(out: torch.Tensor) -> torch.Tensor:
+    """`torch.log_softmax(out, -1)`, 2.5x faster here for the few classes of tabular data: torch's
+    kernel works row by row, these are four whole-tensor passes ([5, 1024, 10]: 145 vs 366 µs)."""
+    shifted = out - out.amax(dim=-1, keepdim=True)
+    return shifted.sub_(shifted.exp().sum(dim=-1, keepdim=True).log_())
+
+
 def per_row_losses(out: torch.Tensor, y: torch.Tensor, classification: bool) -> torch.Tensor:
     """Loss of every row `[k, B]` (cross-entropy or squared error), no gradient."""
     if classification:
-        return torch.log_softmax(out, dim=-1).gather(-1, y.unsqueeze(-1)).squeeze(-1).neg_()
+        return log_softmax(out).gather(-1, y.unsqueeze(-1)).squeeze(-1).neg_()
     return (out.squeeze(-1) - y).square_()
 
 

@@ -20,6 +20,8 @@ def study_note(study: optuna.Study) -> str:
     lines += [f"| {k} | `{v}` |" for k, v in fingerprint.items()]
     if a.get("sweeps_version"):
         lines.append(f"| sweeps version | {a['sweeps_version']} |")
+    if a.get("stop_reason"):
+        lines += ["", f"Stopped early, {a['stop_reason']}."]
     result = a.get("test_result")
     if result:
         lines += ["", f"## Held-out test result (evaluation #{result['evaluation']}, {result['timestamp']})", "",

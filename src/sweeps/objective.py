@@ -19,7 +19,7 @@ from collections.abc import Callable
 import numpy as np
 import optuna
 
-from sweeps import notes, record, stop
+from sweeps import notes, pruners, record, stop
 from sweeps.errors import SweepsError, Terminated, TrialFailed
 from sweeps.storage import explain as storage_explain, heartbeat_failure
 from sweeps.folds import Folds
@@ -78,7 +78,7 @@ def make_objective(spec: Study, folds: Folds) -> Callable[[optuna.Trial], float]
     - failed, the study stops: Ctrl+C / SIGTERM (`fail_reason` says which), a space
       function that raises (`SweepsError`), a storage failure, or a bug.
     """
-    spec, init = transfer(spec, folds.n_features, folds.n_outputs)
+    spec, init = transfer(spec.resolved(folds.n_numeric), folds.n_features, folds.n_outputs)
     worker = f"{socket.gethostname()}:{os.getpid()}"
     device = folds.X_train.device
 
@@ -90,17 +90,20 @@ def make_objective(spec: Study, folds: Folds) -> Callable[[optuna.Trial], float]
         trial.set_user_attr("worker", worker)  # which machine and process ran it
         storage = trial.study._storage
 
-        def on_epoch(epoch: int, mean_val_loss: float) -> str | None:
+        def on_epoch(epoch: int, mean_val_loss: float, fold_losses: list[float]) -> str | None:
             failure = heartbeat_failure(storage)
             if failure is not None:
                 raise failure  # the heartbeat thread could not write to the storage: stop here
+            pruners.report_folds(trial, fold_losses)  # for FoldPairedPruner, in this process
             with stop.deferred():  # a write that a stop must not cut in half
                 trial.report(mean_val_loss, step=epoch)
                 prune = trial.should_prune()
             if prune:
-                pruner_name = type(trial.study.pruner).__name__
-                return (f"pruned by {pruner_name} at epoch {epoch}: mean validation loss "
-                        f"{mean_val_loss:.4g} was worse than earlier trials at that epoch")
+                pruner = trial.study.pruner
+                name = getattr(pruner, "last_pruner", None) or type(pruner).__name__
+                return getattr(pruner, "last_reason", None) or (
+                    f"pruned by {name} at epoch {epoch}: mean validation loss {mean_val_loss:.4g} was "
+                    "worse than earlier trials at that epoch")
             return None
 
         try:
@@ -132,6 +135,8 @@ def make_objective(spec: Study, folds: Folds) -> Callable[[optuna.Trial], float]
             if storage_explain(e) is None:  # a storage that fails cannot take a reason either
                 fail(trial, f"{type(e).__name__}: {e}")
             raise
+        finally:
+            pruners.forget(trial)
         record.write_trial(trial, result, spec.task)  # the evidence is stored before pruning
         reason = result.diverged or result.interrupted
         notes.save_trial_note(trial, notes.trial_note(result, spec.task, reason))

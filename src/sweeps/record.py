@@ -11,6 +11,9 @@ Trial user attrs (complete and pruned trials):
     fold_balanced_accuracies, balanced_accuracy, macro_f1   classification
     n_params, seconds, epochs
     curve_train, curve_val              per epoch, mean over the folds still training
+    fold_curves                         per fold, its validation loss at every epoch it trained
+    honest_cv_loss, cv_optimism         the CV loss with each fold's stopping epoch chosen on the
+                                        other folds, and how much lower the CV loss is
     prune_reason / fail_reason          why a trial did not complete
     worker                              host:pid of the process that ran it
 
@@ -50,6 +53,10 @@ def _finite(values: list[float]) -> list[float | None]:
     return [float(v) if math.isfinite(v) else None for v in values]
 
 
+def _round(value: float) -> float | None:
+    return float(f"{value:.5g}") if math.isfinite(value) else None
+
+
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
     array = np.asarray(values, dtype=float)
     if not np.isfinite(array).all():
@@ -82,7 +89,13 @@ def write_trial(trial: optuna.Trial, result: FoldResult, task: str) -> None:
         "epochs": len(result.curve_train),
         "curve_train": _finite(result.curve_train),
         "curve_val": _finite(result.curve_val),
+        # one attr for k x epochs numbers, at 5 significant digits: compact in the database
+        "fold_curves": [[_round(v) for v in curve] for curve in result.fold_curves],
     }
+    honest = result.honest_cv_loss
+    if honest is not None and result.val_losses:
+        attrs["honest_cv_loss"] = honest
+        attrs["cv_optimism"] = honest - result.cv_loss
     if result.diverged or result.interrupted:
         attrs["prune_reason"] = result.diverged or result.interrupted
     for key, value in attrs.items():

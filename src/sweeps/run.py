@@ -37,7 +37,8 @@ def run_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
               n_trials: int | None = None, timeout: float | None = None, device: str = "cpu",
               progress: bool = True, out: TextIO = sys.stdout, workers: int = 1,
               study_file: str | None = None, overrides: dict | None = None,
-              heartbeat: tuple[int, int] = (10, 60), accept_changed_settings: bool = False) -> optuna.Study:
+              heartbeat: tuple[int, int] = (10, 60), accept_changed_settings: bool = False,
+              until_converged: bool | None = None) -> optuna.Study:
     """Create or resume `spec`'s Optuna study and run trials until its target is reached.
 
     With `workers` > 1, that many processes run trials together; each loads `study_file`
@@ -81,7 +82,8 @@ def run_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
           f"{len(dataset.dev)} rows; {len(dataset.test)} rows held out for the final test).", file=out)
 
     timeout = timeout if timeout is not None else spec.timeout
-    budget = Budget(target, deadline=time.time() + timeout if timeout else None)
+    until_converged = until_converged if until_converged is not None else spec.stop == "converged"
+    budget = Budget(target, deadline=time.time() + timeout if timeout else None, until_converged=until_converged)
     with tqdm(total=to_run, unit="trial", disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
         shown = _Progress(bar, finished)
         if workers == 1:
@@ -131,9 +133,14 @@ def summary(study: optuna.Study, url: str, seconds: float | None = None) -> str:
             f"(std over {len(a.get('fold_val_losses', []))} folds), {name} "
             f"{a.get('metric', float('nan')):.4f} ± {a.get('metric_std', float('nan')):.4f}, "
             f"median best epoch {int(np.median(a.get('best_epochs', [0])))}")
+        if a.get("honest_cv_loss") is not None:
+            lines.append(f"  honest CV loss {a['honest_cv_loss']:.4f} (each fold's stopping epoch chosen on the "
+                         f"other folds): early stopping made the CV loss {a['cv_optimism']:.4f} optimistic")
         lines.append("  " + "  ".join(f"{k}={_fmt(v)}" for k, v in best.params.items()))
     else:
         lines.append("No trial completed yet.")
+    if study.user_attrs.get("stop_reason"):
+        lines.append(f"Stopped early, {study.user_attrs['stop_reason']}.")
     shown = describe(url)
     lines.append(f"Results: {shown}")
     lines.append(f"Browse:  optuna-dashboard {shown}")
@@ -157,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="seconds between a running trial's heartbeats (default 10)")
     p.add_argument("--grace-period", type=int, default=60, metavar="S",
                    help="a trial silent this long is failed and retried (default 60)")
+    p.add_argument("--until-converged", action="store_true",
+                   help="also stop when further trials are unlikely to beat the best by more than the folds' "
+                        "noise (README: 'When is the study done?'); --n-trials and --timeout stay caps")
     p.add_argument("--accept-changed-settings", action="store_true",
                    help="go on with a study whose max_epochs, patience or validation changed (recorded "
                         "in its settings_history); without it such a change is refused")
@@ -182,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
                           workers=args.workers, study_file=args.study_file,
                           overrides={"seed": args.seed} if args.seed is not None else {},
                           heartbeat=(args.heartbeat_interval, args.grace_period),
-                          accept_changed_settings=args.accept_changed_settings)
+                          accept_changed_settings=args.accept_changed_settings,
+                          until_converged=True if args.until_converged else None)
         print(summary(study, resolve_url(spec.name, args.storage), time.perf_counter() - started))
         return 0
 

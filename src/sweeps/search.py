@@ -27,3 +27,40 @@ def default_pruner() -> optuna.pruners.BasePruner:
 def worker_seed(seed: int, n_existing: int, worker: int) -> int:
     """Different sampler seeds for each worker and each resumption, all derived from the study seed."""
     return int(np.random.SeedSequence([seed, n_existing, worker]).generate_state(1)[0])
+
+
+# --- when is the study done? ---------------------------------------------------------------------
+CONVERGED_MIN_TRIALS = 20  # never stop before this many complete trials
+CONVERGED_WINDOW = 10  # ...and judge the last max(10, a third of the finished trials)
+
+
+def converged(trials: list) -> str | None:
+    """Why further trials are unlikely to matter (a sentence with the numbers), or None.
+
+    The rule: with at least 20 complete trials, the last max(10, a third of the finished)
+    trials improved the best CV loss by less than one standard error of the best trial's
+    estimate (its fold spread / sqrt(k)). Improvements below that are within the noise of
+    the folds themselves: a later "best" would be a different sample of noise, not a better
+    configuration.
+    """
+    from optuna.trial import TrialState
+
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    complete = [t for t in finished if t.state == TrialState.COMPLETE and t.value is not None]
+    if len(complete) < CONVERGED_MIN_TRIALS:
+        return None
+    finished.sort(key=lambda t: t.datetime_complete or t.datetime_start)
+    window = max(CONVERGED_WINDOW, len(finished) // 3)
+    before = [t for t in finished[:-window] if t.state == TrialState.COMPLETE and t.value is not None]
+    if not before:
+        return None
+    best = min(complete, key=lambda t: t.value)
+    earlier = min(t.value for t in before)
+    folds = len(best.user_attrs.get("fold_val_losses") or []) or 1
+    se = (best.user_attrs.get("cv_loss_std") or 0.0) / np.sqrt(folds)
+    gain = earlier - best.value
+    if gain >= se:
+        return None
+    return (f"converged: the last {window} of {len(finished)} finished trials improved the best CV loss by "
+            f"{gain:.4g}, less than one standard error of the best trial's estimate ({se:.4g} = fold std / "
+            f"sqrt({folds})); best trial #{best.number}, CV loss {best.value:.4f}")

@@ -103,7 +103,7 @@ _NATURAL = {
 # Parameters that are a choice among names.
 _CHOICES = {
     "class_weight": ("none", "balanced"),
-    "embedding": ("none", "periodic"),
+    "embedding": ("none", "periodic", "auto"),
     "schedule": ("constant", "cosine"),
 }
 # Options left out of trial.params while they keep their "off" value: the plain MLP of
@@ -112,6 +112,11 @@ _OPTIONAL_DEFAULTS = {"class_weight": "none", "noise": 0.0, "embedding": "none",
                       "label_smoothing": 0.0, "beta2": 0.999, "schedule": "constant", "grad_clip": 0.0}
 # Searched only when the periodic embeddings are on.
 _EMBEDDING_PARAMS = ("n_frequencies", "frequency_scale", "embedding_dim")
+# embedding="auto": periodic embeddings when the data has at most this many numeric columns.
+# Their cost grows with the numeric columns (a linear map of their own per column and row):
+# on digits' 64 pixel columns they made a d1 w32 trial 11x slower (benchmarks/bench_engine.py),
+# where tables of a few dozen measurements pay about 2x.
+AUTO_EMBEDDING_MAX_NUMERIC = 32
 CLASS_WEIGHTS = _CHOICES["class_weight"]
 
 
@@ -211,13 +216,14 @@ class Space:
     class_weight: Any = "none"  # "balanced", or Categorical(["none", "balanced"]) to search it
     noise: Any = 0.0  # Gaussian input noise (std in standardized units), e.g. (0.0, 0.3)
     # The modern tabular-MLP recipe (README, "Models"): each fixed or searched like the rest.
-    embedding: Any = "none"  # "periodic": PLR embeddings of the numeric columns
-    n_frequencies: Any = 48  # periodic embeddings: frequencies per feature
-    frequency_scale: Any = 1.0  # periodic embeddings: std of the initial frequencies (log scale)
-    embedding_dim: Any = 24  # periodic embeddings: outputs per feature
+    embedding: Any = "auto"  # "periodic" (PLR embeddings of the numeric columns), "none", or "auto":
+    # periodic for at most AUTO_EMBEDDING_MAX_NUMERIC numeric columns
+    n_frequencies: Any = 16  # periodic embeddings: frequencies per feature
+    frequency_scale: Any = (0.01, 30.0)  # periodic embeddings: std of the initial frequencies (log scale)
+    embedding_dim: Any = 16  # periodic embeddings: outputs per feature
     ensemble: Any = 1  # members of the shared-weight ensemble (TabM-mini) in every fold-model
     label_smoothing: Any = 0.0  # classification: training target smoothing (values stay unsmoothed)
-    beta2: Any = 0.999  # AdamW's second-moment decay
+    beta2: Any = 0.95  # AdamW's second-moment decay
     schedule: Any = "constant"  # or "cosine": warm-up, then cosine decay over max_epochs
     grad_clip: Any = 0.0  # per fold-model gradient-norm limit; 0: off
 
@@ -240,6 +246,14 @@ class Space:
                 continue
             params[name] = param.suggest(trial, name)
         return params
+
+    def resolved(self, n_numeric: int) -> Space:
+        """This space with embedding="auto" decided for data with `n_numeric` numeric columns."""
+        if not isinstance(self.embedding, Categorical) or "auto" not in self.embedding.choices:
+            return self
+        on = "periodic" if 1 <= n_numeric <= AUTO_EMBEDDING_MAX_NUMERIC else "none"
+        choices = list(dict.fromkeys(on if c == "auto" else c for c in self.embedding.choices))
+        return dataclasses.replace(self, embedding=Categorical(choices))
 
 
 # Suggestion order: `embedding` before the settings that depend on it.
@@ -273,6 +287,9 @@ def check_config(config: dict[str, Any], where: str = "config") -> dict[str, Any
             raise SweepsError(f"{where}: {e}") from None
         if _NATURAL.get(name, (None,))[0] is Int:
             checked[name] = int(value)  # 8.0 -> 8: shapes are integers
+    if checked.get("embedding") == "auto":
+        raise SweepsError(f"{where}: embedding must be 'none' or 'periodic' here ('auto' is decided by a Space "
+                          "for its data).")
     return checked
 
 
@@ -306,6 +323,8 @@ class Study:
         final_model: what `evaluate` scores and saves: "folds" (the chosen trial's k
             fold-models, averaged), "refit" (one net on all non-test rows) or "refit-seeds"
             (several such nets with different seeds, averaged).
+        stop: "converged" ends the study when further trials are unlikely to beat the best by
+            more than the folds' noise (`search.converged`); `n_trials` and `timeout` stay caps.
 
     Example:
         >>> from sklearn.datasets import load_digits
@@ -329,8 +348,9 @@ class Study:
     pruner: optuna.pruners.BasePruner | None = None
     test_data: Any = None
     init_from: str | Path | None = None
-    preprocessing: str = "standard"
-    final_model: str = "refit"
+    preprocessing: str = "quantile"
+    final_model: str = "folds"
+    stop: str | None = None
 
     def __post_init__(self) -> None:
         from sweeps.storage import check_name
@@ -371,10 +391,18 @@ class Study:
         if self.preprocessing not in SCALINGS:
             raise SweepsError(f"Study.preprocessing: must be one of {', '.join(repr(v) for v in SCALINGS)}, "
                               f"got {self.preprocessing!r}.")
+        if self.stop not in (None, "converged"):
+            raise SweepsError(f"Study.stop: must be None or 'converged', got {self.stop!r}.")
         if self.final_model not in ("folds", "refit", "refit-seeds"):
             raise SweepsError(f"Study.final_model: must be 'folds', 'refit' or 'refit-seeds', got {self.final_model!r}.")
         if self.pruner is not None and not isinstance(self.pruner, optuna.pruners.BasePruner):
             raise SweepsError(f"Study.pruner: must be an Optuna pruner, got {self.pruner!r}.")
+
+    def resolved(self, n_numeric: int) -> Study:
+        """The study with its space's "auto" choices decided for data with `n_numeric` numeric columns."""
+        if not isinstance(self.space, Space):
+            return self
+        return dataclasses.replace(self, space=self.space.resolved(n_numeric))
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         """The network configuration of `trial`, from the `Space` or the space function."""

@@ -25,7 +25,8 @@ from sweeps.folds import Folds
 from sweeps.model import StackedMLP, loss_and_grad, per_row_losses, seeds_for
 from sweeps.optim import StackedAdamW, lr_factor
 
-EpochHook = Callable[[int, float], "str | None"]
+# on_epoch(epoch, mean of the folds' best validation loss so far, each fold's) -> a reason to stop, or None
+EpochHook = Callable[[int, float, list], "str | None"]
 EVAL_CHUNK = 16384  # rows per forward pass when validating: bounds memory on big tables
 
 
@@ -80,6 +81,7 @@ class FoldResult:
     curve_train: list[float] = field(default_factory=list)  # per epoch: mean minibatch loss of training folds
     curve_val: list[float] = field(default_factory=list)  # per epoch: mean validation loss of training folds
     reported: list[float] = field(default_factory=list)  # per epoch: what on_epoch saw
+    fold_curves: list[list[float]] = field(default_factory=list)  # per fold, per epoch it trained: validation loss
     interrupted: str | None = None  # the hook's reason, if it ended training
     diverged: str | None = None  # set when a loss became NaN or infinite
     n_params: int = 0
@@ -91,6 +93,33 @@ class FoldResult:
     @property
     def cv_loss(self) -> float:
         return float(np.mean(self.val_losses))
+
+    @property
+    def honest_cv_loss(self) -> float | None:
+        """The CV loss with each fold's stopping epoch chosen on the *other* folds (see `honest_cv`)."""
+        return honest_cv(self.fold_curves)
+
+
+def honest_cv(fold_curves: list[list[float]]) -> float | None:
+    """A CV estimate whose stopping epoch was not chosen on the fold it scores.
+
+    Early stopping keeps each fold's best epoch, chosen on that fold's own validation rows,
+    which then score it: the CV loss is optimistic (skorch#837, sklearn#1626). Here fold f is
+    scored at the epoch where the mean of the *other* folds' validation curves is lowest
+    (among the epochs every one of them trained, and fold f too): leave-one-fold-out
+    selection of the epoch. The difference to the CV loss is the optimism of early stopping.
+    """
+    k = len(fold_curves)
+    if k < 2 or any(not c for c in fold_curves):
+        return None
+    scores = []
+    for f, curve in enumerate(fold_curves):
+        others = [c for g, c in enumerate(fold_curves) if g != f]
+        epochs = min(len(curve), *(len(c) for c in others))
+        mean_others = np.mean([c[:epochs] for c in others], axis=0)
+        scores.append(curve[int(np.argmin(mean_others))])
+    value = float(np.mean(scores))
+    return value if math.isfinite(value) else None
 
 
 def train_folds(folds: Folds, config: NetConfig, *, max_epochs: int, patience: int | None,
@@ -143,6 +172,7 @@ def train_folds(folds: Folds, config: NetConfig, *, max_epochs: int, patience: i
     best_epoch = [0] * k
     stop_reasons = [f"reached max_epochs={max_epochs}"] * k
     result = FoldResult([], [], [], [], stop_reasons, n_params=model.n_params)
+    result.fold_curves = [[] for _ in range(k)]
     n_steps = math.ceil(n_train / config.batch_size)
     total_steps = (horizon or max_epochs) * n_steps
     step_count = 0
@@ -184,6 +214,8 @@ def train_folds(folds: Folds, config: NetConfig, *, max_epochs: int, patience: i
                                   folds.val_weight[active], folds.classification,
                                   None if val_weights is None else val_weights[active]).tolist()
         live = [i for i, f in enumerate(active_list) if not done[f]]
+        for i in live:
+            result.fold_curves[active_list[i]].append(val[i])
         result.curve_train.append(float(np.mean([train[i] for i in live])))
         result.curve_val.append(float(np.mean([val[i] for i in live])))
         bad = [active_list[i] for i in live if not (math.isfinite(train[i]) and math.isfinite(val[i]))]
@@ -210,7 +242,7 @@ def train_folds(folds: Folds, config: NetConfig, *, max_epochs: int, patience: i
         reported = float(np.mean(best_val))
         result.reported.append(reported)
         if on_epoch is not None:
-            reason = on_epoch(epoch, reported)
+            reason = on_epoch(epoch, reported, best_val)
             if reason:
                 result.interrupted = reason
                 for i in live:

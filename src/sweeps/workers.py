@@ -42,6 +42,7 @@ from optuna.trial import TrialState
 
 from sweeps import stop
 from sweeps.errors import SweepsError, Terminated, TrialFailed
+from sweeps.search import converged
 
 LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -56,6 +57,7 @@ class Budget:
     target: int  # finished trials the study should end with
     deadline: float | None = None  # time.time() after which no trial starts
     poll: float = 0.5  # seconds between checks while other workers' trials run
+    until_converged: bool = False  # also stop when search.converged says so
 
 
 def counts(study: optuna.Study) -> dict[TrialState, int]:
@@ -115,6 +117,12 @@ def optimize_until(study: optuna.Study, objective: Callable[[optuna.Trial], floa
         finished = c[TrialState.COMPLETE] + c[TrialState.PRUNED]
         if finished >= budget.target:
             return
+        if budget.until_converged:
+            reason = converged(study.get_trials(deepcopy=False))
+            if reason:
+                if study.user_attrs.get("stop_reason") != reason:
+                    study.set_user_attr("stop_reason", reason)
+                return
         if finished + c[TrialState.RUNNING] >= budget.target:  # waiting trials are work to do: ask() pops them
             if not heartbeat or not c[TrialState.RUNNING]:
                 return  # nothing can free a place: the other trials belong to live workers

@@ -1,0 +1,224 @@
+"""How good is the model a sweep finds? Against gradient boosting with default parameters, same rows.
+
+    python benchmarks/bench_quality.py [--datasets adult,california,wine_red,wine_white,mammography]
+                                       [--seeds 0,1,2] [--trials 25] [--variants recipe,...]
+                                       [--json results.json]
+
+For each dataset and seed: a `--trials`-trial sweep of the study template (`study()`
+below: every dataset gets the same search ranges, those of the shipped studies/adult.py,
+and the recipe's defaults, i.e. what a study file gets when it names no ingredient; the
+budget follows one rule of data size, as in the shipped studies), then `evaluate` of the
+declared final model on the held-out rows; LightGBM (`LGBMClassifier/Regressor(verbose=-1)`, optional:
+`pip install -e ".[bench]"`) and scikit-learn's `HistGradientBoosting*` with default
+parameters are fitted on the same non-test rows and scored on the same test rows
+(categorical columns as pandas `category`). Adult's held-out rows are its official test
+split; the others hold out a seeded, stratified 20 %, which the seed changes.
+
+Variants change one ingredient of the template at a time (the ablation): e.g.
+`no-embedding` turns the periodic embeddings off. Medians over seeds are printed as a
+Markdown table with the sweep's wall time beside each row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import accuracy_score, mean_squared_error, r2_score, roc_auc_score
+
+from sweeps import Space, Study, Table
+from sweeps._cli import quiet_optuna
+from sweeps.data import load_dataset
+from sweeps.evaluate import evaluate_study
+from sweeps.run import run_study
+
+DATA = Path(__file__).resolve().parent.parent / "studies" / "data"
+ADULT = ["age", "workclass", "fnlwgt", "education", "education-num", "marital-status", "occupation",
+         "relationship", "race", "sex", "capital-gain", "capital-loss", "hours-per-week", "native-country", "income"]
+WINE = ["fixed acidity", "volatile acidity", "citric acid", "residual sugar", "chlorides", "free sulfur dioxide",
+        "total sulfur dioxide", "density", "pH", "sulphates", "alcohol", "quality"]
+
+
+def adult_test():
+    X, y = Table(DATA / "adult-test.csv.gz", target="income", columns=ADULT)()
+    return X, y.str.rstrip(".")
+
+
+def california():
+    X, y = Table(DATA / "california_housing.csv.gz", target="median_house_value")()
+    return X, y / 1e5  # in units of $100,000, as scikit-learn's copy and the papers' tables
+
+
+# name: (task, data, test_data, metric)
+DATASETS = {
+    "adult": ("classification", Table(DATA / "adult-train.csv.gz", target="income", columns=ADULT), adult_test,
+              "accuracy"),
+    "california": ("regression", california, None, "r2"),
+    "wine_red": ("regression", Table(DATA / "winequality-red.csv.gz", target="quality", columns=WINE), None, "rmse"),
+    "wine_white": ("regression", Table(DATA / "winequality-white.csv.gz", target="quality", columns=WINE), None,
+                   "rmse"),
+    "mammography": ("classification", Table(DATA / "mammography.csv.gz", target="class",
+                                            columns=[f"x{i}" for i in range(1, 7)] + ["class"]), None, "roc_auc"),
+}
+
+# One ingredient changed at a time. Space options go to Space, the rest to Study.
+VARIANTS = {
+    "recipe": {},
+    "candidate": dict(embedding="periodic", frequency_scale=(0.01, 30.0), beta2=0.95, preprocessing="quantile",
+                      final_model="folds"),
+    "candidate-small": dict(embedding="periodic", frequency_scale=(0.01, 30.0), n_frequencies=16, embedding_dim=16,
+                            beta2=0.95, preprocessing="quantile", final_model="folds"),
+    "plain": dict(embedding="none", preprocessing="standard", beta2=0.999, schedule="constant",
+                  label_smoothing=0.0, final_model="refit", ensemble=1),
+    "no-embedding": dict(embedding="none"),
+    "standard-scaling": dict(preprocessing="standard"),
+    "robust-scaling": dict(preprocessing="robust"),
+    "quantile-scaling": dict(preprocessing="quantile"),
+    "beta2-0.999": dict(beta2=0.999),
+    "constant-lr": dict(schedule="constant"),
+    "cosine-lr": dict(schedule="cosine"),
+    "no-smoothing": dict(label_smoothing=0.0),
+    "smoothing-0.1": dict(label_smoothing=0.1),
+    "clip-1": dict(grad_clip=1.0),
+    "refit": dict(final_model="refit"),
+    "refit-seeds": dict(final_model="refit-seeds"),
+    "folds": dict(final_model="folds"),
+    "E4": dict(ensemble=4),
+    "E8": dict(ensemble=8),
+    "E16": dict(ensemble=16),
+    "E32": dict(ensemble=32),
+}
+STUDY_FIELDS = {"preprocessing", "final_model"}
+
+
+RANGES = dict(depth=(1, 3), width=(16, 256), dropout=(0.0, 0.5), weight_decay=(1e-6, 1e-2), lr=(3e-4, 1e-2))
+LARGE = 10_000  # rows: above, batches of 256 and 30 epochs (patience 4); below, 64 and 100 (patience 10)
+
+
+def study(name: str, seed: int, trials: int, variant: dict) -> Study:
+    """The same template for every dataset: ranges, budget rule, defaults, one change of the variant."""
+    task, data, test_data, _ = DATASETS[name]
+    rows = len(data()[1])
+    large = rows > LARGE
+    space_changes = {k: v for k, v in variant.items() if k not in STUDY_FIELDS}
+    study_changes = {k: v for k, v in variant.items() if k in STUDY_FIELDS}
+    space = Space(**RANGES, batch_size=256 if large else 64, **space_changes)
+    return Study(name=name, task=task, data=data, test_data=test_data, space=space, n_trials=trials, seed=seed,
+                 max_epochs=30 if large else 100, patience=4 if large else 10, **study_changes)
+
+
+def gradient_boosting(spec: Study) -> dict[str, dict[str, float]]:
+    """LightGBM and HistGradientBoosting with default parameters on the study's own rows."""
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+    dataset = load_dataset(spec)
+    X = dataset.X if dataset.is_table else pd.DataFrame(dataset.X)
+    X = X.copy()
+    for column in X.columns:
+        if not pd.api.types.is_numeric_dtype(X[column]):
+            X[column] = X[column].astype("category")
+    X_dev, X_test = X.iloc[dataset.dev], X.iloc[dataset.test]
+    y_dev, y_test = dataset.y[dataset.dev], dataset.y[dataset.test]
+    classification = spec.task == "classification"
+    models = {"HistGB": (HistGradientBoostingClassifier if classification else HistGradientBoostingRegressor)(
+        random_state=0, categorical_features="from_dtype")}
+    try:
+        import lightgbm
+
+        models["LightGBM"] = (lightgbm.LGBMClassifier if classification else lightgbm.LGBMRegressor)(
+            verbose=-1, random_state=0)
+    except ImportError:
+        pass
+    scores = {}
+    for name, model in models.items():
+        started = time.perf_counter()
+        model.fit(X_dev, y_dev)
+        seconds = time.perf_counter() - started
+        if classification:
+            p = model.predict_proba(X_test)
+            scores[name] = {"accuracy": accuracy_score(y_test, p.argmax(1)), "seconds": seconds}
+            if p.shape[1] == 2:
+                scores[name]["roc_auc"] = roc_auc_score(y_test, p[:, 1])
+        else:
+            pred = model.predict(X_test)
+            scores[name] = {"rmse": mean_squared_error(y_test, pred) ** 0.5, "r2": r2_score(y_test, pred),
+                            "seconds": seconds}
+    return scores
+
+
+def sweep(spec: Study) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as folder:
+        url = f"sqlite:///{folder}/{spec.name}.db"
+        dataset = load_dataset(spec)
+        started = time.perf_counter()
+        study_ = run_study(spec, dataset, storage=url, progress=False, out=io.StringIO())
+        sweep_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        entry, model = evaluate_study(spec, dataset, storage=url, model_path=f"{folder}/model.pt",
+                                      out=io.StringIO(), err=io.StringIO())
+        evaluate_seconds = time.perf_counter() - started
+    result = {"loss": entry["loss"], "cv_loss": entry["cv_loss"], "sweep_seconds": sweep_seconds,
+              "evaluate_seconds": evaluate_seconds, "pruned": sum(t.state.name == "PRUNED" for t in study_.trials),
+              "params": entry["params"], "members": entry["members"]}
+    if spec.task == "classification":
+        result["accuracy"] = entry["metric"]
+        if "roc_auc" in entry:
+            result["roc_auc"] = entry["roc_auc"]
+    else:
+        result.update(rmse=entry["metric"], r2=entry["r2"])
+    return result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--datasets", default=",".join(DATASETS))
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--trials", type=int, default=25)
+    p.add_argument("--variants", default="recipe")
+    p.add_argument("--no-gbdt", action="store_true", help="skip the gradient-boosting references")
+    p.add_argument("--json", help="append every result as a JSON line to this file")
+    args = p.parse_args()
+    quiet_optuna()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    rows = []
+    for name in args.datasets.split(","):
+        metric = DATASETS[name][3]
+        for variant in args.variants.split(","):
+            results = []
+            for seed in seeds:
+                spec = study(name, seed, args.trials, VARIANTS[variant])
+                result = sweep(spec)
+                if not args.no_gbdt and variant == args.variants.split(",")[0]:
+                    result["gbdt"] = gradient_boosting(spec)
+                result.update(dataset=name, variant=variant, seed=seed)
+                results.append(result)
+                print(json.dumps(result), file=sys.stderr, flush=True)
+                if args.json:
+                    with open(args.json, "a") as f:
+                        f.write(json.dumps(result) + "\n")
+            rows.append((name, variant, metric, results))
+    print(f"\n{args.trials} trials per sweep; medians over seeds {args.seeds}; torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads\n")
+    print("| dataset | variant | metric | sweeps | LightGBM default | HistGB default | sweep wall time | per seed |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, variant, metric, results in rows:
+        ours = statistics.median(r[metric] for r in results)
+        gbdt = {m: statistics.median(r["gbdt"][m][metric] for r in results) for m in ("LightGBM", "HistGB")
+                if all("gbdt" in r and m in r["gbdt"] for r in results)}
+        seconds = statistics.median(r["sweep_seconds"] + r["evaluate_seconds"] for r in results)
+        per_seed = " / ".join(f"{r[metric]:.4f}" for r in results)
+        print(f"| {name} | {variant} | {metric} | **{ours:.4f}** | {gbdt.get('LightGBM', float('nan')):.4f} | "
+              f"{gbdt.get('HistGB', float('nan')):.4f} | {seconds:.0f} s | {per_seed} |")
+
+
+if __name__ == "__main__":
+    main()
