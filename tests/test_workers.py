@@ -275,3 +275,34 @@ def test_workers_die_with_their_launcher_even_when_it_is_killed(tmp_path):
     # finished them first (no trial failed then). Either way nothing is left RUNNING.
     reasons = [t.user_attrs.get("fail_reason", "") for t in study.get_trials(states=(TrialState.FAIL,))]
     assert all("terminated (SIGTERM)" in r for r in reasons), reasons
+
+
+def trial_record(name: str, url: str) -> list:
+    trials = optuna.load_study(study_name=name, storage=url).trials
+    return [(t.number, t.state, t.params, t.value, t.intermediate_values) for t in trials]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_reproducible_workers_give_the_same_trials_whatever_the_timing(tmp_path, backend, request):
+    records = []
+    for run in range(2):
+        name = f"repro-{uuid.uuid4().hex[:8]}"
+        if backend == "postgresql":
+            url = request.getfixturevalue("postgres")
+        else:
+            url = f"sqlite:///{tmp_path / f'run{run}.db'}"
+        path = tmp_path / f"{name}.py"
+        # the same study file both times, but for its name; with MedianPruner (the default) at work
+        path.write_text(STUDY.format(name=name, n_trials=8, epochs=6).replace(
+            'pruner=__import__("optuna").pruners.NopPruner()',
+            'pruner=__import__("optuna").pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)'))
+        try:
+            process = sweeps_run(str(path), "--workers", "2", "--reproducible", "--storage", url, cwd=tmp_path)
+            out, err = process.communicate(timeout=400)
+            assert process.returncode == 0, err
+            records.append(trial_record(name, url))
+        finally:
+            if backend == "postgresql":
+                optuna.delete_study(study_name=name, storage=url)
+    assert len(records[0]) == 8
+    assert records[0] == records[1]

@@ -67,6 +67,11 @@ def _allocation_failure(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and ("allocate" in text or "out of memory" in text)
 
 
+def prepare(spec: Study, folds: Folds) -> tuple[Study, StackedMLP | None]:
+    """The study as its trials see it: "auto" choices decided for the data, transfer's fixed architecture."""
+    return transfer(spec.resolved(folds.n_numeric), folds.n_features, folds.n_outputs)
+
+
 def make_objective(spec: Study, folds: Folds) -> Callable[[optuna.Trial], float]:
     """The Optuna objective of a study, over folds prepared once per process.
 
@@ -78,7 +83,7 @@ def make_objective(spec: Study, folds: Folds) -> Callable[[optuna.Trial], float]
     - failed, the study stops: Ctrl+C / SIGTERM (`fail_reason` says which), a space
       function that raises (`SweepsError`), a storage failure, or a bug.
     """
-    spec, init = transfer(spec.resolved(folds.n_numeric), folds.n_features, folds.n_outputs)
+    spec, init = prepare(spec, folds)
     worker = f"{socket.gethostname()}:{os.getpid()}"
     device = folds.X_train.device
 

@@ -24,7 +24,7 @@ from sweeps import _cli, notes, record
 from sweeps.data import Dataset
 from sweeps.errors import SweepsError
 from sweeps.folds import make_folds
-from sweeps.objective import make_objective, transfer
+from sweeps.objective import make_objective, prepare, transfer
 from sweeps.storage import describe, open_storage, resolve_url, study_exists, use_wal
 from sweeps.study import Study
 from sweeps.search import default_pruner, default_sampler
@@ -38,7 +38,7 @@ def run_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
               progress: bool = True, out: TextIO = sys.stdout, workers: int = 1,
               study_file: str | None = None, overrides: dict | None = None,
               heartbeat: tuple[int, int] = (10, 60), accept_changed_settings: bool = False,
-              until_converged: bool | None = None) -> optuna.Study:
+              until_converged: bool | None = None, reproducible: bool = False) -> optuna.Study:
     """Create or resume `spec`'s Optuna study and run trials until its target is reached.
 
     With `workers` > 1, that many processes run trials together; each loads `study_file`
@@ -93,9 +93,10 @@ def run_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
             if study_file is None:
                 raise SweepsError("workers > 1 need the study file's path: each worker loads it itself.")
             threads = max(1, (os.cpu_count() or 1) // workers)
-            jobs = [WorkerJob(str(study_file), overrides or {}, url, budget, device, threads, i, *heartbeat)
-                    for i in range(workers)]
-            launch(jobs, study, budget, on_progress=shown)
+            jobs = [WorkerJob(str(study_file), overrides or {}, url, budget, device, threads, i, *heartbeat,
+                              reproducible=reproducible) for i in range(workers)]
+            prepared, _ = prepare(spec, folds)  # the space as the workers' objectives see it
+            launch(jobs, study, budget, on_progress=shown, suggest=prepared.suggest)
     return study
 
 
@@ -167,6 +168,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--until-converged", action="store_true",
                    help="also stop when further trials are unlikely to beat the best by more than the folds' "
                         "noise (README: 'When is the study done?'); --n-trials and --timeout stay caps")
+    p.add_argument("--reproducible", action="store_true",
+                   help="with --workers: ask and tell in fixed rounds of N trials, so that the same study file "
+                        "and seed give the same trials and values whatever the timing (slower: each round "
+                        "waits for its slowest trial)")
     p.add_argument("--accept-changed-settings", action="store_true",
                    help="go on with a study whose max_epochs, patience or validation changed (recorded "
                         "in its settings_history); without it such a change is refused")
@@ -193,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
                           overrides={"seed": args.seed} if args.seed is not None else {},
                           heartbeat=(args.heartbeat_interval, args.grace_period),
                           accept_changed_settings=args.accept_changed_settings,
-                          until_converged=True if args.until_converged else None)
+                          until_converged=True if args.until_converged else None,
+                          reproducible=args.reproducible)
         print(summary(study, resolve_url(spec.name, args.storage), time.perf_counter() - started))
         return 0
 

@@ -138,6 +138,122 @@ def _has_heartbeat(study: optuna.Study) -> bool:
     return bool(get and get())
 
 
+# --- reproducible parallel sweeps: fixed rounds --------------------------------------------------
+class Rounds:
+    """Ask N trials at a time, here in the launcher; workers only train them; then the next N.
+
+    Optuna's parallel sweeps are not reproducible (optuna#3056): which trials the sampler
+    has seen, and which a pruner compares with, depend on timing. In rounds, the sampler asks
+    each round's trials in a fixed order after every earlier round has finished (TPE's
+    constant liar sees the round's own earlier trials as running, the same every time), the
+    training seed is the trial number's, and a trial's pruner compares it only with trials
+    of earlier rounds (`RoundPruner`). The same study file and seed then give the same trials
+    and values whatever the timing. The cost: each round waits for its slowest trial.
+    """
+
+    def __init__(self, study: optuna.Study, suggest: Callable[[optuna.Trial], object], budget: Budget,
+                 size: int, tasks) -> None:
+        self.study, self.suggest, self.budget, self.size, self.tasks = study, suggest, budget, size, tasks
+        self.current: list[int] = []  # trial ids of the round in flight
+        self.finished_rounds = False
+
+    def step(self, workers: int) -> None:
+        if self.finished_rounds:
+            return
+        if self.current:
+            if _has_heartbeat(self.study):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    optuna.storages.fail_stale_trials(self.study)  # a dead worker's trial
+            states = {t._trial_id: t.state for t in self.study.get_trials(deepcopy=False)}
+            if any(states.get(i) == TrialState.RUNNING for i in self.current):
+                return
+        c = counts(self.study)
+        remaining = self.budget.target - c[TrialState.COMPLETE] - c[TrialState.PRUNED]
+        deadline = self.budget.deadline is not None and time.time() >= self.budget.deadline
+        reason = converged(self.study.get_trials(deepcopy=False)) if self.budget.until_converged else None
+        if reason:
+            self.study.set_user_attr("stop_reason", reason)
+        if remaining <= 0 or deadline or reason or workers == 0:
+            self.finished_rounds = True
+            for _ in range(self.size):
+                self.tasks.put(None)  # each worker's signal to finish
+            return
+        trials = []
+        with stop.deferred():
+            for _ in range(min(self.size, remaining)):
+                trial = self.study.ask()
+                self.suggest(trial)  # the configuration is drawn here, in order
+                trials.append(trial)
+        first = trials[0].number
+        self.current = [t._trial_id for t in trials]
+        for trial in trials:
+            self.tasks.put((trial._trial_id, first))
+
+
+class _TrialsBefore:
+    """The study as it was when a round started: `get_trials` shows only earlier trials."""
+
+    def __init__(self, study: optuna.Study, number: int) -> None:
+        self._study, self._number = study, number
+
+    def get_trials(self, deepcopy: bool = True, states=None) -> list:
+        return [t for t in self._study.get_trials(deepcopy=deepcopy, states=states) if t.number < self._number]
+
+    @property
+    def trials(self) -> list:
+        return self.get_trials()
+
+    def __getattr__(self, name: str):
+        return getattr(self._study, name)
+
+
+class RoundPruner(optuna.pruners.BasePruner):
+    """`inner`, judging a trial only against trials numbered below `before` (earlier rounds)."""
+
+    def __init__(self, inner: optuna.pruners.BasePruner, before: int) -> None:
+        self.inner, self.before = inner, before
+        self.last_reason = self.last_pruner = None
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        pruned = self.inner.prune(_TrialsBefore(study, self.before), trial)
+        self.last_reason = getattr(self.inner, "last_reason", None)
+        self.last_pruner = getattr(self.inner, "last_pruner", None) or type(self.inner).__name__
+        return pruned
+
+
+def serve(study: optuna.Study, objective: Callable[[optuna.Trial], float], tasks) -> None:
+    """A reproducible worker: train the trials the launcher hands out until it says stop."""
+    base = study.pruner
+    while True:
+        task = tasks.get()
+        if task is None:
+            return
+        trial_id, before = task
+        study.pruner = RoundPruner(base, before)
+        run_trial(study, trial_id, objective)
+
+
+def run_trial(study: optuna.Study, trial_id: int, objective: Callable[[optuna.Trial], float]) -> None:
+    """Run `objective` on a trial asked elsewhere, with heartbeats, and tell its outcome."""
+    from optuna.storages._heartbeat import get_heartbeat_thread
+
+    trial = optuna.trial.Trial(study, trial_id)
+    with stop.deferred(), get_heartbeat_thread(trial_id, study._storage):
+        try:
+            value = objective(trial)
+        except optuna.TrialPruned:
+            study.tell(trial, state=TrialState.PRUNED)
+            return
+        except TrialFailed:
+            study.tell(trial, state=TrialState.FAIL)
+            return
+        except BaseException:
+            study.tell(trial, state=TrialState.FAIL)
+            raise
+        study.tell(trial, value)
+
+
 # --- local worker processes ---------------------------------------------------------------
 @dataclass(frozen=True)
 class WorkerJob:
@@ -152,9 +268,10 @@ class WorkerJob:
     index: int
     heartbeat_interval: int
     grace_period: int
+    reproducible: bool = False  # train the trials the launcher hands out (`Rounds`), ask none
 
 
-def worker_main(job: WorkerJob) -> None:
+def worker_main(job: WorkerJob, tasks=None) -> None:
     """Entry point of one worker process. Exit codes: 0 done, 2 refused (one line), 130/143 stopped."""
     import torch
 
@@ -180,7 +297,10 @@ def worker_main(job: WorkerJob) -> None:
         # the study was made with, or its trials could train on test rows.
         record.check_same_study(study, spec, dataset, describe(job.storage))
         folds = make_folds(dataset, spec.folds, spec.seed, job.device, scaling=spec.preprocessing)
-        optimize_until(study, make_objective(spec, folds), job.budget, on_trial=None)
+        if job.reproducible:
+            serve(study, make_objective(spec, folds), tasks)
+        else:
+            optimize_until(study, make_objective(spec, folds), job.budget, on_trial=None)
         return 0
 
     sys.exit(_cli.guarded(body, prefix=f"worker {job.index}"))
@@ -211,19 +331,26 @@ def _die_with_parent() -> None:
 
 
 def launch(jobs: list[WorkerJob], study: optuna.Study, budget: Budget,
-           on_progress: Callable[[dict], None], out=sys.stderr) -> None:
+           on_progress: Callable[[dict], None], out=sys.stderr,
+           suggest: Callable[[optuna.Trial], object] | None = None) -> None:
     """Start one process per job, report progress, and stop them all on Ctrl+C or SIGTERM.
 
-    Raises `SweepsError` when workers failed and the study did not reach its target.
+    With reproducible jobs, `suggest` draws each trial's configuration here, in rounds
+    (`Rounds`). Raises `SweepsError` when workers failed and the study did not reach its target.
     """
     context = multiprocessing.get_context("spawn")  # no fork: torch and SQLite handles do not survive it
-    processes = [context.Process(target=worker_main, args=(job,), name=f"sweeps-worker-{job.index}")
-                 for job in jobs]
+    rounds = None
+    if jobs and jobs[0].reproducible:
+        rounds = Rounds(study, suggest, budget, len(jobs), context.Queue())
+    processes = [context.Process(target=worker_main, args=(job, rounds.tasks if rounds else None),
+                                 name=f"sweeps-worker-{job.index}") for job in jobs]
     for p in processes:
         p.start()
     reported_dead: set[int] = set()
     try:
         while any(p.is_alive() for p in processes):
+            if rounds is not None:
+                rounds.step(workers=sum(p.is_alive() for p in processes))
             time.sleep(0.5)
             on_progress(counts(study))
             for i, p in enumerate(processes):
