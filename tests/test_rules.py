@@ -131,7 +131,13 @@ def test_of_two_workers_that_both_see_room_only_one_trains(sqlite_url, digits_fo
     trial_a = study_a.ask()  # worker A: the second and last trial, running
     stale = {state: 0 for state in TrialState}
     stale[TrialState.COMPLETE] = 1  # what B saw before A asked: 1 finished, nothing running
-    monkeypatch.setattr(sweeps.workers, "counts", lambda study: dict(stale))
+    real_counts, calls = sweeps.workers.counts, []
+
+    def counts_seen_by_b(study):  # the first check is the stale one; later ones are real
+        calls.append(1)
+        return dict(stale) if len(calls) == 1 else real_counts(study)
+
+    monkeypatch.setattr(sweeps.workers, "counts", counts_seen_by_b)
     trained = []
     objective = make_objective(spec, digits_folds)
 
