@@ -88,3 +88,16 @@ def test_state_is_plain_json_and_arrays_and_round_trips(mixed):
         assert all(isinstance(a, np.ndarray) and a.dtype.kind == "f" for a in arrays.values())
         again = Preprocessing.from_state(meta, arrays)
         np.testing.assert_array_equal(again.features(mixed), prep.features(mixed))
+
+
+def test_auto_ranks_continuous_columns_and_standardises_those_of_few_levels(mixed):
+    train = mixed.iloc[:400]
+    auto = Preprocessing.fit(train, scaling="auto")
+    quantile = Preprocessing.fit(train, scaling="quantile")
+    standard = Preprocessing.fit(train, scaling="standard")
+    assert auto.ranked.tolist() == [True, True, False]  # income and age (72 levels) vs a flag
+    out = auto.features(mixed)
+    np.testing.assert_allclose(out[:, :2], quantile.features(mixed)[:, :2], atol=1e-6)
+    np.testing.assert_allclose(out[:, 2:], standard.features(mixed)[:, 2:], atol=1e-6)
+    again = Preprocessing.from_state(*auto.state())
+    np.testing.assert_array_equal(again.features(mixed), out)

@@ -4,12 +4,14 @@ One component for the sweep, `evaluate` and saved models alike. What it learns i
 numbers and strings (medians, scales, quantiles, category lists), so a saved model holds
 it as arrays and JSON, never as pickled objects: opening a model file cannot run code.
 
-Numeric columns: missing values take the training median, then one of three scalings:
+Numeric columns: missing values take the training median, then one of these scalings:
 - "standard": (x - mean) / std, as scikit-learn's `StandardScaler`;
 - "robust": (x - median) / IQR, then smooth clipping x / sqrt(1 + (x / 3)^2), as in RealMLP
   (Holzmüller et al. 2024): outliers are squashed towards ±3 instead of dominating a layer;
 - "quantile": each value's rank among the training values, mapped to a standard normal,
-  as scikit-learn's `QuantileTransformer(output_distribution="normal")`.
+  as scikit-learn's `QuantileTransformer(output_distribution="normal")`;
+- "auto": "quantile" for columns with many distinct values (continuous measurements),
+  "standard" for columns of a few levels (`AUTO_QUANTILE_MIN_DISTINCT`).
 Categorical columns: missing values take the most frequent category, then one-hot
 encoding with at most `MAX_CATEGORIES` columns; rarer and unseen categories share the last
 ("infrequent") column, as scikit-learn's `OneHotEncoder(handle_unknown="infrequent_if_exist")`.
@@ -25,7 +27,13 @@ from typing import Any
 
 import numpy as np
 
-SCALINGS = ("standard", "robust", "quantile")
+SCALINGS = ("auto", "standard", "robust", "quantile")
+# "auto": the quantile transform for columns with more distinct training values than this,
+# standard scaling for the others. A rank transform suits continuous, skewed measurements
+# (incomes, counts, areas); on a column of a few levels (pixel intensities 0-16, ratings, a
+# handful of years) it mostly bends the spacing of the levels: digits' nets lost a third in
+# validation loss with it (0.12 -> 0.17), where adult's and California's were as good or better.
+AUTO_QUANTILE_MIN_DISTINCT = 32
 MAX_CATEGORIES = 50  # one-hot columns per categorical column, the last one shared by rare categories
 N_QUANTILES = 1000  # as scikit-learn's QuantileTransformer
 _CLIP_EPS = 1e-7  # as scikit-learn: the normal quantile of 1e-7 is about -5.2
@@ -56,7 +64,7 @@ class Preprocessing:
     center: np.ndarray  # [n_numeric] subtracted after imputation
     scale: np.ndarray  # [n_numeric] divided by
     fill: np.ndarray  # [n_numeric] value for a missing entry (the training median)
-    quantiles: np.ndarray | None = None  # [N_QUANTILES, n_numeric] for "quantile"
+    quantiles: np.ndarray | None = None  # [N_QUANTILES, n_numeric] for "quantile" and "auto"
     numeric_columns: list[str] | None = None  # tables: names of the numeric columns, in order
     categorical_columns: list[str] = field(default_factory=list)
     categories: list[list[str]] = field(default_factory=list)  # per categorical column, kept ones
@@ -64,6 +72,7 @@ class Preprocessing:
     most_frequent: list[str] = field(default_factory=list)  # per categorical column: fills missing
     y_mean: float = 0.0
     y_std: float = 1.0
+    ranked: np.ndarray | None = None  # [n_numeric] bool, "auto": the columns the quantile transform takes
 
     # --- fitting ---------------------------------------------------------------------------
     @classmethod
@@ -79,6 +88,9 @@ class Preprocessing:
         center, scale, quantiles = _fit_scaling(values, scaling)
         prep = cls(scaling, center.astype(np.float64), scale.astype(np.float64), fill.astype(np.float64),
                    quantiles, [str(c) for c in numeric_columns] if table else None)
+        if scaling == "auto":
+            prep.ranked = np.array([len(np.unique(values[:, j])) > AUTO_QUANTILE_MIN_DISTINCT
+                                    for j in range(values.shape[1])], dtype=bool)
         if table:
             for column in (c for c in X.columns if c not in numeric_columns):
                 kept, infrequent, most_frequent = _fit_categories(X[column])
@@ -116,6 +128,10 @@ class Preprocessing:
         values = np.where(np.isnan(values), self.fill, values)
         if self.scaling == "quantile":
             numeric = _quantile_normal(values, self.quantiles)
+        elif self.scaling == "auto":
+            numeric = (values - self.center) / self.scale
+            if self.ranked.any():
+                numeric[:, self.ranked] = _quantile_normal(values[:, self.ranked], self.quantiles[:, self.ranked])
         else:
             numeric = (values - self.center) / self.scale
             if self.scaling == "robust":
@@ -139,11 +155,13 @@ class Preprocessing:
         arrays = {"center": self.center, "scale": self.scale, "fill": self.fill}
         if self.quantiles is not None:
             arrays["quantiles"] = self.quantiles
+        if self.ranked is not None:
+            arrays["ranked"] = self.ranked.astype(np.float64)
         return meta, arrays
 
     @classmethod
     def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Preprocessing:
-        return cls(str(meta["scaling"]), np.asarray(arrays["center"], np.float64),
+        prep = cls(str(meta["scaling"]), np.asarray(arrays["center"], np.float64),
                    np.asarray(arrays["scale"], np.float64), np.asarray(arrays["fill"], np.float64),
                    None if "quantiles" not in arrays else np.asarray(arrays["quantiles"], np.float64),
                    None if meta["numeric_columns"] is None else [str(c) for c in meta["numeric_columns"]],
@@ -151,6 +169,9 @@ class Preprocessing:
                    [[str(v) for v in c] for c in meta["categories"]],
                    [bool(i) for i in meta["infrequent"]], [str(v) for v in meta["most_frequent"]],
                    float(meta["y_mean"]), float(meta["y_std"]))
+        if "ranked" in arrays:
+            prep.ranked = np.asarray(arrays["ranked"]) > 0.5
+        return prep
 
 
 def _as_float(X) -> np.ndarray:
@@ -161,10 +182,12 @@ def _as_float(X) -> np.ndarray:
 
 def _fit_scaling(values: np.ndarray, scaling: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     n_features = values.shape[1]
-    if scaling == "standard" or n_features == 0:
+    if scaling in ("standard", "auto") or n_features == 0:
         mean = values.mean(axis=0) if len(values) else np.zeros(n_features)
         std = values.std(axis=0) if len(values) else np.ones(n_features)
-        return mean, np.where(std > 0, std, 1.0), None  # a constant column stays at 0
+        scale = np.where(std > 0, std, 1.0)  # a constant column stays at 0
+        quantiles = _fit_quantiles(values) if scaling == "auto" and n_features else None
+        return mean, scale, quantiles
     if scaling == "robust":
         q25, median, q75 = np.percentile(values, [25, 50, 75], axis=0)
         spread = q75 - q25
@@ -173,9 +196,12 @@ def _fit_scaling(values: np.ndarray, scaling: str) -> tuple[np.ndarray, np.ndarr
         half_range = (values.max(axis=0) - values.min(axis=0)) / 2
         scale = np.where(spread > 0, spread, np.where(half_range > 0, half_range, 1.0))
         return median, scale, None
+    return np.zeros(n_features), np.ones(n_features), _fit_quantiles(values)
+
+
+def _fit_quantiles(values: np.ndarray) -> np.ndarray:
     n_quantiles = max(1, min(N_QUANTILES, len(values)))
-    quantiles = np.percentile(values, np.linspace(0, 1, n_quantiles) * 100, axis=0)
-    return np.zeros(n_features), np.ones(n_features), quantiles
+    return np.percentile(values, np.linspace(0, 1, n_quantiles) * 100, axis=0)
 
 
 def _quantile_normal(values: np.ndarray, quantiles: np.ndarray) -> np.ndarray:

@@ -317,9 +317,10 @@ class Study:
         init_from: a model file saved by `evaluate` (on other data with the same features):
             every net starts from its weights and is fine-tuned (transfer learning); depth and
             width are the saved model's, the rest of the space (lr, ...) is searched.
-        preprocessing: how numeric columns are scaled, fitted per fold: "quantile" (ranks
-            mapped to a normal), "standard" (mean and std) or "robust" (median and IQR, then
-            smooth clipping). Categorical columns are one-hot encoded either way.
+        preprocessing: how numeric columns are scaled, fitted per fold: "auto" (the quantile
+            transform for continuous columns, standard scaling for columns of few levels),
+            "quantile" (ranks mapped to a normal), "standard" (mean and std) or "robust"
+            (median and IQR, then smooth clipping). Categorical columns are one-hot encoded.
         final_model: what `evaluate` scores and saves: "folds" (the chosen trial's k
             fold-models, averaged), "refit" (one net on all non-test rows) or "refit-seeds"
             (several such nets with different seeds, averaged).
@@ -348,7 +349,7 @@ class Study:
     pruner: optuna.pruners.BasePruner | None = None
     test_data: Any = None
     init_from: str | Path | None = None
-    preprocessing: str = "quantile"
+    preprocessing: str = "auto"
     final_model: str = "folds"
     stop: str | None = None
 
