@@ -87,3 +87,39 @@ def test_saving_is_atomic(model, tmp_path, monkeypatch):
     with pytest.raises(OSError):
         model.save(path)
     assert path.read_bytes() == before  # the old model is intact, no half-written file
+
+
+def test_a_loaded_model_is_a_fitted_scikit_learn_estimator(tmp_path):
+    from sklearn.base import is_classifier, is_regressor
+    from sklearn.datasets import load_diabetes, load_digits
+    from sklearn.inspection import permutation_importance
+    from sklearn.metrics import accuracy_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+    from sklearn.utils.validation import check_is_fitted
+
+    X, y = load_digits(return_X_y=True)
+    prep = fit_preprocessing(__import__("sweeps.data", fromlist=["x"]).Dataset(
+        X.astype("float32"), y, np.arange(10), np.arange(len(y)), np.arange(0), "", ""), np.arange(len(y)))
+    model = TrainedModel("classification", {}, [prep], StackedMLP.init([0], 64, 10, depth=1, width=16), None,
+                         list(range(10)))
+    path = model.save(tmp_path / "m.pt")
+    model = sweeps.load_model(path)
+    check_is_fitted(model)
+    assert is_classifier(model) and not is_regressor(model)
+    assert list(model.classes_) == list(range(10)) and model.n_features_in_ == 64
+    assert model.score(X[:200], y[:200]) == pytest.approx(accuracy_score(y[:200], model.predict(X[:200])))
+    result = permutation_importance(model, X[:200], y[:200], n_repeats=2, random_state=0)
+    assert result.importances_mean.shape == (64,)
+    pipeline = make_pipeline(FunctionTransformer(lambda a: a), model)  # a fitted pipeline ending in it
+    np.testing.assert_array_equal(pipeline.predict(X[:50]), model.predict(X[:50]))
+    with pytest.raises(SweepsError, match="trained by python -m sweeps.evaluate"):
+        model.fit(X, y)
+    Xr, yr = load_diabetes(return_X_y=True)
+    from sweeps.preprocess import Preprocessing
+
+    regressor = TrainedModel("regression", {}, [Preprocessing.fit(Xr, yr)],
+                             StackedMLP.init([0], 10, 1, depth=1, width=8), None, None)
+    assert is_regressor(regressor) and -5 < regressor.score(Xr, yr) < 1
+    with pytest.raises(AttributeError):
+        regressor.classes_

@@ -10,7 +10,10 @@ Example:
     ...               space=Space(depth=(1, 4), width=(16, 512)))
 """
 
+from sweeps import api
+from sweeps.api import optimize
 from sweeps.errors import SweepsError
+from sweeps.pruners import AnyPruner, FoldPairedPruner
 from sweeps.study import Categorical, Float, Int, Space, Study
 from sweeps.table import Table
 from sweeps.trained import TrainedModel, load_model
@@ -18,5 +21,6 @@ from sweeps.trained import TrainedModel, load_model
 __version__ = "0.2.0"
 
 __all__ = [
-    "Categorical", "Float", "Int", "Space", "Study", "SweepsError", "Table", "TrainedModel", "load_model", "__version__",
+    "AnyPruner", "Categorical", "Float", "FoldPairedPruner", "Int", "Space", "Study", "SweepsError", "Table",
+    "TrainedModel", "__version__", "api", "load_model", "optimize",
 ]

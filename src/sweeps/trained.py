@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator
 
 from sweeps.errors import SweepsError
 from sweeps.model import StackedMLP
@@ -34,9 +35,16 @@ FORMAT = "sweeps-model-2"
 _OLD_FORMAT_MAGIC = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")  # zip / pickle
 
 
-@dataclass
-class TrainedModel:
-    """Stacked networks and the preprocessing fitted with each, ready to predict raw feature rows."""
+@dataclass(repr=False)
+class TrainedModel(BaseEstimator):
+    """Stacked networks and the preprocessing fitted with each, ready to predict raw feature rows.
+
+    A fitted scikit-learn estimator: `predict`, `predict_proba`, `score` (accuracy or R²),
+    `classes_`, `n_features_in_` and, for tables, `feature_names_in_`; so
+    `sklearn.metrics`, `sklearn.inspection.permutation_importance` and a fitted `Pipeline`
+    use it as they use any classifier or regressor. It is trained by `sweeps.evaluate`, not
+    by `fit`.
+    """
 
     task: str
     params: dict[str, Any]
@@ -49,6 +57,54 @@ class TrainedModel:
     def __post_init__(self) -> None:
         if self.member_preprocessing is None:
             self.member_preprocessing = [0] * self.net.k
+
+    def __repr__(self) -> str:
+        kind = "classifier" if self.task == "classification" else "regressor"
+        study = f" of study '{self.info['study']}'" if self.info.get("study") else ""
+        return (f"sweeps.TrainedModel({kind}{study}, {self.n_members} member(s), "
+                f"{self.info.get('final_model', 'refit')}, {self.n_features_in_} features)")
+
+    # --- scikit-learn's fitted-estimator conventions ---------------------------------------
+    def __sklearn_is_fitted__(self) -> bool:
+        return True
+
+    def __sklearn_tags__(self):
+        from sklearn.utils import ClassifierTags, RegressorTags
+
+        tags = super().__sklearn_tags__()
+        if self.task == "classification":
+            tags.estimator_type, tags.classifier_tags = "classifier", ClassifierTags()
+        else:
+            tags.estimator_type, tags.regressor_tags = "regressor", RegressorTags()
+        return tags
+
+    @property
+    def classes_(self) -> np.ndarray:
+        if self.task != "classification":
+            raise AttributeError("classes_: a regression model has no classes")
+        return np.asarray(self.classes)
+
+    @property
+    def n_features_in_(self) -> int:
+        return self.n_features
+
+    @property
+    def feature_names_in_(self) -> np.ndarray:
+        columns = self.preprocessing.columns
+        if columns is None:
+            raise AttributeError("feature_names_in_: the model was trained on an array, not a table")
+        return np.asarray(columns, dtype=object)
+
+    def fit(self, X: Any, y: Any = None) -> TrainedModel:
+        raise SweepsError("a sweeps model is trained by python -m sweeps.evaluate (or sweeps.evaluate()), "
+                          "not by fit; it is already fitted.")
+
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """Accuracy (classification) or R² (regression), as scikit-learn's mixins define it."""
+        from sklearn.metrics import accuracy_score, r2_score
+
+        metric = accuracy_score if self.task == "classification" else r2_score
+        return float(metric(y, self.predict(X), sample_weight=sample_weight))
 
     @property
     def preprocessing(self) -> Preprocessing:
