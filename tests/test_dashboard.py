@@ -177,6 +177,17 @@ def test_the_dashboard_is_read_only_without_allow_writes(dashboard):
     study.tell(running, state=optuna.trial.TrialState.FAIL)
 
 
+def test_the_saved_model_is_an_artifact_of_the_study(dashboard):
+    import json
+
+    base, _, _ = dashboard
+    with urllib.request.urlopen(f"{base}/api/studies/1", timeout=10) as response:
+        artifacts = json.load(response)["artifacts"]
+    [model] = [a for a in artifacts if a["filename"] == "m.pt"]  # what evaluate saved, listed on the study
+    with urllib.request.urlopen(f"{base}/artifacts/1/{model['artifact_id']}", timeout=10) as response:
+        assert response.read()[8:9] == b"{"  # a safetensors file: 8 bytes of header length, then its JSON
+
+
 def test_ctrl_c_stops_the_dashboard_cleanly(dashboard):
     _, process, _ = dashboard
     process.send_signal(signal.SIGINT)

@@ -81,12 +81,13 @@ def export(study: Study | str | Path, *, rule: str = "best", top: int = 1, outpu
            format: str = "json", storage: str | None = None) -> dict[str, Any]:  # noqa: A002 - the CLI's name
     """Write the chosen configuration, as `python -m sweeps.export`; returns the document."""
     from sweeps.export import default_path, export_config, write_config
-    from sweeps.storage import load_existing_study
+    from sweeps.storage import attach, load_existing_study
 
     spec, _ = _spec(study)
     stored, url = load_existing_study(spec.name, storage)
     document = export_config(stored, url, top, rule)
-    write_config(document, Path(output) if output else default_path(spec.name, url, format), format)
+    path = write_config(document, Path(output) if output else default_path(spec.name, url, format), format)
+    attach(stored, path, url)
     return document
 
 

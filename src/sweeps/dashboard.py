@@ -24,7 +24,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from sweeps import _cli
 from sweeps.errors import SweepsError
-from sweeps.storage import describe, load_existing_study
+from sweeps.storage import artifact_folder, describe, load_existing_study
 from sweeps.study import load_study_file
 
 READ_METHODS = ("GET", "HEAD", "OPTIONS")
@@ -73,7 +73,13 @@ def main(argv: list[str] | None = None) -> int:
         _cli.quiet_optuna()
         spec = load_study_file(args.study_file)
         study, url = load_existing_study(spec.name, args.storage)
-        app = wsgi(study._storage)
+        folder = artifact_folder(url, spec.name)
+        store = None
+        if folder.is_dir():  # models, exports and reports that evaluate, export and diagnose stored
+            from optuna.artifacts import FileSystemArtifactStore
+
+            store = FileSystemArtifactStore(folder)
+        app = wsgi(study._storage, artifact_store=store)
         if not args.allow_writes:
             app = read_only(app)
         try:

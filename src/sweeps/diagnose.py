@@ -40,7 +40,7 @@ from sweeps.data import Dataset
 from sweeps.errors import SweepsError
 from sweeps.folds import Folds, make_folds
 from sweeps.objective import trial_seed
-from sweeps.storage import check_writable, describe, load_existing_study, output_path, write_text_atomic
+from sweeps.storage import attach, check_writable, describe, load_existing_study, output_path, write_text_atomic
 from sweeps.study import Categorical, Space, Study
 from sweeps.train import NetConfig, train_folds
 
@@ -365,6 +365,7 @@ def diagnose_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
     diagnosis.report = markdown(diagnosis, study, best)
 
     write_text_atomic(path, diagnosis.report)
+    attach(study, path, url)
     study.set_user_attr("learning_curve", curve)
     study.set_user_attr("diagnosis", {
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

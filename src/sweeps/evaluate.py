@@ -34,7 +34,7 @@ from sweeps.errors import SweepsError
 from sweeps.export import read_config
 from sweeps.final import train_final
 from sweeps.objective import transfer, trial_seed
-from sweeps.storage import check_writable, describe, load_existing_study, output_path
+from sweeps.storage import attach, check_writable, describe, load_existing_study, output_path
 from sweeps.study import Study
 from sweeps.train import NetConfig
 from sweeps.trained import TrainedModel
@@ -152,6 +152,7 @@ def evaluate_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
         record.write_test_evaluation(study, ledger, ledger_trial, entry)
         model.info.update(study=spec.name, fingerprint=dataset.fingerprint, test_result=entry)
         model.save(path)
+    attach(study, path, url)
     notes.refresh(study)
     print(report(spec, entry), file=out)
     return entry, model

@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 
 from sweeps import __version__, _cli
 from sweeps.errors import SweepsError
-from sweeps.storage import check_writable, describe, load_existing_study, output_path, write_text_atomic
+from sweeps.storage import attach, check_writable, describe, load_existing_study, output_path, write_text_atomic
 from sweeps.study import check_config, load_study_file
 
 FORMAT = "sweeps-config-1"
@@ -174,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         fmt = args.format or ("yaml" if args.output and Path(args.output).suffix in (".yaml", ".yml") else "json")
         document = export_config(study, url, args.top, args.rule)
         path = write_config(document, Path(args.output) if args.output else default_path(spec.name, url, fmt), fmt)
+        attach(study, path, url)
         best = document["trials"][0]
         print(f"Exported {len(document['trials'])} trial(s) of '{spec.name}' to {path}")
         print(f"Chosen by the {document['chosen_because']}.")

@@ -71,6 +71,31 @@ def output_path(url: str, study_name: str, suffix: str) -> Path:
     return results_folder(url) / f"{study_name}{suffix}"
 
 
+def artifact_folder(url: str, study_name: str) -> Path:
+    """Where the study's artifacts (models, exports, reports) are kept: `storage/<name>-artifacts/`."""
+    return output_path(url, study_name, "-artifacts")
+
+
+def attach(study: optuna.Study, path: Path, url: str) -> None:
+    """Store a result file with Optuna's artifact API, so optuna-dashboard lists it on the study.
+
+    The file-system store sits next to the database (`artifact_folder`); `sweeps.dashboard`
+    serves it. A copy is kept per call: each evaluation's model stays, as in `test_history`.
+    """
+    from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+
+    folder = artifact_folder(url, study.study_name)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        mimetype = {".json": "application/json", ".yaml": "application/yaml", ".yml": "application/yaml",
+                    ".md": "text/markdown"}.get(path.suffix, "application/octet-stream")
+        upload_artifact(artifact_store=FileSystemArtifactStore(folder), file_path=str(path), study_or_trial=study,
+                        mimetype=mimetype)
+    except OSError as e:
+        raise SweepsError(f"{folder}: cannot store {path.name} as an artifact ({e.strerror}); free space or "
+                          "check the folder's permissions.") from None
+
+
 def check_writable(path: Path, what: str) -> None:
     """Fail now, with the fix, if `path` cannot be written (before hours of work, not after)."""
     if path.is_dir():
