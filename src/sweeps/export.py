@@ -154,12 +154,40 @@ def default_path(study_name: str, url: str, fmt: str) -> Path:
     return output_path(url, study_name, f"-best.{fmt}")
 
 
+def export_model(args) -> int:
+    """`--model onnx`: the model `evaluate` saved, as an ONNX graph (see sweeps.onnx)."""
+    from sweeps.onnx import export_onnx
+    from sweeps.trained import load_model
+
+    spec, dataset = _cli.load(args.study_file)
+    study, url = load_existing_study(spec.name, args.storage)
+    source = Path(args.model_file) if args.model_file else output_path(url, spec.name, "-model.pt")
+    if not source.is_file():
+        raise SweepsError(f"{source}: no saved model; python -m sweeps.evaluate {args.study_file} saves one "
+                          "(or pass --model-file).")
+    model = load_model(source)
+    path = Path(args.output) if args.output else output_path(url, spec.name, ".onnx")
+    check_writable(path, "ONNX model")
+    sample = dataset.rows(dataset.dev[:256])  # non-test rows, for the parity check only
+    if hasattr(sample, "columns") and not any(p.categorical_columns for p in model.preprocessings):
+        sample = sample[model.preprocessing.numeric_columns].to_numpy(dtype=np.float64, na_value=np.nan)
+    export_onnx(model, path, sample)
+    attach(study, path, url)
+    print(f"Exported {source} ({model.n_members} member(s)) to {path}: numeric columns in, "
+          f"{'class probabilities' if model.task == 'classification' else 'predictions'} out; "
+          f"onnxruntime agrees with load_model to {1e-5:g}.")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = _cli.parser("python -m sweeps.export", "Export the best configuration of a study.")
     p.add_argument("--format", choices=("json", "yaml"), default=None,
                    help="file format (default: from --output's suffix, else json)")
     p.add_argument("--output", metavar="PATH", help="where to write (default: storage/<name>-best.<format>)")
     p.add_argument("--top", type=int, default=1, metavar="K", help="list the K best trials")
+    p.add_argument("--model", choices=("onnx",), help="export the trained model (saved by evaluate) instead of the "
+                   "configuration: --model onnx writes an ONNX graph, checked with onnxruntime")
+    p.add_argument("--model-file", metavar="PATH", help="the model to export (default: storage/<name>-model.pt)")
     p.add_argument("--rule", choices=RULES, default="best",
                    help="which trial to export: the lowest CV loss (best, default) or the simplest within one "
                         "standard error of it (one-se)")
@@ -169,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.top < 1:
             raise SweepsError(f"--top must be >= 1, got {args.top}.")
         _cli.quiet_optuna()
+        if args.model:
+            return export_model(args)
         spec = load_study_file(args.study_file)
         study, url = load_existing_study(spec.name, args.storage)
         fmt = args.format or ("yaml" if args.output and Path(args.output).suffix in (".yaml", ".yml") else "json")

@@ -77,7 +77,30 @@ def trial_note(result, task: str, reason: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def save_trial_note(trial: optuna.Trial, body: str) -> None:
-    from optuna_dashboard import save_note
+# optuna-dashboard finds each trial's note by scanning every note of the study: with a note
+# per trial, a study page costs trials x notes string checks (5,000 trials: tens of seconds,
+# benchmarks/bench_dashboard.py). Past this many trials the reasons stay in the user attrs
+# (prune_reason, fail_reason) and the per-fold numbers in fold_val_losses and the rest.
+MAX_TRIAL_NOTES = 1000
 
-    save_note(trial, body)
+
+def save_trial_note(trial: optuna.Trial, body: str) -> None:
+    """The trial's note, written once, in optuna-dashboard's format (for the first MAX_TRIAL_NOTES trials).
+
+    `optuna_dashboard.save_note` reads every note of the study twice to version and clean up
+    the one it writes: in a 5,000-trial study, megabytes per trial. A trial's note is written
+    once, at its end, so version 1 and its chunks are written directly (the same keys).
+    """
+    if trial.number >= MAX_TRIAL_NOTES:
+        return
+    try:
+        from optuna_dashboard._note import note_ver_key, split_body
+    except ImportError:  # another optuna-dashboard: its public function, slower on big studies
+        from optuna_dashboard import save_note
+
+        save_note(trial, body)
+        return
+    storage, study_id = trial.storage, trial.study._study_id
+    for key, value in split_body(body, trial._trial_id).items():
+        storage.set_study_system_attr(study_id, key, value)
+    storage.set_study_system_attr(study_id, note_ver_key(trial._trial_id), 1)

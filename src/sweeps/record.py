@@ -87,9 +87,10 @@ def write_trial(trial: optuna.Trial, result: FoldResult, task: str) -> None:
             "macro_f1": _mean_std(result.macro_f1s)[0]} if result.balanced_accuracies else {}),
         "seconds": round(result.seconds, 3),
         "epochs": len(result.curve_train),
-        "curve_train": _finite(result.curve_train),
-        "curve_val": _finite(result.curve_val),
-        # one attr for k x epochs numbers, at 5 significant digits: compact in the database
+        # Per-epoch curves at 5 significant digits: with k x epochs numbers in fold_curves, they
+        # are most of a trial's size, in the database and in every dashboard page load.
+        "curve_train": [_round(v) for v in result.curve_train],
+        "curve_val": [_round(v) for v in result.curve_val],
         "fold_curves": [[_round(v) for v in curve] for curve in result.fold_curves],
     }
     honest = result.honest_cv_loss

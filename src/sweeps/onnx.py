@@ -1,0 +1,167 @@
+"""A saved model as ONNX, for serving stacks that do not run Python (onnxruntime, Triton, ...).
+
+    python -m sweeps.export studies/wine_red.py --model onnx [--output storage/wine_red.onnx]
+
+What the ONNX graph covers: raw numeric rows in, in the order of the model's numeric
+columns (`numeric_columns` in the graph's metadata), missing values as NaN; the fitted
+preprocessing (median imputation; standard, robust with smooth clipping, quantile or auto
+scaling); periodic embeddings; shared-weight members; every member of an ensemble (fold
+models or refits), averaged as `load_model` averages them. Out: class probabilities
+(classification, columns in `classes` order, also in the metadata) or predictions in the
+target's units (regression).
+
+What it does not: categorical (string) columns, whose one-hot encoding the export refuses
+to guess; encode them upstream, or serve the model with `sweeps.load_model`.
+
+The graph is traced from a torch module that repeats `TrainedModel`'s arithmetic, and the
+export checks it with onnxruntime against `load_model`'s predictions (1e-5) before writing.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.special import ndtri
+
+from sweeps.errors import SweepsError
+from sweeps.preprocess import _CLIP_EPS
+from sweeps.trained import TrainedModel
+
+TOLERANCE = 1e-5
+# scikit-learn clips the normal quantiles at ndtri(1e-7 - eps) and its mirror: about ±5.2.
+_LOWEST, _HIGHEST = float(ndtri(_CLIP_EPS - np.spacing(1))), float(ndtri(1 - (_CLIP_EPS - np.spacing(1))))
+
+
+def _ndtri(p: torch.Tensor) -> torch.Tensor:
+    """The standard normal's inverse CDF from ONNX-exportable ops: Acklam's rational approximation
+    (relative error below 1.2e-9, far below the float32 the network computes in;
+    torch.special.ndtri has no ONNX op)."""
+    a = (-3.969683028665376e01, 2.209460984245205e02, -2.759285104469687e02, 1.383577518672690e02,
+         -3.066479806614716e01, 2.506628277459239e00)
+    b = (-5.447609879822406e01, 1.615858368580409e02, -1.556989798598866e02, 6.680131188771972e01,
+         -1.328068155288572e01)
+    c = (-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e00, -2.549732539343734e00,
+         4.374664141464968e00, 2.938163982698783e00)
+    d = (7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e00, 3.754408661907416e00)
+    low = 0.02425
+    q = p - 0.5
+    r = q * q
+    central = (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q / (
+        ((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1)
+    tail_p = torch.where(p < 0.5, p, 1 - p)
+    t = torch.sqrt(-2 * torch.log(tail_p))
+    tail = (((((c[0] * t + c[1]) * t + c[2]) * t + c[3]) * t + c[4]) * t + c[5]) / (
+        (((d[0] * t + d[1]) * t + d[2]) * t + d[3]) * t + 1)
+    tail = torch.where(p < 0.5, tail, -tail)
+    return torch.where((p >= low) & (p <= 1 - low), central, tail)
+
+
+class _Preprocess(torch.nn.Module):
+    def __init__(self, prep) -> None:
+        super().__init__()
+        f64 = lambda a: torch.as_tensor(np.asarray(a, np.float64))  # noqa: E731
+        self.scaling = prep.scaling
+        self.register_buffer("fill", f64(prep.fill))
+        self.register_buffer("center", f64(prep.center))
+        self.register_buffer("scale", f64(prep.scale))
+        ranked = np.zeros(len(prep.center), bool) if prep.quantiles is None else (
+            np.ones(len(prep.center), bool) if prep.ranked is None else prep.ranked)
+        self.register_buffer("ranked", torch.as_tensor(ranked))
+        quantiles = prep.quantiles if prep.quantiles is not None else np.zeros((2, len(prep.center)))
+        self.register_buffer("quantiles", f64(quantiles))  # [n_q, columns]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [rows, columns] float64
+        x = torch.where(torch.isnan(x), self.fill, x)
+        out = (x - self.center) / self.scale
+        if self.scaling == "robust":
+            out = out / torch.sqrt(1 + (out / 3) ** 2)
+        if self.scaling in ("quantile", "auto"):
+            out = torch.where(self.ranked, self._quantile(x), out)
+        return out
+
+    def _quantile(self, x: torch.Tensor) -> torch.Tensor:
+        """scikit-learn's tie-aware interpolation, as a sum of clipped ramps over the quantile segments."""
+        q = self.quantiles  # [n, c]
+        n = q.shape[0]
+        step = 1.0 / (n - 1)
+        lo, hi = q[:-1], q[1:]  # [n-1, c]
+        width = hi - lo
+        xs = x.unsqueeze(1)  # [rows, 1, c]
+        # Upward interpolation: the share of each segment below x; a zero-width segment (ties)
+        # counts whole once x reaches it.
+        up = torch.where(width > 0, ((xs - lo) / torch.where(width > 0, width, 1.0)).clamp(0, 1),
+                         (xs >= hi).to(x.dtype))
+        # Downward interpolation (of -x against reversed quantiles): the same, ties counting once x passes them.
+        down = torch.where(width > 0, ((xs - lo) / torch.where(width > 0, width, 1.0)).clamp(0, 1),
+                           (xs > lo).to(x.dtype))
+        cdf = 0.5 * (up.sum(1) + down.sum(1)) * step
+        cdf = torch.where(x - _CLIP_EPS < q[0], torch.zeros_like(cdf), cdf)
+        cdf = torch.where(x + _CLIP_EPS > q[-1], torch.ones_like(cdf), cdf)
+        return _ndtri(cdf.clamp(1e-300, 1.0 - 1e-16)).clamp(_LOWEST, _HIGHEST)
+
+
+class _Served(torch.nn.Module):
+    """`TrainedModel`'s prediction from raw numeric rows."""
+
+    def __init__(self, model: TrainedModel) -> None:
+        super().__init__()
+        self.model = model
+        self.preps = torch.nn.ModuleList(_Preprocess(p) for p in model.preprocessings)
+        self.members = list(model.member_preprocessing)
+        self.classification = model.task == "classification"
+        self.register_buffer("y_std", torch.tensor([model.preprocessings[i].y_std for i in self.members],
+                                                   dtype=torch.float64))
+        self.register_buffer("y_mean", torch.tensor([model.preprocessings[i].y_mean for i in self.members],
+                                                    dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = [p(x.double()).float() for p in self.preps]
+        stacked = torch.stack([features[i] for i in self.members])  # [members, rows, columns]
+        out = self.model.net.combine(self.model.net.forward(stacked)[0], self.classification)
+        if self.classification:
+            return torch.softmax(out, dim=-1).mean(0)
+        return (out[..., 0].double() * self.y_std[:, None] + self.y_mean[:, None]).mean(0)
+
+
+def export_onnx(model: TrainedModel, path: Path, sample: np.ndarray) -> Path:
+    """Write `model` as ONNX to `path`, after checking onnxruntime against `model` on `sample` rows."""
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError:
+        raise SweepsError("--model onnx needs onnx and onnxruntime: pip install -e \".[onnx]\".") from None
+    prep = model.preprocessing
+    if any(p.categorical_columns for p in model.preprocessings):
+        raise SweepsError(f"--model onnx: the model one-hot encodes categorical columns "
+                          f"({', '.join(prep.categorical_columns)}), which the ONNX graph does not cover; encode "
+                          "them upstream (numbers in, as the network sees them), or serve it with sweeps.load_model.")
+    served = _Served(model).eval()
+    x = torch.as_tensor(np.asarray(sample, np.float64)).float()
+    partial = path.with_name(path.name + ".partial")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on constants it folds (the fitted numbers)
+        torch.onnx.export(served, (x,), str(partial), input_names=["numeric"],
+                          output_names=["probabilities" if served.classification else "prediction"],
+                          dynamic_axes={"numeric": {0: "rows"}}, dynamo=False, opset_version=17)
+    graph = onnx.load(str(partial))
+    meta = {"numeric_columns": json.dumps(prep.numeric_columns), "task": model.task,
+            "classes": json.dumps(model.classes), "members": str(model.n_members)}
+    for key, value in meta.items():
+        entry = graph.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(graph, str(partial))
+    session = onnxruntime.InferenceSession(str(partial), providers=["CPUExecutionProvider"])
+    theirs = session.run(None, {"numeric": x.numpy()})[0]
+    ours = model.predict_proba(sample) if served.classification else model.predict(sample)
+    gap = float(np.abs(np.asarray(theirs, np.float64) - ours).max())
+    if not gap <= TOLERANCE:
+        partial.unlink(missing_ok=True)
+        raise SweepsError(f"--model onnx: onnxruntime's predictions differ from load_model's by {gap:.2e} "
+                          f"(> {TOLERANCE:g}); nothing was written.")
+    partial.replace(path)
+    return path

@@ -1,0 +1,73 @@
+"""`python -m sweeps.export --model onnx`: the saved model as ONNX, predicting what load_model predicts."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_diabetes, load_digits
+
+import sweeps
+from sweeps.data import load_dataset
+from sweeps.evaluate import evaluate_study
+from sweeps.export import main as export_main
+from sweeps.run import run_study
+
+from conftest import digits_study
+
+onnxruntime = pytest.importorskip("onnxruntime")
+
+STUDY = """
+from sklearn.datasets import {loader}
+from sweeps import Space, Study
+study = Study(name="onnx", task={task!r}, data=lambda: {loader}(return_X_y=True),
+              space=Space(depth=2, width=16, lr=5e-3), folds=3, max_epochs=4, patience=3, n_trials=1,
+              preprocessing={scaling!r})
+"""
+
+
+@pytest.mark.parametrize("loader, task, scaling", [
+    ("load_diabetes", "regression", "auto"),  # 10 numeric columns: periodic embeddings, quantile and standard
+    ("load_digits", "classification", "robust"),
+])
+def test_the_onnx_graph_predicts_what_load_model_predicts(tmp_path, monkeypatch, capsys, loader, task, scaling):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.py").write_text(STUDY.format(loader=loader, task=task, scaling=scaling))
+    spec = sweeps.study.load_study_file(tmp_path / "s.py")
+    dataset = load_dataset(spec)
+    url = "sqlite:///storage/onnx.db"
+    run_study(spec, dataset, storage=url, progress=False, out=io.StringIO())
+    evaluate_study(spec, dataset, storage=url, out=io.StringIO(), err=io.StringIO())  # 3 fold-models
+    assert export_main([str(tmp_path / "s.py"), "--model", "onnx"]) == 0
+    assert "onnxruntime agrees with load_model" in capsys.readouterr().out
+    model = sweeps.load_model(tmp_path / "storage" / "onnx-model.pt")
+    session = onnxruntime.InferenceSession(str(tmp_path / "storage" / "onnx.onnx"), providers=["CPUExecutionProvider"])
+    X = (load_diabetes if task == "regression" else load_digits)(return_X_y=True)[0][dataset.test]
+    ours = model.predict(X) if task == "regression" else model.predict_proba(X)
+    theirs = session.run(None, {"numeric": X.astype(np.float32)})[0]
+    np.testing.assert_allclose(theirs, ours, atol=1e-5, rtol=0)
+    meta = session.get_modelmeta().custom_metadata_map
+    assert meta["task"] == task and meta["members"] == "3"
+
+
+def test_categorical_columns_are_refused_with_the_fix(tmp_path, monkeypatch, capsys):
+    import pandas as pd
+
+    monkeypatch.chdir(tmp_path)
+    X, y = load_digits(return_X_y=True)
+    frame = pd.DataFrame(X[:, :5], columns=list("abcde")).assign(colour=np.where(y % 2, "red", "blue"))
+    frame["y"] = y
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    (tmp_path / "s.py").write_text(
+        "from sweeps import Space, Study, Table\n"
+        "study = Study(name='cat', task='classification', data=Table('t.csv', target='y'), "
+        "space=Space(depth=1, width=8, lr=5e-3), folds=3, max_epochs=2, n_trials=1)\n")
+    spec = sweeps.study.load_study_file(tmp_path / "s.py")
+    dataset = load_dataset(spec)
+    run_study(spec, dataset, progress=False, out=io.StringIO())
+    evaluate_study(spec, dataset, out=io.StringIO(), err=io.StringIO())
+    assert export_main([str(tmp_path / "s.py"), "--model", "onnx"]) == 2
+    err = capsys.readouterr().err
+    assert "one-hot encodes categorical columns (colour)" in err and "encode them upstream" in err
+    assert not (tmp_path / "storage" / "cat.onnx").exists()
