@@ -103,7 +103,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def open_page(study_file: Path, timeout: float = 120.0) -> dict[str, float]:
+def open_page(study_file: Path, timeout: float = 120.0, browser=None) -> dict[str, float]:
     """Serve the study with sweeps.dashboard; seconds until the history plot shows, and the API call's."""
     import urllib.request
 
@@ -125,17 +125,25 @@ def open_page(study_file: Path, timeout: float = 120.0) -> dict[str, float]:
         with urllib.request.urlopen(f"{base}/api/studies/1?after=0", timeout=timeout) as response:
             size = len(response.read())
         api = time.perf_counter() - started
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
-                                        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        def measure(chromium) -> float:
+            page = chromium.new_page(viewport={"width": 1400, "height": 1000})
             started = time.perf_counter()
             page.goto(f"{base}/dashboard/studies/1")
             # the history plot draws one marker per trial: wait until plotly has drawn them
             page.wait_for_function("document.querySelectorAll('.js-plotly-plot .scatterlayer .point').length > 100",
                                    timeout=timeout * 1000)
             shown = time.perf_counter() - started
-            browser.close()
+            page.close()
+            return shown
+
+        if browser is not None:
+            shown = measure(browser)
+        else:
+            with sync_playwright() as p:
+                chromium = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
+                                             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+                shown = measure(chromium)
+                chromium.close()
         return {"history_plot_s": shown, "api_s": api, "api_bytes": size}
     finally:
         server.terminate()
