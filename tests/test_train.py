@@ -98,3 +98,45 @@ def test_regression_learns():
                          patience=10, seed=0)
     assert result.cv_loss < 0.65  # standardized MSE ~ 1 - R^2; ridge reaches ~0.52
     assert 40 < np.mean(result.metrics) < 70  # RMSE in the target's units (std ~77)
+
+
+def test_trials_trained_in_one_stack_train_as_they_would_alone(digits_folds):
+    from sweeps.train import train_trials
+
+    configs = [
+        NetConfig(2, 32, 0.0, 1e-4, 3e-3, batch_size=64),
+        NetConfig(2, 48, 0.25, 1e-3, 1e-2, batch_size=64, label_smoothing=0.1, beta2=0.95, schedule="cosine"),
+        NetConfig(2, 16, 0.1, 0.0, 5e-3, batch_size=64, noise=0.2, grad_clip=1.0, class_weight="balanced"),
+    ]
+    seeds = [11, 12, 13]
+    stops = []
+
+    def prune_second_at_3(epoch, value, folds):  # the second trial is pruned: the others go on unchanged
+        stops.append(epoch)
+        return "pruned here" if epoch == 3 else None
+
+    hooks = [None, prune_second_at_3, None]
+    together = train_trials(digits_folds, configs, seeds, hooks, max_epochs=6, patience=3)
+    for config, seed, hook, grouped in zip(configs, seeds, hooks, together):
+        alone = train_trials(digits_folds, [config], [seed], [hook], max_epochs=6, patience=3)[0]
+        assert grouped.best_epochs == alone.best_epochs and grouped.interrupted == alone.interrupted
+        np.testing.assert_allclose(grouped.val_losses, alone.val_losses, rtol=1e-4)
+        np.testing.assert_allclose(grouped.curve_train, alone.curve_train, rtol=1e-4)
+        for w_group, w_alone in zip(grouped.model.params, alone.model.params):
+            assert w_group.shape == w_alone.shape  # the padding is cropped away
+            torch.testing.assert_close(w_group, w_alone, rtol=1e-4, atol=1e-5)
+    assert together[1].interrupted == "pruned here" and len(together[1].curve_val) == 3
+
+
+def test_trials_with_embeddings_and_members_train_in_one_stack_as_alone(digits_folds):
+    from sweeps.train import train_trials
+
+    shape = dict(embedding="periodic", n_frequencies=4, embedding_dim=3, ensemble=2, batch_size=64)
+    configs = [NetConfig(1, 24, 0.1, 1e-4, 3e-3, frequency_scale=0.3, **shape),
+               NetConfig(1, 40, 0.0, 1e-3, 1e-2, frequency_scale=2.0, **shape)]
+    together = train_trials(digits_folds, configs, [5, 6], [None, None], max_epochs=4, patience=2)
+    for config, seed, grouped in zip(configs, [5, 6], together):
+        alone = train_trials(digits_folds, [config], [seed], [None], max_epochs=4, patience=2)[0]
+        np.testing.assert_allclose(grouped.val_losses, alone.val_losses, rtol=1e-4)
+        for w_group, w_alone in zip(grouped.model.params, alone.model.params):
+            torch.testing.assert_close(w_group, w_alone, rtol=1e-4, atol=1e-5)

@@ -73,7 +73,7 @@ class StackedMLP:
 
     weights: list[torch.Tensor]  # per layer [k, in, out]; the output layer [k, E, width, out]
     biases: list[torch.Tensor]  # per layer [k, 1, out]; the output layer [k, E, 1, out]
-    dropout: float = 0.0
+    dropout: float | torch.Tensor = 0.0  # one probability, or one per stack position (`concat`)
     embedding: Periodic | None = None  # on inputs [0, n_numeric)
     n_numeric: int = 0
     scales: torch.Tensor | None = None  # [k, E, D]: the members' input adapters (E > 1)
@@ -164,18 +164,66 @@ class StackedMLP:
         """Parameters of one fold-model."""
         return sum(t[0].numel() for t in self.params)
 
-    def _with(self, tensors: list[torch.Tensor]) -> StackedMLP:
+    def _with(self, tensors: list[torch.Tensor], dropout: float | torch.Tensor | None = None) -> StackedMLP:
         """The same architecture holding `tensors` (in the order of `params`)."""
         tensors = list(tensors)
         embedding = None
         if self.embedding is not None:
             embedding = Periodic(tensors.pop(0), tensors.pop(0), tensors.pop(0))
         scales = tensors.pop(0) if self.scales is not None else None
-        return StackedMLP(tensors[0::2], tensors[1::2], self.dropout, embedding, self.n_numeric, scales)
+        return StackedMLP(tensors[0::2], tensors[1::2], self.dropout if dropout is None else dropout, embedding,
+                          self.n_numeric, scales)
 
     def select(self, index: torch.Tensor) -> StackedMLP:
         """A new stack holding only the fold-models at `index` (copies)."""
-        return self._with([t[index] for t in self.params])
+        dropout = self.dropout[index.to(self.dropout.device)] if torch.is_tensor(self.dropout) else None
+        return self._with([t[index] for t in self.params], dropout)
+
+    @classmethod
+    def concat(cls, stacks: list[StackedMLP]) -> StackedMLP:
+        """One stack of several (trials trained together): hidden layers padded with zeros to the widest.
+
+        A padded unit's weights and bias are 0, so it stays 0 through ReLU, and so do the gradients
+        of everything it touches: it changes no number of the real units. Every stack must share
+        depth, embeddings and members; dropout becomes one probability per stack position.
+        """
+        if len(stacks) == 1:
+            return stacks[0]
+        width = max(s.weights[0].shape[2] for s in stacks)
+        padded = []
+        for stack in stacks:
+            grow = width - stack.weights[0].shape[2]
+            tensors = []
+            for t, role in zip(stack.params, stack._roles()):
+                pad = {"in_hidden": (0, grow), "hidden": (0, grow, 0, grow), "bias": (0, grow),
+                       "head": (0, 0, 0, grow)}.get(role)
+                tensors.append(torch.nn.functional.pad(t, pad) if pad and grow else t)
+            padded.append(tensors)
+        merged = [torch.cat(column) for column in zip(*padded)]
+        dropout = torch.cat([torch.full((s.k,), float(s.dropout)) for s in stacks])
+        return stacks[0]._with(merged, dropout)
+
+    def crop(self, width: int, dropout: float) -> StackedMLP:
+        """This stack's real units of a net `width` wide (undoing `concat`'s padding)."""
+        tensors = []
+        for t, role in zip(self.params, self._roles()):
+            cut = {"in_hidden": (..., slice(0, width)), "hidden": (slice(None), slice(0, width), slice(0, width)),
+                   "bias": (..., slice(0, width)), "head": (slice(None), slice(None), slice(0, width))}.get(role)
+            tensors.append(t[cut].contiguous() if cut else t)
+        return self._with(tensors, dropout)
+
+    def _roles(self) -> list[str]:
+        """What each tensor of `params` is, for padding: hidden widths change, inputs and outputs do not."""
+        front = (["frequencies", "embedding", "embedding"] if self.embedding is not None else []) + (
+            ["scales"] if self.scales is not None else [])
+        layers = []
+        depth = len(self.weights) - 1
+        for layer in range(depth + 1):
+            if layer == depth:
+                layers += ["head", "head_bias"]
+            else:
+                layers += ["in_hidden" if layer == 0 else "hidden", "bias"]
+        return front + layers
 
     def clone(self) -> StackedMLP:
         return self._with([t.clone() for t in self.params])
@@ -278,23 +326,56 @@ class StackedMLP:
             offset += part.shape[2]
         if members > 1:  # [k, B, E*width] -> member-major [k, E*B, width] for the shared layers and heads
             z = z.view(k, batch, members, -1).transpose(1, 2).reshape(k, members * batch, -1)
-        keep_threshold, scale = _dropout_threshold(self.dropout) if dropout_rng is not None else (0, 1.0)
         cache.activations.append(None)  # the first layer's input is `inputs`
         h = z.relu_()
-        if keep_threshold:
-            h.mul_(_random_bytes(h.shape, dropout_rng).ge_(keep_threshold))  # 0/1 bytes, no bool copy
-        alpha = scale if keep_threshold else 1.0
+        alpha = self._drop(h, dropout_rng)
         for w, b in zip(self.weights[1:-1], self.biases[1:-1]):
             cache.activations.append(h)
             h = torch.baddbmm(b, h, w, alpha=alpha).relu_()
-            if keep_threshold:
-                h.mul_(_random_bytes(h.shape, dropout_rng).ge_(keep_threshold))
+            self._drop(h, dropout_rng)
         cache.activations.append(h)
         head, head_bias = self.weights[-1], self.biases[-1]
         n_out = head.shape[-1]
         out = torch.baddbmm(head_bias.view(k * members, 1, n_out), h.view(k * members, batch, h.shape[-1]),
                             head.view(k * members, head.shape[-2], n_out), alpha=alpha)
         return out.view(k, members * batch, n_out), cache
+
+    def _drop(self, h: torch.Tensor, rng) -> float:
+        """Dropout on `h`, in place; returns the rescale the next matmul applies (`alpha`).
+
+        One probability: a 0/1 byte mask from `rng`, the 1/(1-p) rescale left to the next
+        matmul (free). One per stack position (trials trained together): `rng` is a list of
+        (positions, width, generator) per trial, each trial's mask drawn from its own
+        generator as it would be alone, and the rescale applied here, per position.
+        """
+        if rng is None or (not torch.is_tensor(self.dropout) and not self.dropout):
+            return 1.0
+        if not torch.is_tensor(self.dropout):
+            threshold, scale = _dropout_threshold(self.dropout)
+            h.mul_(_random_bytes(h.shape, rng).ge_(threshold))  # 0/1 bytes, no bool copy
+            return scale
+        mask = torch.ones_like(h)
+        start = 0
+        for count, width, generator in rng:
+            p = float(self.dropout[start])
+            threshold, scale = _dropout_threshold(p)
+            if threshold:
+                rows = slice(start, start + count)
+                mask[rows, :, :width] = _random_bytes(torch.Size([count, h.shape[1], width]), generator).ge_(threshold)
+                mask[rows] *= scale
+            start += count
+        h.mul_(mask)
+        return 1.0
+
+    def _backward_scale(self, training: bool) -> tuple[float, float | torch.Tensor]:
+        """(alpha of the matmuls, factor of the gradient through each dropout) for the backward pass."""
+        if not training:
+            return 1.0, 1.0
+        if torch.is_tensor(self.dropout):
+            thresholds = torch.clamp(torch.round(self.dropout * 256), max=255)
+            return 1.0, (256.0 / (256 - thresholds)).view(-1, 1, 1).to(self.weights[0].device)
+        scale = _dropout_threshold(self.dropout)[1] if self.dropout else 1.0
+        return scale, scale
 
     def _embed(self, x: torch.Tensor, cache: Cache) -> list[torch.Tensor]:
         """The first layer's input parts: the embedded numeric columns, and the others as they are."""
@@ -321,7 +402,7 @@ class StackedMLP:
         k, members = self.k, self.members
         activations = cache.activations
         batch = activations[-1].shape[1] // members
-        scale = _dropout_threshold(self.dropout)[1] if training and self.dropout else 1.0
+        alpha, scale = self._backward_scale(training)
         depth = len(self.weights) - 1
         n_front = len(grads) - 2 * len(self.weights)
 
@@ -331,20 +412,20 @@ class StackedMLP:
         h = activations[-1].view(k * members, batch, width)
         dz = grad_out.view(k * members, batch, n_out)
         dw = grads[-2].view(k * members, width, n_out)
-        torch.baddbmm(dw, h.transpose(1, 2), dz, beta=0.0, alpha=scale, out=dw)
+        torch.baddbmm(dw, h.transpose(1, 2), dz, beta=0.0, alpha=alpha, out=dw)
         torch.sum(dz, dim=1, keepdim=True, out=grads[-1].view(k * members, 1, n_out))
         dh = torch.bmm(dz, head.transpose(1, 2)).view(k, members * batch, width)
-        if scale != 1.0:
+        if torch.is_tensor(scale) or scale != 1.0:
             dh.mul_(scale)
         for layer in range(depth - 1, 0, -1):  # the shared hidden layers
             # ReLU and dropout in one: the gradient flows where the stored activation is > 0.
             dz = torch.ops.aten.threshold_backward(dh, activations[layer + 1], 0.0)
             h = activations[layer]
             dw, db = grads[n_front + 2 * layer], grads[n_front + 2 * layer + 1]
-            torch.baddbmm(dw, h.transpose(1, 2), dz, beta=0.0, alpha=scale, out=dw)
+            torch.baddbmm(dw, h.transpose(1, 2), dz, beta=0.0, alpha=alpha, out=dw)
             torch.sum(dz, dim=1, keepdim=True, out=db)
             dh = torch.bmm(dz, self.weights[layer].transpose(1, 2))
-            if scale != 1.0:
+            if torch.is_tensor(scale) or scale != 1.0:
                 dh.mul_(scale)
         dz = torch.ops.aten.threshold_backward(dh, activations[1], 0.0)
         self._first_layer_backward(cache, dz, grads, n_front)
@@ -450,7 +531,7 @@ def _random_bytes(shape: torch.Size, generator: torch.Generator) -> torch.Tensor
 
 # --- losses ---------------------------------------------------------------------------------
 def loss_and_grad(out: torch.Tensor, y: torch.Tensor, classification: bool,
-                  class_weight: torch.Tensor | None = None, label_smoothing: float = 0.0
+                  class_weight: torch.Tensor | None = None, label_smoothing: float | torch.Tensor = 0.0
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-fold summed loss over the batch `[k]`, and d(per-fold mean loss)/d(out).
 
@@ -472,9 +553,14 @@ def loss_and_grad(out: torch.Tensor, y: torch.Tensor, classification: bool,
     total = grad.sum(dim=-1, keepdim=True)
     picked = shifted.gather(-1, index).squeeze(-1).sub_(total.log().squeeze(-1))  # log p of the target
     grad.div_(total)  # softmax
-    grad.scatter_add_(-1, index, torch.full_like(index, -(1.0 - label_smoothing), dtype=grad.dtype))
-    if label_smoothing:
-        grad.sub_(label_smoothing / out.shape[-1])
+    if torch.is_tensor(label_smoothing):  # one per stack position (trials trained together)
+        smoothing = label_smoothing.view(-1, 1, 1).to(grad.dtype)
+        grad.scatter_add_(-1, index, (smoothing - 1.0).expand(index.shape).contiguous())
+        grad.sub_(smoothing / out.shape[-1])
+    else:
+        grad.scatter_add_(-1, index, torch.full_like(index, -(1.0 - label_smoothing), dtype=grad.dtype))
+        if label_smoothing:
+            grad.sub_(label_smoothing / out.shape[-1])
     if class_weight is not None:
         row = class_weight.gather(1, y)  # [k, B]: each row's class weight
         scale = row / row.sum(1, keepdim=True)  # weighted mean over the batch

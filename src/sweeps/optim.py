@@ -46,7 +46,10 @@ class StackedAdamW:
 
     def __init__(self, params: list[torch.Tensor], lr: float, weight_decay: float,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 no_decay: list[bool] | None = None) -> None:
+                 no_decay: list[bool] | None = None, segments: list[tuple[int, float, float, float]] | None = None
+                 ) -> None:
+        """`segments`: stack positions trained with their own settings (trials trained together),
+        as (positions, lr, weight_decay, beta2) in stack order; one kernel call each."""
         self.params = params
         self.grads = [torch.zeros_like(p) for p in params]
         self.exp_avgs = [torch.zeros_like(p) for p in params]
@@ -54,40 +57,58 @@ class StackedAdamW:
         self.steps = [torch.zeros((), dtype=torch.float32, device=p.device) for p in params]
         self.lr, self.weight_decay, self.betas, self.eps = lr, weight_decay, betas, eps
         self.no_decay = list(no_decay) if no_decay is not None else [False] * len(params)
+        self.segments = segments or [(params[0].shape[0], lr, weight_decay, betas[1])]
         self.fused = hasattr(torch, "_fused_adamw_") and params[0].device.type in ("cpu", "cuda")
-        split = any(self.no_decay) and weight_decay
+        split = any(self.no_decay) and any(wd for _, _, wd, _ in self.segments)
         self._groups = ([[i for i, n in enumerate(self.no_decay) if not n], [i for i, n in enumerate(self.no_decay) if n]]
                         if split else [list(range(len(params)))])
 
-    def step(self, lr_factor: float = 1.0) -> None:
-        beta1, beta2 = self.betas
-        lr = self.lr * lr_factor
-        for g, members in enumerate(self._groups):
-            weight_decay = self.weight_decay if g == 0 else 0.0
-            pick = (lambda tensors: [tensors[i] for i in members]) if len(self._groups) > 1 else (lambda t: t)
-            params, grads, avgs, sqs, steps = map(pick, (self.params, self.grads, self.exp_avgs,
-                                                         self.exp_avg_sqs, self.steps))
-            if self.fused:
-                torch._foreach_add_(steps, 1)
-                torch._fused_adamw_(params, grads, avgs, sqs, [], steps, lr=lr, beta1=beta1, beta2=beta2,
-                                    weight_decay=weight_decay, eps=self.eps, amsgrad=False, maximize=False)
-            else:
-                with torch.no_grad():
-                    functional_adamw(params, grads, avgs, sqs, [], steps, foreach=True, lr=lr, beta1=beta1,
-                                     beta2=beta2, weight_decay=weight_decay, eps=self.eps, amsgrad=False,
-                                     maximize=False)
+    def step(self, lr_factor: float | list[float] = 1.0) -> None:
+        """One AdamW step; `lr_factor` per segment (a schedule of its own each) or one for all."""
+        beta1 = self.betas[0]
+        factors = lr_factor if isinstance(lr_factor, list) else [lr_factor] * len(self.segments)
+        one = len(self.segments) == 1
+        if self.fused:
+            torch._foreach_add_(self.steps, 1)
+        start = 0
+        for (count, lr, weight_decay, beta2), factor in zip(self.segments, factors):
+            rows = slice(start, start + count)
+            start += count
+            for g, members in enumerate(self._groups):
+                decay = weight_decay if g == 0 else 0.0
+                if one and len(self._groups) == 1:
+                    params, grads, avgs, sqs = self.params, self.grads, self.exp_avgs, self.exp_avg_sqs
+                else:  # slices along the stack: contiguous views, updated in place
+                    params, grads, avgs, sqs = ([t[i][rows] for i in members] for t in (
+                        self.params, self.grads, self.exp_avgs, self.exp_avg_sqs))
+                steps = [self.steps[i] for i in members] if len(self._groups) > 1 else self.steps
+                if self.fused:
+                    torch._fused_adamw_(params, grads, avgs, sqs, [], steps, lr=lr * factor, beta1=beta1,
+                                        beta2=beta2, weight_decay=decay, eps=self.eps, amsgrad=False, maximize=False)
+                else:
+                    # The functional form counts steps itself: give it copies, the shared count moves below.
+                    with torch.no_grad():
+                        functional_adamw(params, grads, avgs, sqs, [], [s.clone() for s in steps], foreach=True,
+                                         lr=lr * factor, beta1=beta1, beta2=beta2, weight_decay=decay, eps=self.eps,
+                                         amsgrad=False, maximize=False)
+        if not self.fused:
+            torch._foreach_add_(self.steps, 1)
 
-    def clip(self, max_norm: float) -> None:
-        """Scale each fold-model's gradient down to norm `max_norm` where it is larger."""
+    def clip(self, max_norm: float | torch.Tensor) -> None:
+        """Scale each fold-model's gradient down to norm `max_norm` where it is larger (one limit
+        per stack position where a tensor; 0 there: no clipping)."""
         k = self.grads[0].shape[0]
         squares = torch.stack([g.view(k, -1).square().sum(1) for g in self.grads]).sum(0)
         factor = (max_norm / (squares.sqrt_() + 1e-6)).clamp_(max=1.0)
+        if torch.is_tensor(max_norm):
+            factor = torch.where(max_norm > 0, factor, torch.ones_like(factor))
         for g in self.grads:
             g.mul_(factor.view(k, *([1] * (g.ndim - 1))))
 
-    def select(self, params: list[torch.Tensor], index: torch.Tensor) -> StackedAdamW:
+    def select(self, params: list[torch.Tensor], index: torch.Tensor,
+               segments: list[tuple[int, float, float, float]] | None = None) -> StackedAdamW:
         """The optimizer of a smaller stack (`params`, the folds at `index`), state carried over."""
-        smaller = StackedAdamW(params, self.lr, self.weight_decay, self.betas, self.eps, self.no_decay)
+        smaller = StackedAdamW(params, self.lr, self.weight_decay, self.betas, self.eps, self.no_decay, segments)
         smaller.exp_avgs = [m[index] for m in self.exp_avgs]
         smaller.exp_avg_sqs = [v[index] for v in self.exp_avg_sqs]
         smaller.steps = [s.clone() for s in self.steps]  # all folds started together

@@ -140,131 +140,241 @@ def train_folds(folds: Folds, config: NetConfig, *, max_epochs: int, patience: i
         horizon: the epochs the learning-rate schedule spans (default `max_epochs`); a final
             fit that stops at the trials' best epoch keeps the study's horizon.
     """
+    return train_trials(folds, [config], [seed], [on_epoch], max_epochs=max_epochs, patience=patience,
+                        compact=compact, init=init, horizon=horizon)[0]
+
+
+def groupable(a: NetConfig, b: NetConfig) -> bool:
+    """Whether two trials can train in one stack: the same shape but for the width (padded)."""
+    same = ("depth", "batch_size", "embedding", "ensemble")
+    if any(getattr(a, name) != getattr(b, name) for name in same):
+        return False
+    return a.embedding != "periodic" or (a.n_frequencies, a.embedding_dim) == (b.n_frequencies, b.embedding_dim)
+
+
+def train_trials(folds: Folds, configs: list[NetConfig], seeds: list[int], on_epochs: list[EpochHook | None], *,
+                 max_epochs: int, patience: int | None, compact: bool = True, init: StackedMLP | None = None,
+                 horizon: int | None = None) -> list[FoldResult]:
+    """Train the k fold-models of each of several trials in one stack; one `FoldResult` per trial.
+
+    The stack holds trial t's fold f at one position: weights [trials x k, ...]. Trials of
+    different widths are padded to the widest (`StackedMLP.concat`: padded units stay 0);
+    each trial keeps its own learning rate, weight decay, beta2 and schedule (one AdamW
+    kernel call per trial), dropout, label smoothing, noise, class weights and gradient
+    clipping (per position), and its own random streams: a trial trains as it would alone
+    (`tests/test_train.py`). Each trial reports, is pruned and stops on its own; a pruned
+    trial or a stopped fold leaves the stack.
+    """
     started = time.perf_counter()
     device = folds.X_train.device
     k, n_train = folds.k, folds.X_train.shape[1]
+    P = len(configs)
+    if P > 1 and not all(groupable(configs[0], c) for c in configs[1:]):
+        raise ValueError("train_trials: these trials cannot share a stack (depth, batch, embeddings or members differ)")
     fold_ids = folds.fold_ids
-    if init is not None:
-        model = init.tiled(k, device)
-        model.dropout = config.dropout
-    else:
-        model = StackedMLP.init(seeds_for(seed, fold_ids, "init"), folds.n_features, folds.n_outputs,
-                                config.depth, config.width, config.dropout, device, n_numeric=folds.n_numeric,
-                                embedding=config.embedding_shape, members=config.ensemble)
+    stacks = []
+    for config, seed in zip(configs, seeds):
+        if init is not None:
+            stack = init.tiled(k, device)
+            stack.dropout = config.dropout
+        else:
+            stack = StackedMLP.init(seeds_for(seed, fold_ids, "init"), folds.n_features, folds.n_outputs,
+                                    config.depth, config.width, config.dropout, device, n_numeric=folds.n_numeric,
+                                    embedding=config.embedding_shape, members=config.ensemble)
+        stacks.append(stack)
+    results = [FoldResult([], [], [], [], [f"reached max_epochs={max_epochs}"] * k, n_params=s.n_params)
+               for s in stacks]
+    for result in results:
+        result.fold_curves = [[] for _ in range(k)]
+    model = StackedMLP.concat(stacks)
+    widths = [c.width if init is None else s.weights[0].shape[2] for c, s in zip(configs, stacks)]
     members = model.members
+    batch_size = configs[0].batch_size
+
+    # Stack positions, trial-major: position -> (trial, fold). `best` keeps every position.
+    owner = [t for t in range(P) for _ in range(k)]
+    fold_of = [f for _ in range(P) for f in range(k)]
+    live = list(range(P * k))  # positions still in the stack, in stack order
+    index = lambda positions: torch.tensor(positions, device=device)  # noqa: E731
+
     # Training may weigh classes per trial; validation weighs them per study, so that every
     # trial's value is on one scale (see Study.balanced_validation).
     balanced = class_weights(folds) if folds.classification else None
-    weights = balanced if config.class_weight == "balanced" else None
-    val_weights = balanced if config.balanced_validation else None
-    smoothing = config.label_smoothing if folds.classification else 0.0
-    noise_rng = torch.Generator(device=device).manual_seed(seeds_for(seed, [0], "noise")[0])
+    weighted = [c.class_weight == "balanced" for c in configs]
+    row_weights = None
+    if balanced is not None and any(weighted):
+        row_weights = torch.stack([balanced[f] if weighted[t] else torch.ones_like(balanced[f])
+                                   for t, f in zip(owner, fold_of)])
+    val_weights = balanced[fold_of] if configs[0].balanced_validation and balanced is not None else None
+    per_position = lambda values: torch.tensor(values, dtype=torch.float32, device=device)  # noqa: E731
+    smoothing = [c.label_smoothing if folds.classification else 0.0 for c in configs]
+    clip = [c.grad_clip for c in configs]
+    noise_rngs = [torch.Generator(device=device).manual_seed(seeds_for(s, [0], "noise")[0]) for s in seeds]
+    dropout_rngs = [torch.Generator(device=device).manual_seed(seeds_for(s, [0], "dropout")[0]) for s in seeds]
+    batch_rngs = [torch.Generator().manual_seed(r) for s in seeds for r in seeds_for(s, fold_ids, "batches")]
     best = model.clone()
-    batch_rngs = [torch.Generator().manual_seed(s) for s in seeds_for(seed, fold_ids, "batches")]
-    dropout_rng = torch.Generator(device=device).manual_seed(seeds_for(seed, [0], "dropout")[0])
-    optimizer = StackedAdamW(model.params, config.lr, config.weight_decay, betas=(0.9, config.beta2),
-                             no_decay=model.no_decay)
 
-    active = torch.arange(k, device=device)  # stack position -> fold index
-    active_list = list(range(k))
-    done = [False] * k  # only used when masking: stopped folds still in the stack
-    best_val = [math.inf] * k
-    best_epoch = [0] * k
-    stop_reasons = [f"reached max_epochs={max_epochs}"] * k
-    result = FoldResult([], [], [], [], stop_reasons, n_params=model.n_params)
-    result.fold_curves = [[] for _ in range(k)]
-    n_steps = math.ceil(n_train / config.batch_size)
+    def segments(positions: list[int]) -> list[tuple[int, int]]:
+        """(trial, positions of it) runs in stack order."""
+        runs: list[tuple[int, int]] = []
+        for p in positions:
+            if runs and runs[-1][0] == owner[p]:
+                runs[-1] = (owner[p], runs[-1][1] + 1)
+            else:
+                runs.append((owner[p], 1))
+        return runs
+
+    def optimizer_for(stack: StackedMLP, positions: list[int], carry: StackedAdamW | None = None,
+                      keep: torch.Tensor | None = None) -> StackedAdamW:
+        runs = [(n, configs[t].lr, configs[t].weight_decay, configs[t].beta2) for t, n in segments(positions)]
+        if carry is not None:
+            return carry.select(stack.params, keep, runs)
+        c = configs[0]
+        return StackedAdamW(stack.params, c.lr, c.weight_decay, betas=(0.9, c.beta2), no_decay=stack.no_decay,
+                            segments=runs if P > 1 else None)
+
+    optimizer = optimizer_for(model, live)
+    best_val = [math.inf] * (P * k)
+    best_epoch = [0] * (P * k)
+    done = [False] * (P * k)  # only used when masking: stopped folds still in the stack
+    finished = [False] * P  # a trial pruned, diverged, or every fold of it stopped
+    n_steps = math.ceil(n_train / batch_size)
     total_steps = (horizon or max_epochs) * n_steps
     step_count = 0
 
     for epoch in range(1, max_epochs + 1):
+        runs = segments(live)
+        # What differs per trial, as one value per position, or one value when every trial agrees.
+        uniform = lambda values: values[0] if len(set(values)) == 1 else per_position(  # noqa: E731
+            [values[owner[p]] for p in live])
+        epoch_smoothing, epoch_clip = uniform(smoothing), uniform(clip)
+        any_noise = any(configs[t].noise for t, _ in runs)
+        dropout_plan = None  # one generator (one trial), or each trial's own (trials together)
+        if any(configs[t].dropout for t, _ in runs):
+            dropout_plan = [(n, widths[t], dropout_rngs[t]) for t, n in runs] if torch.is_tensor(model.dropout) \
+                else dropout_rngs[runs[0][0]]
         # Each fold shuffles its own rows; gathering once per epoch makes every batch a view.
-        order = torch.stack([torch.randperm(n_train, generator=batch_rngs[f]) for f in active_list])
-        order = order.to(device)
-        X = folds.X_train[active.unsqueeze(1), order]
-        y = folds.y_train[active.unsqueeze(1), order]
-        loss_sum = torch.zeros(len(active_list), device=device)
-        step_weights = None if weights is None else weights[active]  # once per epoch, not per step
+        order = torch.stack([torch.randperm(n_train, generator=batch_rngs[p]) for p in live]).to(device)
+        folds_now = index([fold_of[p] for p in live])
+        X = folds.X_train[folds_now.unsqueeze(1), order]
+        y = folds.y_train[folds_now.unsqueeze(1), order]
+        loss_sum = torch.zeros(len(live), device=device)
+        step_weights = None if row_weights is None else row_weights[index(live)]  # once per epoch, not per step
         for step in range(n_steps):
-            rows = slice(step * config.batch_size, (step + 1) * config.batch_size)
+            rows = slice(step * batch_size, (step + 1) * batch_size)
             x = X[:, rows]
-            if config.noise:  # augmentation: a fresh perturbation of every row, every step
-                x = x + config.noise * torch.randn(x.shape, generator=noise_rng, device=device)
-            out, cache = model.forward(x, dropout_rng if config.dropout else None)
+            if any_noise:  # augmentation: a fresh perturbation of every row, every step, per trial
+                x = _with_noise(x, runs, configs, noise_rngs)
+            out, cache = model.forward(x, dropout_plan)
             # Every member learns from the same rows: their targets, once per member.
             targets = y[:, rows] if members == 1 else y[:, rows].repeat(1, members)
-            batch_loss, grad_out = loss_and_grad(out, targets, folds.classification, step_weights, smoothing)
+            batch_loss, grad_out = loss_and_grad(out, targets, folds.classification, step_weights, epoch_smoothing)
             loss_sum += batch_loss
             model.backward(cache, grad_out, optimizer.grads)
-            if config.grad_clip:
-                optimizer.clip(config.grad_clip)
-            optimizer.step(lr_factor(config.schedule, step_count, total_steps))
+            if torch.is_tensor(epoch_clip) or epoch_clip:
+                optimizer.clip(epoch_clip)
+            factors = [lr_factor(configs[t].schedule, step_count, total_steps) for t, _ in runs]
+            optimizer.step(factors if len(factors) > 1 else factors[0])
             step_count += 1
 
         train = (loss_sum / (n_train * members)).tolist()
+        train_of = dict(zip(live, train))
         if not folds.has_validation:  # a final fit: fixed epochs, the last weights are the model
-            result.curve_train.append(float(np.mean(train)))
-            if not all(map(math.isfinite, train)):
-                result.diverged = f"diverged: the training loss became non-finite at epoch {epoch}"
+            for t in {owner[p] for p in live}:
+                values = [train_of[p] for p in live if owner[p] == t]
+                results[t].curve_train.append(float(np.mean(values)))
+                if not all(map(math.isfinite, values)):
+                    results[t].diverged = f"diverged: the training loss became non-finite at epoch {epoch}"
+                    finished[t] = True
+            if all(finished):
                 break
             continue
 
         # Validate every training fold with its current weights (no dropout).
-        val = _weighted_mean_loss(model, folds.X_val[active], folds.y_val[active],
-                                  folds.val_weight[active], folds.classification,
-                                  None if val_weights is None else val_weights[active]).tolist()
-        live = [i for i, f in enumerate(active_list) if not done[f]]
-        for i in live:
-            result.fold_curves[active_list[i]].append(val[i])
-        result.curve_train.append(float(np.mean([train[i] for i in live])))
-        result.curve_val.append(float(np.mean([val[i] for i in live])))
-        bad = [active_list[i] for i in live if not (math.isfinite(train[i]) and math.isfinite(val[i]))]
-        if bad:
-            result.diverged = f"diverged: the loss of fold {bad[0]} became non-finite at epoch {epoch}"
-            for i in live:
-                stop_reasons[active_list[i]] = f"trial ended at epoch {epoch}: a fold diverged"
-            break
-
-        improved = [i for i in live if val[i] < best_val[active_list[i]]]
-        for i in improved:
-            best_val[active_list[i]] = val[i]
-            best_epoch[active_list[i]] = epoch
-        if improved:
-            _copy_folds(best, model, positions=improved, folds=[active_list[i] for i in improved])
-
-        stopping = []
-        if patience is not None:
-            stopping = [i for i in live if epoch - best_epoch[active_list[i]] >= patience]
-            for i in stopping:
-                stop_reasons[active_list[i]] = (
-                    f"early stop at epoch {epoch}: no better validation loss for {patience} epochs")
-
-        reported = float(np.mean(best_val))
-        result.reported.append(reported)
-        if on_epoch is not None:
-            reason = on_epoch(epoch, reported, best_val)
+        val = _weighted_mean_loss(model, folds.X_val[folds_now], folds.y_val[folds_now], folds.val_weight[folds_now],
+                                  folds.classification, None if val_weights is None else val_weights[index(live)])
+        val_of = dict(zip(live, val.tolist()))
+        stopping: list[int] = []
+        for t, _ in runs:
+            result, config = results[t], configs[t]
+            mine = [p for p in live if owner[p] == t and not done[p]]
+            if not mine:
+                continue
+            for p in mine:
+                result.fold_curves[fold_of[p]].append(val_of[p])
+            result.curve_train.append(float(np.mean([train_of[p] for p in mine])))
+            result.curve_val.append(float(np.mean([val_of[p] for p in mine])))
+            bad = [fold_of[p] for p in mine if not (math.isfinite(train_of[p]) and math.isfinite(val_of[p]))]
+            if bad:
+                result.diverged = f"diverged: the loss of fold {bad[0]} became non-finite at epoch {epoch}"
+                for p in mine:
+                    result.stop_reasons[fold_of[p]] = f"trial ended at epoch {epoch}: a fold diverged"
+                finished[t] = True
+                stopping += mine
+                continue
+            improved = [p for p in mine if val_of[p] < best_val[p]]
+            for p in improved:
+                best_val[p], best_epoch[p] = val_of[p], epoch
+            if improved:
+                _copy_positions(best, model, [live.index(p) for p in improved], improved)
+            trial_stopping = []
+            if patience is not None:
+                trial_stopping = [p for p in mine if epoch - best_epoch[p] >= patience]
+                for p in trial_stopping:
+                    result.stop_reasons[fold_of[p]] = (
+                        f"early stop at epoch {epoch}: no better validation loss for {patience} epochs")
+            positions = range(t * k, (t + 1) * k)
+            trial_best = [best_val[p] for p in positions]
+            reported = float(np.mean(trial_best))
+            result.reported.append(reported)
+            hook = on_epochs[t]
+            reason = hook(epoch, reported, trial_best) if hook is not None else None
             if reason:
                 result.interrupted = reason
-                for i in live:
-                    if i not in stopping:
-                        stop_reasons[active_list[i]] = f"trial ended at epoch {epoch} by the epoch hook (pruning)"
-                break
-        if len(stopping) == len(live):
+                for p in mine:
+                    if p not in trial_stopping:
+                        result.stop_reasons[fold_of[p]] = f"trial ended at epoch {epoch} by the epoch hook (pruning)"
+                finished[t] = True
+                trial_stopping = mine
+            elif len(trial_stopping) == len(mine) and all(done[p] or p in trial_stopping
+                                                          for p in live if owner[p] == t):
+                finished[t] = True
+            stopping += trial_stopping
+        if all(finished) or all(done[p] or p in stopping for p in live):
             break
         if stopping and compact:
-            keep = [i for i in range(len(active_list)) if i not in stopping]
-            index = torch.tensor(keep, device=device)
-            model = model.select(index)
-            optimizer = optimizer.select(model.params, index)
-            active_list = [active_list[i] for i in keep]
-            active = torch.tensor(active_list, device=device)
-        for i in stopping if not compact else ():
-            done[active_list[i]] = True  # masking: it keeps computing, its results are ignored
+            keep = [i for i, p in enumerate(live) if p not in stopping]
+            kept = index(keep)
+            model = model.select(kept)
+            live = [live[i] for i in keep]
+            optimizer = optimizer_for(model, live, optimizer, kept)
+        for p in stopping if not compact else ():
+            done[p] = True  # masking: it keeps computing, its results are ignored
 
-    result.model = best if folds.has_validation else model
-    _final_scores(result, result.model, folds, best_epoch, val_weights)
-    result.seconds = time.perf_counter() - started
-    return result
+    final = best if folds.has_validation else model
+    for t, (result, config) in enumerate(zip(results, configs)):
+        positions = index(list(range(t * k, (t + 1) * k)))
+        own = final.select(positions) if P > 1 else final
+        result.model = own.crop(widths[t], config.dropout) if P > 1 else own
+        _final_scores(result, result.model, folds, best_epoch[t * k:(t + 1) * k],
+                      balanced if configs[0].balanced_validation else None)
+        result.seconds = time.perf_counter() - started
+    return results
+
+
+def _with_noise(x: torch.Tensor, runs: list[tuple[int, int]], configs: list[NetConfig],
+                generators: list[torch.Generator]) -> torch.Tensor:
+    """x plus each trial's Gaussian noise, drawn from its own generator as it would be alone."""
+    if len(runs) == 1:
+        t = runs[0][0]
+        return x + configs[t].noise * torch.randn(x.shape, generator=generators[t], device=x.device)
+    noisy, start = x.clone(), 0
+    for t, count in runs:
+        if configs[t].noise:
+            part = noisy[start:start + count]
+            part += configs[t].noise * torch.randn(part.shape, generator=generators[t], device=x.device)
+        start += count
+    return noisy
 
 
 def memory_needed(folds: Folds, config: NetConfig) -> int:
@@ -305,7 +415,8 @@ def available_memory(device: torch.device) -> int | None:
     return None
 
 
-def _copy_folds(dst: StackedMLP, src: StackedMLP, positions: list[int], folds: list[int]) -> None:
+def _copy_positions(dst: StackedMLP, src: StackedMLP, positions: list[int], folds: list[int]) -> None:
+    """dst[folds] = src[positions], for every tensor (the best weights so far)."""
     device = src.weights[0].device
     src_index = torch.tensor(positions, device=device)
     dst_index = torch.tensor(folds, device=device)
