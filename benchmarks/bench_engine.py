@@ -29,7 +29,7 @@ from sklearn.datasets import load_digits, make_classification
 from sweeps.data import load_dataset
 from sweeps.folds import Folds, make_folds
 from sweeps.study import Space, Study
-from sweeps.train import NetConfig, train_folds
+from sweeps.train import NetConfig, train_folds, train_trials
 
 CONFIGS = [(1, 32), (2, 128), (4, 512)]
 
@@ -116,7 +116,7 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--quick", action="store_true", help="digits only, 3 repetitions")
-    p.add_argument("--only", choices=("speed", "compact", "ingredients"), help="run one table")
+    p.add_argument("--only", choices=("speed", "compact", "ingredients", "grouped"), help="run one table")
     args = p.parse_args()
     if args.only in (None, "speed"):
         speed(args)
@@ -124,6 +124,8 @@ def main() -> None:
         stopped_folds(args)
     if args.only in (None, "ingredients"):
         ingredients(args)
+    if args.only in (None, "grouped"):
+        grouped(args)
 
 
 def speed(args) -> None:
@@ -208,6 +210,33 @@ def ingredients(args) -> None:
         plain = rows["plain"]
         cells = " | ".join(f"{t:.3f} s | {t / p:.2f}x" for t, p in zip(rows[name], plain))
         print(f"| {name} | {cells} |", flush=True)
+
+
+def grouped(args) -> None:
+    """Seconds per trial: 8 trials of one shape in one stack, against the same 8 one after another."""
+    reps = 3 if args.quick else args.reps
+    flops_per_s = matmul_throughput(args.device)
+    folds = dataset_folds("digits", args.device)
+    epochs, P = 20, 8
+    print(f"\nMany trials in one stack (digits, 5 folds, {epochs} epochs, batch 64; {P} trials with their own "
+          f"lr, weight decay and dropout; medians of {reps}):")
+    print("| config | P=1, per trial | P=8, per trial | trials/s P=8 / P=1 | floor per trial | P=1 / floor "
+          "| P=8 / floor |")
+    print("|---|---|---|---|---|---|---|")
+    rng = np.random.default_rng(0)
+    for depth, width in CONFIGS[:2]:
+        configs = [NetConfig(depth, width, float(rng.uniform(0, 0.3)), float(10 ** rng.uniform(-6, -2)),
+                             float(10 ** rng.uniform(-3.5, -2)), batch_size=64) for _ in range(P)]
+        alone = lambda: [train_folds(folds, c, max_epochs=epochs, patience=None, seed=i)  # noqa: E731
+                         for i, c in enumerate(configs)]
+        together = lambda: train_trials(folds, configs, list(range(P)), [None] * P,  # noqa: E731
+                                        max_epochs=epochs, patience=None)
+        alone(), together()
+        t1 = statistics.median(timed(alone, args.device)[0] for _ in range(reps)) / P
+        t8 = statistics.median(timed(together, args.device)[0] for _ in range(reps)) / P
+        floor = trial_flops(folds, configs[0], epochs) / flops_per_s
+        print(f"| d{depth} w{width} | {t1:.3f} s | {t8:.3f} s | {t1 / t8:.2f}x | {floor:.3f} s | {t1 / floor:.1f} "
+              f"| {t8 / floor:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

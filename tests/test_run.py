@@ -26,9 +26,10 @@ def run(spec, url, **kwargs):
     return run_study(spec, load_dataset(spec), storage=url, progress=False, out=io.StringIO(), **kwargs)
 
 
-def test_a_sweep_is_stored_and_readable_with_plain_optuna(sqlite_url, digits_dataset):
+@pytest.mark.parametrize("batch", [1, 3])
+def test_a_sweep_is_stored_and_readable_with_plain_optuna(sqlite_url, digits_dataset, batch):
     spec = digits_study(n_trials=3)
-    run(spec, sqlite_url)
+    run(spec, sqlite_url, batch=batch)
     study = optuna.load_study(study_name=spec.name, storage=sqlite_url)  # no sweeps involved
     assert len(study.trials) == 3 and study.metric_names == ["cv_loss"]
     assert study.user_attrs["fingerprint"] == digits_dataset.fingerprint
@@ -74,7 +75,8 @@ def test_changed_data_refuses_to_continue(sqlite_url):
     assert len(optuna.load_study(study_name="digits-test", storage=sqlite_url).trials) == 1
 
 
-def test_pruning_prunes_hopeless_trials(sqlite_url):
+@pytest.mark.parametrize("batch", [1, 3])  # in batches of 3: the good trials, then the hopeless ones
+def test_pruning_prunes_hopeless_trials(sqlite_url, batch):
     spec = digits_study(
         n_trials=8, max_epochs=10, patience=10,
         space=Space(depth=1, width=32, dropout=0.0, weight_decay=1e-6, lr=(1e-7, 1e-1)),
@@ -85,7 +87,7 @@ def test_pruning_prunes_hopeless_trials(sqlite_url):
         study.enqueue_trial({"lr": 1e-2})  # good trials set the median
     for _ in range(5):
         study.enqueue_trial({"lr": 1e-7})  # cannot learn in 10 epochs
-    run(spec, sqlite_url)
+    run(spec, sqlite_url, batch=batch)
     study = optuna.load_study(study_name=spec.name, storage=sqlite_url)
     states = [t.state for t in study.trials]
     assert states[:3] == [TrialState.COMPLETE] * 3
@@ -96,7 +98,8 @@ def test_pruning_prunes_hopeless_trials(sqlite_url):
     assert pruned.user_attrs["fold_val_losses"]  # its evidence was recorded before pruning
 
 
-def test_a_diverging_trial_is_pruned_with_its_reason_and_the_study_goes_on(sqlite_url):
+@pytest.mark.parametrize("batch", [1, 3])
+def test_a_diverging_trial_is_pruned_with_its_reason_and_the_study_goes_on(sqlite_url, batch):
     spec = digits_study(
         name="diabetes-test", task="regression", data=lambda: load_diabetes(return_X_y=True), n_trials=3,
         space=Space(depth=2, width=32, dropout=0.0, weight_decay=1e-6, lr=(1e-3, 1e10)))
@@ -104,7 +107,7 @@ def test_a_diverging_trial_is_pruned_with_its_reason_and_the_study_goes_on(sqlit
     study.enqueue_trial({"lr": 1e10})
     study.enqueue_trial({"lr": 1e-2})
     study.enqueue_trial({"lr": 3e-3})
-    run(spec, sqlite_url)
+    run(spec, sqlite_url, batch=batch)
     trials = optuna.load_study(study_name=spec.name, storage=sqlite_url).trials
     assert [t.state for t in trials] == [TrialState.PRUNED, TrialState.COMPLETE, TrialState.COMPLETE]
     assert trials[0].user_attrs["prune_reason"].startswith("diverged: the loss of fold")
@@ -120,13 +123,14 @@ def test_unreachable_storage_is_one_clear_error(tmp_path):
 
 
 # --- every way a trial can end badly carries its reason; the study goes on or stops in one line ---
-def test_a_configuration_too_big_for_memory_fails_with_its_reason_and_the_study_goes_on(sqlite_url):
+@pytest.mark.parametrize("batch", [1, 3])
+def test_a_configuration_too_big_for_memory_fails_with_its_reason_and_the_study_goes_on(sqlite_url, batch):
     spec = digits_study(n_trials=2, space=Space(depth=2, width=Categorical([16, 1_000_000]), lr=5e-3))
     study = optuna.create_study(study_name=spec.name, storage=sqlite_url)
     study.enqueue_trial({"width": 1_000_000})  # 10^12 weights: ~4 TB per fold
     study.enqueue_trial({"width": 16})
     study.enqueue_trial({"width": 16})
-    run(spec, sqlite_url)
+    run(spec, sqlite_url, batch=batch)
     trials = optuna.load_study(study_name=spec.name, storage=sqlite_url).trials
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
     assert re.match(r"out of memory: depth 2, width 1000000 needs about \d+\.\d GiB for 3 folds, "
@@ -136,7 +140,7 @@ def test_a_configuration_too_big_for_memory_fails_with_its_reason_and_the_study_
 def test_an_allocation_failure_while_training_fails_the_trial_not_the_study(sqlite_url, monkeypatch):
     import sweeps.objective
 
-    real = sweeps.objective.train_folds
+    real = sweeps.objective.train_trials
     calls = []
 
     def first_one_fails(*args, **kwargs):
@@ -145,7 +149,7 @@ def test_an_allocation_failure_while_training_fails_the_trial_not_the_study(sqli
             raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] . DefaultCPUAllocator: can't allocate memory")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sweeps.objective, "train_folds", first_one_fails)
+    monkeypatch.setattr(sweeps.objective, "train_trials", first_one_fails)
     run(digits_study(n_trials=2), sqlite_url)
     trials = optuna.load_study(study_name="digits-test", storage=sqlite_url).trials
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
@@ -168,7 +172,7 @@ def test_a_stopped_trial_is_failed_with_why(sqlite_url, monkeypatch, stop, reaso
     def stopped(*args, **kwargs):
         raise stop()
 
-    monkeypatch.setattr(sweeps.objective, "train_folds", stopped)
+    monkeypatch.setattr(sweeps.objective, "train_trials", stopped)
     with pytest.raises(stop):
         run(digits_study(n_trials=2), sqlite_url)
     trial = optuna.load_study(study_name="digits-test", storage=sqlite_url).trials[0]
@@ -250,3 +254,23 @@ def test_narrowing_a_range_is_still_allowed(sqlite_url):
     narrower = digits_study(space=Space(depth=1, width=(16, 32), dropout=0.0, weight_decay=1e-4, lr=(1e-3, 1e-2)))
     run(narrower, sqlite_url, n_trials=1)
     assert len(optuna.load_study(study_name="digits-test", storage=sqlite_url).trials) == 2
+
+
+def test_trials_trained_in_one_stack_get_the_values_they_get_alone(tmp_path):
+    """--batch: the same trials (same numbers, so same seeds) score the same, and the total is exact."""
+    configs = [{"depth": 1, "width": 16, "lr": 1e-2}, {"depth": 1, "width": 48, "lr": 3e-3},
+               {"depth": 2, "width": 32, "lr": 1e-2}, {"depth": 1, "width": 64, "lr": 2e-2},
+               {"depth": 2, "width": 16, "lr": 5e-3}]
+    spec = digits_study(n_trials=5, space=Space(depth=(1, 2), width=(16, 64), dropout=0.1, weight_decay=1e-5,
+                                                lr=(1e-3, 3e-2)))
+    values = {}
+    for batch in (1, 4):
+        url = f"sqlite:///{tmp_path / f'b{batch}.db'}"
+        study = optuna.create_study(study_name=spec.name, storage=url)
+        for params in configs:
+            study.enqueue_trial(params)
+        run(spec, url, batch=batch)
+        trials = optuna.load_study(study_name=spec.name, storage=url).trials
+        assert len(trials) == 5 and all(t.state == TrialState.COMPLETE for t in trials)
+        values[batch] = [t.value for t in trials]
+    np.testing.assert_allclose(values[4], values[1], rtol=1e-4)

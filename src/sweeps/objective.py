@@ -14,10 +14,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
-from collections.abc import Callable
 
 import numpy as np
 import optuna
+from optuna.trial import TrialState
 
 from sweeps import notes, pruners, record, stop
 from sweeps.errors import SweepsError, Terminated, TrialFailed
@@ -25,7 +25,7 @@ from sweeps.storage import explain as storage_explain, heartbeat_failure
 from sweeps.folds import Folds
 from sweeps.model import StackedMLP
 from sweeps.study import Categorical, Int, Study
-from sweeps.train import NetConfig, available_memory, memory_needed, train_folds
+from sweeps.train import NetConfig, available_memory, groupable, memory_needed, train_trials
 
 
 def transfer(spec: Study, n_features: int, n_outputs: int) -> tuple[Study, StackedMLP | None]:
@@ -72,8 +72,13 @@ def prepare(spec: Study, folds: Folds) -> tuple[Study, StackedMLP | None]:
     return transfer(spec.resolved(folds.n_numeric), folds.n_features, folds.n_outputs)
 
 
-def make_objective(spec: Study, folds: Folds) -> Callable[[optuna.Trial], float]:
-    """The Optuna objective of a study, over folds prepared once per process.
+def make_objective(spec: Study, folds: Folds) -> Trainer:
+    """The Optuna objective of a study, over folds prepared once per process (a `Trainer`)."""
+    return Trainer(spec, folds)
+
+
+class Trainer:
+    """Trials of one study in this process: the Optuna objective, one trial or a batch at a time.
 
     How a trial can end, and what is recorded:
     - complete: its value, and the evidence (record.write_trial);
@@ -83,16 +88,33 @@ def make_objective(spec: Study, folds: Folds) -> Callable[[optuna.Trial], float]
     - failed, the study stops: Ctrl+C / SIGTERM (`fail_reason` says which), a space
       function that raises (`SweepsError`), a storage failure, or a bug.
     """
-    spec, init = prepare(spec, folds)
-    worker = f"{socket.gethostname()}:{os.getpid()}"
-    device = folds.X_train.device
 
-    def fail(trial: optuna.Trial, reason: str) -> None:
+    def __init__(self, spec: Study, folds: Folds) -> None:
+        self.spec, self.init = prepare(spec, folds)
+        self.folds = folds
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.device = folds.X_train.device
+
+    # --- the pieces ----------------------------------------------------------------------
+    def fail(self, trial: optuna.Trial, reason: str) -> None:
         record.write_fail_reason(trial, reason)
-        notes.save_trial_note(trial, notes.trial_note(None, spec.task, f"failed: {reason}"))
+        notes.save_trial_note(trial, notes.trial_note(None, self.spec.task, f"failed: {reason}"))
 
-    def objective(trial: optuna.Trial) -> float:
-        trial.set_user_attr("worker", worker)  # which machine and process ran it
+    def configure(self, trial: optuna.Trial) -> NetConfig:
+        """The trial's configuration (drawn now), checked to fit in memory (`TrialFailed` if not)."""
+        trial.set_user_attr("worker", self.worker)  # which machine and process ran it
+        config = dataclasses.replace(NetConfig.from_params(self.spec.suggest(trial)),
+                                     balanced_validation=self.spec.balanced_validation)
+        needed, available = memory_needed(self.folds, config), available_memory(self.device)
+        if available is not None and needed > 0.8 * available:
+            raise TrialFailed(
+                f"out of memory: depth {config.depth}, width {config.width} needs about "
+                f"{needed / 2**30:.1f} GiB for {self.folds.k} folds, {available / 2**30:.1f} GiB is free on "
+                f"{self.device.type}; narrow the space's width range")
+        return config
+
+    def hook(self, trial: optuna.Trial):
+        """The trial's per-epoch hook: report to Optuna, ask the pruner, say why it prunes."""
         storage = trial.study._storage
 
         def on_epoch(epoch: int, mean_val_loss: float, fold_losses: list[float]) -> str | None:
@@ -111,42 +133,100 @@ def make_objective(spec: Study, folds: Folds) -> Callable[[optuna.Trial], float]
                     "worse than earlier trials at that epoch")
             return None
 
+        return on_epoch
+
+    def train(self, trials: list[optuna.Trial], configs: list[NetConfig]) -> list:
+        """Train the trials' configurations together (they must be `groupable`)."""
         try:
-            config = dataclasses.replace(NetConfig.from_params(spec.suggest(trial)),
-                                         balanced_validation=spec.balanced_validation)
-            needed, available = memory_needed(folds, config), available_memory(device)
-            if available is not None and needed > 0.8 * available:
-                raise TrialFailed(
-                    f"out of memory: depth {config.depth}, width {config.width} needs about "
-                    f"{needed / 2**30:.1f} GiB for {folds.k} folds, {available / 2**30:.1f} GiB is free on "
-                    f"{device.type}; narrow the space's width range")
             with stop.immediate():  # Ctrl+C / SIGTERM stop training at once
-                result = train_folds(folds, config, max_epochs=spec.max_epochs, patience=spec.patience,
-                                     seed=trial_seed(spec.seed, trial.number), on_epoch=on_epoch, init=init)
+                return train_trials(self.folds, configs, [trial_seed(self.spec.seed, t.number) for t in trials],
+                                    [self.hook(t) for t in trials], max_epochs=self.spec.max_epochs,
+                                    patience=self.spec.patience, init=self.init)
         except Terminated:
-            fail(trial, "terminated (SIGTERM); rerun to resume the study")
+            for trial in trials:
+                self.fail(trial, "terminated (SIGTERM); rerun to resume the study")
             raise
         except KeyboardInterrupt:
-            fail(trial, "interrupted (Ctrl+C); rerun to resume the study")
-            raise
-        except TrialFailed as e:
-            fail(trial, str(e))
+            for trial in trials:
+                self.fail(trial, "interrupted (Ctrl+C); rerun to resume the study")
             raise
         except Exception as e:
-            if _allocation_failure(e):  # this configuration is too big; the next one may fit
+            if _allocation_failure(e):  # these configurations are too big; the next ones may fit
                 reason = f"out of memory while training: {type(e).__name__}: {str(e).splitlines()[0]}"
-                fail(trial, reason)
+                for trial in trials:
+                    self.fail(trial, reason)
                 raise TrialFailed(reason) from None
             if storage_explain(e) is None:  # a storage that fails cannot take a reason either
-                fail(trial, f"{type(e).__name__}: {e}")
+                for trial in trials:
+                    self.fail(trial, f"{type(e).__name__}: {e}")
             raise
         finally:
-            pruners.forget(trial)
-        record.write_trial(trial, result, spec.task)  # the evidence is stored before pruning
+            for trial in trials:
+                pruners.forget(trial)
+
+    def finish(self, trial: optuna.Trial, result) -> float:
+        """Record a trained trial; its value, or `TrialPruned` with the reason."""
+        record.write_trial(trial, result, self.spec.task)  # the evidence is stored before pruning
         reason = result.diverged or result.interrupted
-        notes.save_trial_note(trial, notes.trial_note(result, spec.task, reason))
+        notes.save_trial_note(trial, notes.trial_note(result, self.spec.task, reason))
         if reason:
             raise optuna.TrialPruned(reason)
         return result.cv_loss
 
-    return objective
+    # --- one trial: the Optuna objective ---------------------------------------------------
+    def __call__(self, trial: optuna.Trial) -> float:
+        try:
+            config = self.configure(trial)
+        except TrialFailed as e:
+            self.fail(trial, str(e))
+            raise
+        except SweepsError as e:  # e.g. a space function that raised: the study stops, with the reason
+            self.fail(trial, str(e))
+            raise
+        [result] = self.train([trial], [config])
+        return self.finish(trial, result)
+
+    # --- many trials in one stack ----------------------------------------------------------
+    def run_batch(self, trials: list[optuna.Trial]) -> list[tuple[optuna.Trial, TrialState, float | None]]:
+        """Train `trials` in as few stacks as their shapes allow; each trial's outcome, to tell."""
+        outcomes: dict[int, tuple[TrialState, float | None]] = {}
+        ready: list[tuple[optuna.Trial, NetConfig]] = []
+        for trial in trials:
+            try:
+                ready.append((trial, self.configure(trial)))
+            except TrialFailed as e:
+                self.fail(trial, str(e))
+                outcomes[trial.number] = (TrialState.FAIL, None)
+            except SweepsError as e:
+                self.fail(trial, str(e))
+                for other in trials:  # the study stops: none of the batch runs
+                    if other is not trial and other.number not in outcomes:
+                        self.fail(other, f"not run: another trial of its batch failed ({e})")
+                raise
+        for group in _groups(ready):
+            batch = [t for t, _ in group]
+            try:
+                results = self.train(batch, [c for _, c in group])
+            except TrialFailed:
+                for trial in batch:
+                    outcomes[trial.number] = (TrialState.FAIL, None)
+                continue
+            for trial, result in zip(batch, results):
+                try:
+                    outcomes[trial.number] = (TrialState.COMPLETE, self.finish(trial, result))
+                except optuna.TrialPruned:
+                    outcomes[trial.number] = (TrialState.PRUNED, None)
+        return [(t, *outcomes[t.number]) for t in trials]
+
+
+def _groups(ready: list[tuple[optuna.Trial, NetConfig]]) -> list[list[tuple[optuna.Trial, NetConfig]]]:
+    """Trials that can share a stack, together (same depth, batch, embeddings and members)."""
+    groups: list[list[tuple[optuna.Trial, NetConfig]]] = []
+    for item in ready:
+        for group in groups:
+            if groupable(group[0][1], item[1]):
+                group.append(item)
+                break
+        else:
+            groups.append([item])
+    return groups

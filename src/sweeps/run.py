@@ -27,7 +27,7 @@ from sweeps.folds import make_folds
 from sweeps.objective import make_objective, prepare, transfer
 from sweeps.storage import describe, open_storage, resolve_url, study_exists, use_wal
 from sweeps.study import Study
-from sweeps.search import default_pruner, default_sampler
+from sweeps.search import default_batch, default_pruner, default_sampler
 from sweeps.workers import Budget, WorkerJob, counts, launch, optimize_until
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -38,7 +38,8 @@ def run_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
               progress: bool = True, out: TextIO = sys.stdout, workers: int = 1,
               study_file: str | None = None, overrides: dict | None = None,
               heartbeat: tuple[int, int] = (10, 60), accept_changed_settings: bool = False,
-              until_converged: bool | None = None, reproducible: bool = False) -> optuna.Study:
+              until_converged: bool | None = None, reproducible: bool = False,
+              batch: int | None = None) -> optuna.Study:
     """Create or resume `spec`'s Optuna study and run trials until its target is reached.
 
     With `workers` > 1, that many processes run trials together; each loads `study_file`
@@ -86,15 +87,17 @@ def run_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
     budget = Budget(target, deadline=time.time() + timeout if timeout else None, until_converged=until_converged)
     with tqdm(total=to_run, unit="trial", disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
         shown = _Progress(bar, finished)
+        batch = batch or default_batch(spec)
         if workers == 1:
             optimize_until(study, make_objective(spec, folds), budget,
-                           on_trial=lambda s, t: shown(counts(s)))
+                           on_trial=lambda s, t: shown(counts(s)), batch=batch)
         else:
             if study_file is None:
                 raise SweepsError("workers > 1 need the study file's path: each worker loads it itself.")
             threads = max(1, (os.cpu_count() or 1) // workers)
             jobs = [WorkerJob(str(study_file), overrides or {}, url, budget, device, threads, i, *heartbeat,
-                              reproducible=reproducible) for i in range(workers)]
+                              reproducible=reproducible, batch=1 if reproducible else batch)
+                    for i in range(workers)]
             prepared, _ = prepare(spec, folds)  # the space as the workers' objectives see it
             launch(jobs, study, budget, on_progress=shown, suggest=prepared.suggest)
     return study
@@ -168,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--until-converged", action="store_true",
                    help="also stop when further trials are unlikely to beat the best by more than the folds' "
                         "noise (README: 'When is the study done?'); --n-trials and --timeout stay caps")
+    p.add_argument("--batch", type=int, metavar="P",
+                   help="ask the sampler for P trials at a time and train those of one shape in one stack "
+                        "(default: measured, README 'Many trials in one stack')")
     p.add_argument("--reproducible", action="store_true",
                    help="with --workers: ask and tell in fixed rounds of N trials, so that the same study file "
                         "and seed give the same trials and values whatever the timing (slower: each round "
@@ -179,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     def body() -> int:
+        if args.batch is not None and not 1 <= args.batch <= 64:
+            raise SweepsError(f"--batch must be between 1 and 64, got {args.batch}.")
         if args.n_trials is not None and args.n_trials < 1:
             raise SweepsError(f"--n-trials must be >= 1, got {args.n_trials}.")
         cores = os.cpu_count() or 1
@@ -199,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
                           heartbeat=(args.heartbeat_interval, args.grace_period),
                           accept_changed_settings=args.accept_changed_settings,
                           until_converged=True if args.until_converged else None,
-                          reproducible=args.reproducible)
+                          reproducible=args.reproducible, batch=args.batch)
         print(summary(study, resolve_url(spec.name, args.storage), time.perf_counter() - started))
         return 0
 

@@ -24,6 +24,13 @@ def default_pruner() -> optuna.pruners.BasePruner:
     return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=5)
 
 
+def default_batch(spec: Study) -> int:
+    """Trials asked at a time and trained in one stack, when the command line does not say.
+
+    Set by measurement (benchmarks/bench_engine.py, README "Many trials in one stack")."""
+    return 1
+
+
 def worker_seed(seed: int, n_existing: int, worker: int) -> int:
     """Different sampler seeds for each worker and each resumption, all derived from the study seed."""
     return int(np.random.SeedSequence([seed, n_existing, worker]).generate_state(1)[0])

@@ -78,11 +78,14 @@ MAX_FAILURES_IN_A_ROW = 5  # then the failures are the configuration's or the ma
 
 
 def optimize_until(study: optuna.Study, objective: Callable[[optuna.Trial], float], budget: Budget,
-                   on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None) -> None:
+                   on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
+                   batch: int = 1) -> None:
     """Run trials until the study has `budget.target` finished trials (or the deadline passes).
 
     A trial that fails on its own (`TrialFailed`: out of memory) is recorded and the loop goes
-    on; `MAX_FAILURES_IN_A_ROW` such failures in a row stop it with a `SweepsError`.
+    on; `MAX_FAILURES_IN_A_ROW` such failures in a row stop it with a `SweepsError`. With
+    `batch` > 1 (and an objective that can `run_batch`), up to that many trials are asked at
+    once and trained in as few stacks as their shapes allow.
     """
     heartbeat = _has_heartbeat(study)
     rejected = False
@@ -128,8 +131,57 @@ def optimize_until(study: optuna.Study, objective: Callable[[optuna.Trial], floa
                 return  # nothing can free a place: the other trials belong to live workers
             time.sleep(budget.poll)  # a running trial may still fail (dead worker) and be retried
             continue
+        room = budget.target - finished - c[TrialState.RUNNING]
+        if batch > 1 and hasattr(objective, "run_batch") and room > 1:
+            rejected = _run_batch(study, objective, budget, min(batch, room), callbacks)
+            continue
         with stop.deferred():  # a stop waits for Optuna's writes; training itself stops at once
             study.optimize(admitted, n_trials=1, callbacks=callbacks, catch=(NotNeeded, TrialFailed))
+
+
+def _run_batch(study: optuna.Study, trainer, budget: Budget, size: int, callbacks: list) -> bool:
+    """Ask `size` trials, train them together, tell each; True when one was not admitted."""
+    from contextlib import ExitStack
+
+    from optuna.storages._heartbeat import get_heartbeat_thread
+
+    rejected = False
+    trials = []
+    with stop.deferred():
+        for _ in range(size):
+            with warnings.catch_warnings():  # the heartbeat runs: `_run_batch` starts it for every trial
+                warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+                trial = study.ask()  # TPE's constant liar: each sees the batch's earlier ones as running
+            try:
+                admit(study, trial, budget.target)
+            except NotNeeded as e:
+                trial.set_user_attr("fail_reason", str(e))
+                study.tell(trial, state=TrialState.FAIL)
+                rejected = True
+                break
+            trials.append(trial)
+    if not trials:
+        return rejected
+    told: set[int] = set()
+    try:
+        with ExitStack() as beats:
+            for trial in trials:
+                beats.enter_context(get_heartbeat_thread(trial._trial_id, study._storage))
+            outcomes = trainer.run_batch(trials)
+        with stop.deferred():
+            for trial, state, value in outcomes:
+                study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
+                told.add(trial.number)
+                frozen = study._storage.get_trial(trial._trial_id)
+                for callback in callbacks:
+                    callback(study, frozen)
+    except BaseException:
+        with stop.deferred():  # the batch's trials not told yet end as failed (their reason is recorded)
+            for trial in trials:
+                if trial.number not in told:
+                    study.tell(trial, state=TrialState.FAIL)
+        raise
+    return rejected
 
 
 def _has_heartbeat(study: optuna.Study) -> bool:
@@ -269,6 +321,7 @@ class WorkerJob:
     heartbeat_interval: int
     grace_period: int
     reproducible: bool = False  # train the trials the launcher hands out (`Rounds`), ask none
+    batch: int = 1  # trials asked at a time and trained in one stack
 
 
 def worker_main(job: WorkerJob, tasks=None) -> None:
@@ -300,7 +353,7 @@ def worker_main(job: WorkerJob, tasks=None) -> None:
         if job.reproducible:
             serve(study, make_objective(spec, folds), tasks)
         else:
-            optimize_until(study, make_objective(spec, folds), job.budget, on_trial=None)
+            optimize_until(study, make_objective(spec, folds), job.budget, on_trial=None, batch=job.batch)
         return 0
 
     sys.exit(_cli.guarded(body, prefix=f"worker {job.index}"))
