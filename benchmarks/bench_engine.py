@@ -124,6 +124,7 @@ def main() -> None:
         stopped_folds(args)
     if args.only in (None, "ingredients"):
         ingredients(args)
+        embedding_columns(args)
     if args.only in (None, "grouped"):
         grouped(args)
 
@@ -181,8 +182,9 @@ def stopped_folds(args) -> None:
 
 INGREDIENTS = {
     "plain": {},
-    "periodic embeddings (48 freq., dim 24)": dict(embedding="periodic"),
-    "periodic embeddings (16 freq., dim 8)": dict(embedding="periodic", n_frequencies=16, embedding_dim=8),
+    # digits has 64 numeric columns: more than embedding="auto" embeds (32), so this is a worst case
+    "periodic embeddings (16 freq., dim 16; all 64 columns)": dict(embedding="periodic", n_frequencies=16,
+                                                                   embedding_dim=16),
     "members E=4": dict(ensemble=4),
     "members E=16": dict(ensemble=16),
     "members E=32": dict(ensemble=32),
@@ -210,6 +212,28 @@ def ingredients(args) -> None:
         plain = rows["plain"]
         cells = " | ".join(f"{t:.3f} s | {t / p:.2f}x" for t, p in zip(rows[name], plain))
         print(f"| {name} | {cells} |", flush=True)
+
+
+def embedding_columns(args) -> None:
+    """The embeddings' cost grows with the numeric columns they embed: ratio to the same trial without."""
+    reps = 3 if args.quick else args.reps
+    print(f"\nPeriodic embeddings (16 freq., dim 16) by numeric columns (synthetic 20000 rows, 5 folds, d1 w64, "
+          f"batch 256, 3 epochs; medians of {reps}):")
+    print("| numeric columns | without | with | ratio |")
+    print("|---|---|---|---|")
+    for columns in (6, 16, 32):
+        data = lambda: make_classification(n_samples=20_000, n_features=columns, n_informative=columns // 2,  # noqa: E731
+                                           n_classes=2, random_state=0)
+        spec = Study(name="columns", task="classification", data=data, space=Space(), folds=5, seed=0)
+        folds = make_folds(load_dataset(spec), folds=5, seed=0, device=args.device)
+        times = []
+        for embedding in ("none", "periodic"):
+            config = NetConfig(1, 64, 0.2, 1e-4, 1e-3, batch_size=256, embedding=embedding, n_frequencies=16,
+                               embedding_dim=16)
+            run = lambda: train_folds(folds, config, max_epochs=3, patience=None, seed=0)  # noqa: E731
+            run()
+            times.append(statistics.median(timed(run, args.device)[0] for _ in range(reps)))
+        print(f"| {columns} | {times[0]:.3f} s | {times[1]:.3f} s | {times[1] / times[0]:.2f}x |", flush=True)
 
 
 def grouped(args) -> None:

@@ -15,7 +15,10 @@ parameters are fitted on the same non-test rows and scored on the same test rows
 split; the others hold out a seeded, stratified 20 %, which the seed changes.
 
 Variants change one ingredient of the template at a time (the ablation): e.g.
-`no-embedding` turns the periodic embeddings off. Medians over seeds are printed as a
+`no-embedding` turns the periodic embeddings off. `final-models` evaluates every final-model
+strategy (folds, refit, refit-seeds) on the same sweep of each seed: the strategies differ
+only after the sweep, and the benchmark may use the test rows more than once, which a
+study never should. Medians over seeds are printed as a
 Markdown table with the sweep's wall time beside each row.
 """
 
@@ -39,6 +42,7 @@ from sweeps import Space, Study, Table
 from sweeps._cli import quiet_optuna
 from sweeps.data import load_dataset
 from sweeps.evaluate import evaluate_study
+from sweeps.final import FINAL_MODELS
 from sweeps.run import run_study
 
 DATA = Path(__file__).resolve().parent.parent / "studies" / "data"
@@ -155,27 +159,33 @@ def gradient_boosting(spec: Study) -> dict[str, dict[str, float]]:
     return scores
 
 
-def sweep(spec: Study) -> dict[str, float]:
+def sweep(spec: Study, final_models: tuple[str, ...] = ()) -> dict[str, float] | list[dict[str, float]]:
+    """One sweep and the evaluation of its declared final model; with `final_models`, one
+    evaluation per strategy of the *same* sweep (a list of results, in that order)."""
     with tempfile.TemporaryDirectory() as folder:
         url = f"sqlite:///{folder}/{spec.name}.db"
         dataset = load_dataset(spec)
         started = time.perf_counter()
         study_ = run_study(spec, dataset, storage=url, progress=False, out=io.StringIO())
         sweep_seconds = time.perf_counter() - started
-        started = time.perf_counter()
-        entry, model = evaluate_study(spec, dataset, storage=url, model_path=f"{folder}/model.pt",
-                                      out=io.StringIO(), err=io.StringIO())
-        evaluate_seconds = time.perf_counter() - started
-    result = {"loss": entry["loss"], "cv_loss": entry["cv_loss"], "sweep_seconds": sweep_seconds,
-              "evaluate_seconds": evaluate_seconds, "pruned": sum(t.state.name == "PRUNED" for t in study_.trials),
-              "params": entry["params"], "members": entry["members"]}
-    if spec.task == "classification":
-        result["accuracy"] = entry["metric"]
-        if "roc_auc" in entry:
-            result["roc_auc"] = entry["roc_auc"]
-    else:
-        result.update(rmse=entry["metric"], r2=entry["r2"])
-    return result
+        results = []
+        for final_model in final_models or (spec.final_model,):
+            started = time.perf_counter()
+            entry, model = evaluate_study(spec.replace(final_model=final_model), dataset, storage=url,
+                                          model_path=f"{folder}/model.pt", out=io.StringIO(), err=io.StringIO())
+            evaluate_seconds = time.perf_counter() - started
+            result = {"loss": entry["loss"], "cv_loss": entry["cv_loss"], "sweep_seconds": sweep_seconds,
+                      "evaluate_seconds": evaluate_seconds, "model_bytes": Path(f"{folder}/model.pt").stat().st_size,
+                      "pruned": sum(t.state.name == "PRUNED" for t in study_.trials),
+                      "params": entry["params"], "members": entry["members"], "final_model": final_model}
+            if spec.task == "classification":
+                result["accuracy"] = entry["metric"]
+                if "roc_auc" in entry:
+                    result["roc_auc"] = entry["roc_auc"]
+            else:
+                result.update(rmse=entry["metric"], r2=entry["r2"])
+            results.append(result)
+    return results if final_models else results[0]
 
 
 def main() -> None:
@@ -190,9 +200,29 @@ def main() -> None:
     quiet_optuna()
     seeds = [int(s) for s in args.seeds.split(",")]
     rows = []
+
+    def keep(result: dict) -> None:
+        print(json.dumps(result), file=sys.stderr, flush=True)
+        if args.json:
+            with open(args.json, "a") as f:
+                f.write(json.dumps(result) + "\n")
+
     for name in args.datasets.split(","):
         metric = DATASETS[name][3]
         for variant in args.variants.split(","):
+            if variant == "final-models":  # every strategy, evaluated on the same sweep of each seed
+                by_strategy: dict[str, list] = {}
+                for seed in seeds:
+                    spec = study(name, seed, args.trials, {})
+                    gbdt = None if args.no_gbdt else gradient_boosting(spec)
+                    for result in sweep(spec, FINAL_MODELS):
+                        if gbdt:
+                            result["gbdt"] = gbdt
+                        result.update(dataset=name, variant=f"final_model={result['final_model']}", seed=seed)
+                        by_strategy.setdefault(result["variant"], []).append(result)
+                        keep(result)
+                rows += [(name, v, metric, results) for v, results in by_strategy.items()]
+                continue
             results = []
             for seed in seeds:
                 spec = study(name, seed, args.trials, VARIANTS[variant])
@@ -201,23 +231,22 @@ def main() -> None:
                     result["gbdt"] = gradient_boosting(spec)
                 result.update(dataset=name, variant=variant, seed=seed)
                 results.append(result)
-                print(json.dumps(result), file=sys.stderr, flush=True)
-                if args.json:
-                    with open(args.json, "a") as f:
-                        f.write(json.dumps(result) + "\n")
+                keep(result)
             rows.append((name, variant, metric, results))
     print(f"\n{args.trials} trials per sweep; medians over seeds {args.seeds}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads\n")
-    print("| dataset | variant | metric | sweeps | LightGBM default | HistGB default | sweep wall time | per seed |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| dataset | variant | metric | sweeps | LightGBM default | HistGB default | sweep + evaluate wall time "
+          "| model file | per seed |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, variant, metric, results in rows:
         ours = statistics.median(r[metric] for r in results)
         gbdt = {m: statistics.median(r["gbdt"][m][metric] for r in results) for m in ("LightGBM", "HistGB")
                 if all("gbdt" in r and m in r["gbdt"] for r in results)}
         seconds = statistics.median(r["sweep_seconds"] + r["evaluate_seconds"] for r in results)
         per_seed = " / ".join(f"{r[metric]:.4f}" for r in results)
+        size = statistics.median(r["model_bytes"] for r in results) / 1024
         print(f"| {name} | {variant} | {metric} | **{ours:.4f}** | {gbdt.get('LightGBM', float('nan')):.4f} | "
-              f"{gbdt.get('HistGB', float('nan')):.4f} | {seconds:.0f} s | {per_seed} |")
+              f"{gbdt.get('HistGB', float('nan')):.4f} | {seconds:.0f} s | {size:.0f} KiB | {per_seed} |")
 
 
 if __name__ == "__main__":

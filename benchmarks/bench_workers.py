@@ -1,12 +1,14 @@
 """Trials per minute with 1 and 2 worker processes on this machine, same run.
 
-    python benchmarks/bench_workers.py [--trials 24] [--reps 2]
+    python benchmarks/bench_workers.py [--trials 24] [--reps 2] [--reproducible]
 
 Each repetition runs the same 24-trial digits sweep (5 folds, at most 30 epochs, median
 pruning) into a fresh SQLite file, once with `--workers 1` (torch uses every core) and once
 with `--workers 2` (cores divided), alternating. Throughput is finished trials over the
 time from the first trial's start to the last trial's end, read from the study itself, so
 process start-up is not counted; the wall time of the whole command is printed beside it.
+`--reproducible` adds `--workers 2 --reproducible` (fixed rounds) to the alternation: what
+reproducibility costs in throughput.
 """
 
 from __future__ import annotations
@@ -31,12 +33,13 @@ study = Study(name="bench", task="classification", data=lambda: load_digits(retu
 """
 
 
-def one_run(workers: int, trials: int) -> tuple[float, float]:
+def one_run(workers: int, trials: int, extra: tuple[str, ...] = ()) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.py"
         path.write_text(STUDY.format(trials=trials))
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "sweeps.run", str(path), "--workers", str(workers), "--no-progress"],
+        subprocess.run([sys.executable, "-m", "sweeps.run", str(path), "--workers", str(workers), "--no-progress",
+                        *extra],
                        cwd=tmp, check=True, capture_output=True)
         wall = time.perf_counter() - start
         study = optuna.load_study(study_name="bench", storage=f"sqlite:///{tmp}/storage/bench.db")
@@ -49,22 +52,26 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--trials", type=int, default=24)
     p.add_argument("--reps", type=int, default=2)
+    p.add_argument("--reproducible", action="store_true", help="also 2 workers in fixed rounds")
     args = p.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    rates = {1: [], 2: []}
-    walls = {1: [], 2: []}
+    variants = {"1": (1, ()), "2": (2, ())}
+    if args.reproducible:
+        variants["2 --reproducible"] = (2, ("--reproducible",))
+    rates = {name: [] for name in variants}
+    walls = {name: [] for name in variants}
     for _ in range(args.reps):
-        for workers in (1, 2):
-            rate, wall = one_run(workers, args.trials)
-            rates[workers].append(rate)
-            walls[workers].append(wall)
-            print(f"  workers={workers}: {rate:.1f} trials/min, command wall {wall:.1f} s", flush=True)
-    one, two = statistics.median(rates[1]), statistics.median(rates[2])
-    print(f"\n| workers | trials/min (median of {args.reps}) | command wall time |")
-    print("|---|---|---|")
-    print(f"| 1 | {one:.1f} | {statistics.median(walls[1]):.1f} s |")
-    print(f"| 2 | {two:.1f} | {statistics.median(walls[2]):.1f} s |")
-    print(f"\n2 workers / 1 worker: {two / one:.2f}x trials per minute")
+        for name, (workers, extra) in variants.items():
+            rate, wall = one_run(workers, args.trials, extra)
+            rates[name].append(rate)
+            walls[name].append(wall)
+            print(f"  workers={name}: {rate:.1f} trials/min, command wall {wall:.1f} s", flush=True)
+    print(f"\n| workers | trials/min (median of {args.reps}) | x 1 worker | command wall time |")
+    print("|---|---|---|---|")
+    one = statistics.median(rates["1"])
+    for name in variants:
+        rate = statistics.median(rates[name])
+        print(f"| {name} | {rate:.1f} | {rate / one:.2f} | {statistics.median(walls[name]):.1f} s |")
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ def test_runs_and_summarises(tmp_path, monkeypatch, capsys):
     ("", 1, [], r"Study.folds: must be an integer >= 2"),
     ("keep = (y != 9) | (np.cumsum(y == 9) <= 3); X, y = X[keep], y[keep]", 3, [], r"class 9 has 2 rows"),
     ("", 3, ["--n-trials", "0"], r"--n-trials must be >= 1"),
+    ("", 3, ["--batch", "0"], r"--batch must be between 1 and 64, got 0"),
     ("", 3, ["--workers", "100000"], r"--workers must be between 1 and 4 x this machine's"),
     ("", 3, ["--storage", "postgresql://nobody@127.0.0.1:1/x"], r"cannot open storage"),
     ("raise RuntimeError('no data here')", 3, [], r"study.py:6: RuntimeError: no data here"),

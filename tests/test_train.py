@@ -140,3 +140,16 @@ def test_trials_with_embeddings_and_members_train_in_one_stack_as_alone(digits_f
         np.testing.assert_allclose(grouped.val_losses, alone.val_losses, rtol=1e-4)
         for w_group, w_alone in zip(grouped.model.params, alone.model.params):
             torch.testing.assert_close(w_group, w_alone, rtol=1e-4, atol=1e-5)
+
+
+def test_a_batch_is_grouped_by_shape_and_close_widths():
+    from sweeps.objective import _groups
+
+    def config(depth, width):
+        return NetConfig(depth, width, 0.0, 1e-4, 1e-3, batch_size=64)
+
+    ready = [(name, config(depth, width)) for name, depth, width in
+             [("a", 2, 512), ("b", 2, 16), ("c", 2, 64), ("d", 2, 100), ("e", 1, 32), ("f", 2, 300), ("g", 2, 32)]]
+    groups = [sorted(name for name, _ in group) for group in _groups(ready)]
+    # small widths share a stack whatever their ratio; wider ones only with widths within 2x; depth splits
+    assert sorted(groups) == [["a", "f"], ["b", "c", "g"], ["d"], ["e"]]

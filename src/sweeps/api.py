@@ -57,24 +57,27 @@ def _device(name: str) -> str:
 
 def optimize(study: Study | str | Path, *, n_trials: int | None = None, timeout: float | None = None,
              storage: str | None = None, seed: int | None = None, device: str = "auto", workers: int = 1,
-             until_converged: bool | None = None, reproducible: bool = False, progress: bool = True,
-             out: TextIO = sys.stdout) -> optuna.Study:
+             until_converged: bool | None = None, reproducible: bool = False, batch: int | None = None,
+             progress: bool = True, out: TextIO = sys.stdout) -> optuna.Study:
     """Run or resume a sweep, as `python -m sweeps.run`; returns the Optuna study.
 
     `n_trials` runs that many more trials than the study has (like `--n-trials`); without it
     the study file's `n_trials` is the target. `workers` > 1 needs a study file's path.
+    `batch`: trials asked at a time and trained in one stack (like `--batch`).
     """
     from sweeps._cli import quiet_optuna
     from sweeps.run import run_study
 
     spec, path = _spec(study, seed=seed)
+    if batch is not None and not 1 <= batch <= 64:
+        raise SweepsError(f"batch must be between 1 and 64, got {batch}.")
     if workers > 1 and path is None:
         raise SweepsError("workers > 1 need the study file's path (each worker loads it itself), not a Study object.")
     quiet_optuna()
     return run_study(spec, _dataset(spec), storage=storage, n_trials=n_trials, timeout=timeout,
                      device=_device(device), progress=progress, out=out, workers=workers, study_file=path,
                      overrides={"seed": seed} if seed is not None else {}, until_converged=until_converged,
-                     reproducible=reproducible)
+                     reproducible=reproducible, batch=batch)
 
 
 def export(study: Study | str | Path, *, rule: str = "best", top: int = 1, output: str | Path | None = None,

@@ -219,12 +219,19 @@ class Trainer:
         return [(t, *outcomes[t.number]) for t in trials]
 
 
+SMALL_WIDTH = 64  # units: below, a trial's step is PyTorch's dispatch, not arithmetic, so padding is free
+PADDING = 2.0  # above SMALL_WIDTH, a trial is padded to at most twice its width (bench_engine.py "grouped")
+
+
 def _groups(ready: list[tuple[optuna.Trial, NetConfig]]) -> list[list[tuple[optuna.Trial, NetConfig]]]:
-    """Trials that can share a stack, together (same depth, batch, embeddings and members)."""
+    """Trials that can share a stack, together: the same depth, batch, embeddings and members,
+    and widths close enough that padding to the widest costs less than it saves."""
     groups: list[list[tuple[optuna.Trial, NetConfig]]] = []
-    for item in ready:
+    for item in sorted(ready, key=lambda item: item[1].width):
         for group in groups:
-            if groupable(group[0][1], item[1]):
+            narrowest = group[0][1].width
+            if groupable(group[0][1], item[1]) and (
+                    item[1].width <= SMALL_WIDTH or item[1].width <= PADDING * narrowest):
                 group.append(item)
                 break
         else:
