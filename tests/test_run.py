@@ -274,3 +274,11 @@ def test_trials_trained_in_one_stack_get_the_values_they_get_alone(tmp_path):
         assert len(trials) == 5 and all(t.state == TrialState.COMPLETE for t in trials)
         values[batch] = [t.value for t in trials]
     np.testing.assert_allclose(values[4], values[1], rtol=1e-4)
+
+
+def test_the_default_batch_is_one_where_every_width_is_compute_bound():
+    from sweeps.search import COMPUTE_BOUND_WIDTH, DEFAULT_BATCH, default_batch
+
+    assert default_batch(digits_study(space=Space(width=(16, 512)))) == DEFAULT_BATCH
+    assert default_batch(digits_study(space=Space(width=COMPUTE_BOUND_WIDTH))) == 1
+    assert default_batch(digits_study(space=Space(width=Categorical([256, 512])))) == 1

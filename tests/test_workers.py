@@ -83,9 +83,10 @@ def test_admission_lets_exactly_one_of_two_racing_trials_in():
         admit(study, second, target=2)
 
 
-def test_two_workers_on_sqlite_exact_count_and_no_lock_error(tmp_path):
+@pytest.mark.parametrize("batch", [[], ["--batch", "4"]], ids=["one-at-a-time", "batches-of-4"])
+def test_two_workers_on_sqlite_exact_count_and_no_lock_error(tmp_path, batch):
     path = write_study(tmp_path, "sqlite-workers", n_trials=16)
-    process = sweeps_run(path, "--workers", "2", cwd=tmp_path)
+    process = sweeps_run(path, "--workers", "2", *batch, cwd=tmp_path)
     out, err = process.communicate(timeout=300)
     assert process.returncode == 0, err
     assert "locked" not in err.lower() and "Traceback" not in err

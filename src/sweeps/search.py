@@ -24,11 +24,26 @@ def default_pruner() -> optuna.pruners.BasePruner:
     return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=5)
 
 
+DEFAULT_BATCH = 1  # trials per ask; measured: README "Many trials in one stack"
+COMPUTE_BOUND_WIDTH = 128  # units: from here a trial's steps are arithmetic, which sharing does not save
+
+
 def default_batch(spec: Study) -> int:
     """Trials asked at a time and trained in one stack, when the command line does not say.
 
-    Set by measurement (benchmarks/bench_engine.py, README "Many trials in one stack")."""
-    return 1
+    `DEFAULT_BATCH`, set by measurement (benchmarks/bench_engine.py and bench_batch.py), and 1
+    when the space makes grouping pointless: every width it allows is compute-bound, where
+    one stack of P trials costs what P stacks cost.
+    """
+    from sweeps.study import Categorical, Float, Int, Space
+
+    if isinstance(spec.space, Space):
+        width = spec.space.width
+        narrowest = width.low if isinstance(width, (Int, Float)) else min(
+            width.choices) if isinstance(width, Categorical) else width
+        if narrowest >= COMPUTE_BOUND_WIDTH:
+            return 1
+    return DEFAULT_BATCH
 
 
 def worker_seed(seed: int, n_existing: int, worker: int) -> int:
