@@ -146,9 +146,9 @@ def converged_table(seeds: list[int], json_path: str | None) -> None:
             reason = study.user_attrs.get("stop_reason", "(ran to its cap)")
         stopped = timeline(trials)
         finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
-        within = stopped[-1][1] <= full[-1][1] + full[-1][2]
-        result = {"seed": seed, "trials": finished, "best": stopped[-1][1], "full_best": full[-1][1],
-                  "se": full[-1][2], "within": within, "reason": reason}
+        within = bool(stopped[-1][1] <= full[-1][1] + full[-1][2])
+        result = {"seed": seed, "trials": finished, "best": float(stopped[-1][1]), "full_best": float(full[-1][1]),
+                  "se": float(full[-1][2]), "within": within, "reason": reason}
         print(json.dumps(result), file=sys.stderr, flush=True)
         if json_path:
             with open(json_path, "a") as f:
