@@ -28,6 +28,7 @@ from sklearn.datasets import load_digits, make_classification
 
 from sweeps.data import load_dataset
 from sweeps.folds import Folds, make_folds
+from sweeps.model import StackedMLP
 from sweeps.study import Space, Study
 from sweeps.train import NetConfig, train_folds, train_trials
 
@@ -192,25 +193,49 @@ INGREDIENTS = {
     "beta2 0.95": dict(beta2=0.95),
     "cosine schedule": dict(schedule="cosine"),
     "gradient clipping 1.0": dict(grad_clip=1.0),
+    # digits' classes are near balance, so an epoch keeps its length: this is the cost of the
+    # per-epoch draw. On imbalanced data an epoch is 2 x the largest ("over") or the smallest
+    # ("under") class, and the time per epoch scales with it.
+    "re-sampling, over": dict(resampling="over"),
+    "re-sampling, under": dict(resampling="under"),
+    # transfer (Study(init_from=)): every fold starts from one loaded net; freeze keeps its first layer
+    "transfer: fine-tuning": dict(transfer=True),
+    "transfer: freeze 1 (feature extraction)": dict(transfer=True, freeze=1),
 }
 
 
 def ingredients(args) -> None:
-    """Seconds per trial of each ingredient, and the ratio to the plain trial, same run."""
+    """Seconds per trial of each ingredient, and the ratio to the plain trial, same run.
+
+    The repetitions go round-robin over the ingredients, so a machine that speeds up or slows
+    down during the run (frequency scaling, a neighbour) moves every row alike, not the rows
+    measured last.
+    """
     reps = 3 if args.quick else args.reps
-    print(f"\nCost of each ingredient (digits, 5 folds, 20 epochs, batch 64, dropout 0.2; medians of {reps}):")
+    print(f"\nCost of each ingredient (digits, 5 folds, 20 epochs, batch 64, dropout 0.2; medians of {reps}, "
+          "interleaved):")
     print("| ingredient | d1 w32 | ratio | d2 w128 | ratio |")
     print("|---|---|---|---|---|")
     folds = dataset_folds("digits", args.device)
-    rows = {}
-    for name, options in INGREDIENTS.items():
-        for depth, width in CONFIGS[:2]:
-            config = NetConfig(depth, width, 0.2, 1e-4, 1e-3, batch_size=64, **options)
-            run = lambda: train_folds(folds, config, max_epochs=20, patience=None, seed=0)  # noqa: E731
-            run()
-            rows.setdefault(name, []).append(statistics.median(timed(run, args.device)[0] for _ in range(reps)))
-        plain = rows["plain"]
-        cells = " | ".join(f"{t:.3f} s | {t / p:.2f}x" for t, p in zip(rows[name], plain))
+    rows: dict[str, list[float]] = {name: [] for name in INGREDIENTS}
+    for depth, width in CONFIGS[:2]:
+        runs = {}
+        for name, options in INGREDIENTS.items():
+            net_options = {k: v for k, v in options.items() if k != "transfer"}
+            config = NetConfig(depth, width, 0.2, 1e-4, 1e-3, batch_size=64, **net_options)
+            init = StackedMLP.init([1], folds.n_features, folds.n_outputs, depth, width, 0.2, args.device) \
+                if options.get("transfer") else None
+            runs[name] = lambda config=config, init=init: train_folds(folds, config, max_epochs=20, patience=None,
+                                                                      seed=0, init=init)
+            runs[name]()  # warm-up
+        seconds: dict[str, list[float]] = {name: [] for name in INGREDIENTS}
+        for _ in range(reps):
+            for name, run in runs.items():
+                seconds[name].append(timed(run, args.device)[0])
+        for name in INGREDIENTS:
+            rows[name].append(statistics.median(seconds[name]))
+    for name, times in rows.items():
+        cells = " | ".join(f"{t:.3f} s | {t / p:.2f}x" for t, p in zip(times, rows["plain"]))
         print(f"| {name} | {cells} |", flush=True)
 
 

@@ -180,8 +180,7 @@ def sweep(spec: Study, final_models: tuple[str, ...] = ()) -> dict[str, float] |
                       "params": entry["params"], "members": entry["members"], "final_model": final_model}
             if spec.task == "classification":
                 result["accuracy"] = entry["metric"]
-                if "roc_auc" in entry:
-                    result["roc_auc"] = entry["roc_auc"]
+                result.update({k: entry[k] for k in ("roc_auc", "balanced_accuracy", "macro_f1") if k in entry})
             else:
                 result.update(rmse=entry["metric"], r2=entry["r2"])
             results.append(result)

@@ -10,9 +10,9 @@ import pytest
 from optuna_dashboard import get_note
 from sklearn.datasets import load_digits
 
-from sweeps import Space, SweepsError
+from sweeps import Categorical, Space, SweepsError
 from sweeps.data import load_dataset
-from sweeps.diagnose import Thresholds, diagnose_study, main as diagnose_main
+from sweeps.diagnose import Thresholds, imbalance_hints, diagnose_study, main as diagnose_main
 from sweeps.evaluate import evaluate_study
 from sweeps.run import run_study
 
@@ -108,6 +108,17 @@ def test_mismatch_when_the_test_set_comes_from_a_shifted_distribution(tmp_path):
     verdict = diagnosis.verdict("mismatch")
     assert verdict.status == "yes", verdict.evidence
     assert "AUC" in verdict.summary and any("domain adaptation" in r for r in verdict.remedies)
+    assert any('Space(resampling=Categorical(["none", "over", "under"]))' in r for r in verdict.remedies)
+
+
+def test_a_neglected_minority_gets_the_balancing_options_as_a_hint():
+    spec = digits_study()
+    neglected = {"metric": 0.97, "balanced_accuracy": 0.81}
+    (hint,) = imbalance_hints(spec, neglected)
+    assert "balanced accuracy 0.8100 vs accuracy 0.9700" in hint and 'resampling=Categorical(' in hint
+    assert imbalance_hints(spec, {"metric": 0.97, "balanced_accuracy": 0.95}) == []  # close enough
+    balancing = digits_study(space=Space(resampling=Categorical(["none", "under"])))
+    assert imbalance_hints(balancing, neglected) == []  # the space already balances
 
 
 def test_mismatch_is_not_checked_before_evaluate(tmp_path):

@@ -81,3 +81,17 @@ def test_no_decay_tensors_keep_their_values_under_weight_decay():
     optimizer = StackedAdamW(params, lr=0.1, weight_decay=0.5, no_decay=[False, True])
     optimizer.step()  # zero gradients: only weight decay moves a tensor
     assert (params[0] < 1).all() and (params[1] == 1).all()
+
+
+def test_frozen_tensors_neither_step_nor_count_in_the_clipping_norm():
+    params = [torch.ones(2, 3), torch.ones(2, 3), torch.ones(2, 3)]
+    optimizer = StackedAdamW(params, lr=0.1, weight_decay=0.5, frozen=[True, False, False],
+                             no_decay=[False, False, True])
+    for g in optimizer.grads:
+        g.fill_(1.0)
+    optimizer.grads[0].fill_(100.0)  # a huge gradient on the frozen tensor...
+    optimizer.clip(10.0)
+    torch.testing.assert_close(optimizer.grads[1], torch.ones(2, 3))  # ...does not shrink the others' (norm sqrt 6)
+    optimizer.step()
+    assert (params[0] == 1).all()  # frozen: no step, no decay
+    assert (params[1] < 1).all() and (params[2] < 1).all()  # the others step (and decay where they may)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import numpy as np
@@ -12,13 +13,14 @@ from sklearn.datasets import load_diabetes, load_digits
 from sklearn.metrics import balanced_accuracy_score, f1_score
 
 import sweeps
+import sweeps.train
 from sweeps import Categorical, Space, SweepsError
 from sweeps.data import load_dataset
 from sweeps.evaluate import evaluate_study
 from sweeps.folds import make_folds
 from sweeps.model import StackedMLP, loss_and_grad
 from sweeps.run import run_study
-from sweeps.train import NetConfig, train_folds
+from sweeps.train import NetConfig, class_rows, class_weights, epoch_class_size, resampled_epoch, train_folds
 
 from conftest import digits_study
 
@@ -68,6 +70,89 @@ def test_a_searched_class_weight_scores_every_trial_on_one_scale():
     # The same training (identical curves); only the validation loss weighs classes.
     assert plain.curve_train == scored_balanced.curve_train
     assert scored_balanced.cv_loss > plain.cv_loss  # the minority it neglects now counts half
+
+
+@pytest.mark.parametrize("resampling", ["over", "under"])
+def test_a_resampled_epoch_is_balanced_and_drawn_from_the_folds_real_training_rows(resampling):
+    folds = imbalanced_noise_folds()
+    per_fold = [class_rows(folds, f) for f in range(folds.k)]
+    per_class = epoch_class_size(resampling, folds.split_class_counts)
+    counts = [[len(rows) for rows in fold] for fold in per_fold]
+    assert folds.split_class_counts.tolist() == counts
+    assert folds.select([1]).split_class_counts.tolist() == counts  # sized alike alone and in the stack
+    assert per_class == (min(max(c) for c in counts) if resampling == "over" else min(min(c) for c in counts))
+    for f in range(folds.k):
+        epoch = resampled_epoch(per_fold[f], per_class, torch.Generator().manual_seed(f))
+        y = folds.y_train[f][epoch]
+        assert torch.bincount(y, minlength=2).tolist() == [per_class, per_class]  # balanced, exactly
+        assert folds.train_weight[f][epoch].all()  # real rows only, never the fold's top-up repeats
+        minority, majority = per_fold[f][1], per_fold[f][0]
+        if resampling == "over":  # every minority row at least once, repeats only to fill
+            assert set(minority.tolist()) <= set(epoch.tolist())
+        else:  # a subset of the majority, no row twice
+            assert len(set(epoch.tolist())) == len(epoch) and len(majority) > per_class
+
+
+def test_resampling_never_touches_validation_rows(monkeypatch):
+    folds = imbalanced_noise_folds()
+    drawn = []
+
+    def spy(rows_by_class, per_class, generator):
+        epoch = resampled_epoch(rows_by_class, per_class, generator)
+        drawn.append((sum(map(len, rows_by_class)), epoch))
+        return epoch
+
+    monkeypatch.setattr(sweeps.train, "resampled_epoch", spy)
+    config = NetConfig(1, 8, 0.0, 1e-2, 1e-2, resampling="over", balanced_validation=True)
+    result = train_folds(folds, config, max_epochs=3, patience=None, seed=0)
+    assert len(drawn) == 3 * folds.k  # every fold, every epoch
+    for (_, epoch), f in zip(drawn, [f for _ in range(3) for f in range(folds.k)]):
+        used = folds.train_rows[f][epoch.numpy()]  # dataset rows this fold trained on
+        assert not set(used.tolist()) & set(folds.val_rows[f].tolist())
+    # Validation scores every validation row once, class-balanced, as without re-sampling.
+    model = result.model
+    for f in range(folds.k):
+        x, y, w = folds.X_val[f:f + 1], folds.y_val[f:f + 1], folds.val_weight[f:f + 1]
+        losses = torch.nn.functional.cross_entropy(model.select(torch.tensor([f])).forward(x)[0][0], y[0],
+                                                   reduction="none")
+        weight = w[0] * class_weights(folds)[f][y[0]]
+        assert result.val_losses[f] == pytest.approx(float((losses * weight).sum() / weight.sum()), rel=1e-5)
+
+
+def test_oversampling_gives_the_minority_its_share_like_balanced_weights():
+    folds = imbalanced_noise_folds()
+    same = dict(max_epochs=15, patience=None, seed=0)
+    over = train_folds(folds, NetConfig(1, 8, 0.0, 1e-2, 1e-2, resampling="over"), **same)
+    under = train_folds(folds, NetConfig(1, 8, 0.0, 1e-2, 1e-2, resampling="under"), **same)
+    # Unweighted and unsampled the net learns the prior (~0.06, the test above); trained on
+    # balanced epochs, its minority probability on unseen rows moves toward 0.5: ~0.42 under-
+    # sampled, ~0.25 over-sampled (the repeated minority rows are partly memorised instead).
+    assert minority_probability(over, folds) > 0.15
+    assert minority_probability(under, folds) > 0.3
+    # An epoch is as long as its balanced draw: 2 x the majority, or 2 x the minority.
+    assert len(over.curve_train) == len(under.curve_train) == 15
+
+
+def test_resampling_is_searchable_recorded_and_scored_class_balanced(tmp_path):
+    space = Space(depth=1, width=16, lr=(3e-3, 1e-2), resampling=Categorical(["none", "over", "under"]))
+    X, digit = load_digits(return_X_y=True)
+    y = (digit == 0).astype(int)  # a 10 % minority
+    spec = digits_study(data=(X, y), space=space, n_trials=4, max_epochs=3)
+    assert spec.balanced_validation and spec.settings["validation"] == "class-balanced"
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    study = run_study(spec, load_dataset(spec), storage=url, progress=False, out=io.StringIO())
+    assert {t.params["resampling"] for t in study.trials} <= {"none", "over", "under"}
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    # The default final model retrains the best trial's fold-models and checks that they reach
+    # its recorded (class-balanced) CV loss: retrained and scored as in the sweep.
+    entry, model = evaluate_study(spec, load_dataset(spec), storage=url, model_path=str(tmp_path / "m.pt"),
+                                  out=io.StringIO(), err=io.StringIO())
+    assert model.info["final_model"] == "folds" and entry["balanced_accuracy"] > 0.9
+    assert not digits_study().balanced_validation  # off unless the space balances
+    with pytest.raises(SweepsError, match=r"Space.resampling: re-sampling balances classes, and a regression"):
+        digits_study(task="regression", space=Space(resampling="over"))
+    with pytest.raises(SweepsError, match=r"Space.resampling: choices are 'none', 'over', 'under'"):
+        Space(resampling="smote")
 
 
 def test_balanced_accuracy_and_macro_f1_match_scikit_learn(digits_folds):
@@ -129,6 +214,40 @@ def test_transfer_starts_every_fold_from_the_saved_model(source_model):
     result = train_folds(folds, NetConfig(2, 16, 0.0, 0.0, 1e-9), max_epochs=1, patience=None, seed=5, init=source)
     for trained, start in zip(result.model.weights, source.weights):
         torch.testing.assert_close(trained, start.expand_as(trained), rtol=0, atol=1e-6)  # lr ~ 0: unchanged
+
+
+def test_feature_extraction_keeps_the_first_layers_as_loaded(source_model):
+    source = sweeps.load_model(source_model).net
+    folds = make_folds(load_dataset(diabetes_spec()), 3, 0)
+    # Weight decay and clipping on: a frozen tensor must not be decayed or counted either.
+    config = NetConfig(2, 16, 0.1, 1e-2, 1e-2, freeze=1, grad_clip=0.5)
+    result = train_folds(folds, config, max_epochs=3, patience=None, seed=5, init=source)
+    trained, start = result.model, source
+    torch.testing.assert_close(trained.weights[0], start.weights[0].expand_as(trained.weights[0]), rtol=0, atol=0)
+    torch.testing.assert_close(trained.biases[0], start.biases[0].expand_as(trained.biases[0]), rtol=0, atol=0)
+    for later in (1, 2):  # the second hidden layer and the output layer learn
+        assert not torch.allclose(trained.weights[later], start.weights[later].expand_as(trained.weights[later]))
+    frozen_all = train_folds(folds, dataclasses.replace(config, freeze=2), max_epochs=3, patience=None, seed=5,
+                             init=source)
+    torch.testing.assert_close(frozen_all.model.weights[1], start.weights[1].expand_as(frozen_all.model.weights[1]),
+                               rtol=0, atol=0)
+    with pytest.raises(ValueError, match="freeze keeps loaded layers; it needs `init`"):
+        train_folds(folds, config, max_epochs=1, patience=None, seed=5)
+
+
+def test_freeze_is_searchable_with_init_from_and_refused_without(source_model, tmp_path):
+    spec = diabetes_spec(name="extract", init_from=str(source_model),
+                         space=Space(lr=(1e-3, 1e-2), batch_size=32, freeze=(0, 2)), n_trials=4, max_epochs=4)
+    study = run_study(spec, load_dataset(spec), storage=f"sqlite:///{tmp_path / 'e.db'}", progress=False,
+                      out=io.StringIO())
+    assert {t.params["freeze"] for t in study.trials} <= {0, 1, 2} and len(study.trials) == 4
+    with pytest.raises(SweepsError, match=r"Space.freeze: keeps the first layers of a loaded model .*init_from"):
+        diabetes_spec(space=Space(freeze=1))
+    too_deep = diabetes_spec(name="too-deep", init_from=str(source_model), space=Space(freeze=(0, 3)))
+    url = tmp_path / "never.db"
+    with pytest.raises(SweepsError, match=r"has 2 hidden layer\(s\); freeze at most 2 .* got 3"):
+        run_study(too_deep, load_dataset(too_deep), storage=f"sqlite:///{url}", progress=False, out=io.StringIO())
+    assert not url.exists()
 
 
 def test_transfer_study_fixes_architecture_and_searches_lr(source_model, tmp_path):

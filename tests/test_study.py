@@ -91,6 +91,10 @@ def test_space_function_returning_bad_dict_is_named():
     spec = digits_study(space=lambda trial: {"depth": 1})
     with pytest.raises(SweepsError, match=r"missing parameter\(s\)"):
         spec.suggest(optuna.create_study().ask())
+    frozen = digits_study(space=lambda trial: {"depth": 1, "width": 8, "dropout": 0.0, "weight_decay": 0.0,
+                                               "lr": 1e-3, "freeze": 1})
+    with pytest.raises(SweepsError, match=r"freeze keeps the first layers of a loaded model"):
+        frozen.suggest(optuna.create_study().ask())
 
 
 def write(tmp_path, text, name="s.py"):

@@ -23,7 +23,7 @@ RECIPE = dict(embedding="periodic", n_frequencies=8, frequency_scale=0.3, embedd
               label_smoothing=0.1, beta2=0.95, schedule="cosine", grad_clip=1.0)
 
 
-@pytest.mark.parametrize("options", [{}, RECIPE], ids=["plain", "recipe"])
+@pytest.mark.parametrize("options", [{}, RECIPE, {"resampling": "under"}], ids=["plain", "recipe", "resampled"])
 def test_a_fold_trains_the_same_inside_the_stack_and_alone(digits_folds, options):
     config = NetConfig(2, 32, 0.0, 1e-3, 3e-3, batch_size=64, **options)
     stacked = train_folds(digits_folds, config, max_epochs=6, patience=None, seed=7)
@@ -153,3 +153,9 @@ def test_a_batch_is_grouped_by_shape_and_close_widths():
     groups = [sorted(name for name, _ in group) for group in _groups(ready)]
     # small widths share a stack whatever their ratio; wider ones only with widths within 2x; depth splits
     assert sorted(groups) == [["a", "f"], ["b", "c", "g"], ["d"], ["e"]]
+    # what sets an epoch's length (re-sampling) or which tensors step (freeze) splits a group too
+    import dataclasses
+
+    odd = [("h", dataclasses.replace(config(2, 16), resampling="over")),
+           ("i", dataclasses.replace(config(2, 16), freeze=1)), ("j", config(2, 16))]
+    assert sorted(sorted(n for n, _ in group) for group in _groups(odd)) == [["h"], ["i"], ["j"]]

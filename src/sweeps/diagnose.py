@@ -138,8 +138,9 @@ def _shallow_net(spec: Study, best: optuna.trial.FrozenTrial, folds: Folds) -> d
         d = spec.space.depth
         depth = int(min(d.choices)) if isinstance(d, Categorical) else int(d.low)
     params = {**best.params, "depth": depth}
-    result = train_folds(folds, NetConfig.from_params(params), max_epochs=spec.max_epochs,
-                         patience=spec.patience, seed=trial_seed(spec.seed, best.number))
+    config = NetConfig.from_params(params, spec.balanced_validation)  # scored as the trials were
+    result = train_folds(folds, config, max_epochs=spec.max_epochs, patience=spec.patience,
+                         seed=trial_seed(spec.seed, best.number))
     return {"train_loss": float(np.mean(result.train_losses)), "train_loss_std": float(np.std(result.train_losses)),
             "val_loss": result.cv_loss, "val_loss_std": float(np.std(result.val_losses)),
             "metric": float(np.mean(result.metrics)), "depth": depth}
@@ -152,8 +153,9 @@ def _learning_curve(spec: Study, dataset: Dataset, best: optuna.trial.FrozenTria
     for fraction in LEARNING_CURVE_FRACTIONS:
         folds = make_folds(dataset, spec.folds, spec.seed, device, train_fraction=fraction,
                            scaling=spec.preprocessing)
-        result = train_folds(folds, NetConfig.from_params(best.params), max_epochs=spec.max_epochs,
-                             patience=spec.patience, seed=trial_seed(spec.seed, best.number))
+        result = train_folds(folds, NetConfig.from_params(best.params, spec.balanced_validation),
+                             max_epochs=spec.max_epochs, patience=spec.patience,
+                             seed=trial_seed(spec.seed, best.number))
         points.append({"fraction": fraction, "train_rows": int(np.mean([len(r) for r in folds.train_rows])),
                        "train_loss": float(np.mean(result.train_losses)), "val_loss": result.cv_loss,
                        "val_loss_std": float(np.std(result.val_losses))})
@@ -292,7 +294,20 @@ def _overfitting(best, curve, chance, edges, th: Thresholds) -> Verdict:
                    f"threshold {limit:.4f}.", evidence, threshold, [], hints)
 
 
-def _mismatch(study: optuna.Study, dataset: Dataset, seed: int, th: Thresholds) -> Verdict:
+def imbalance_hints(spec: Study, result: dict[str, Any]) -> list[str]:
+    """Classification whose held-out balanced accuracy trails its accuracy: the smaller classes
+    are recognised less often, and the space does not yet balance them."""
+    accuracy, balanced = result.get("metric"), result.get("balanced_accuracy")
+    if spec.task != "classification" or balanced is None or accuracy is None or accuracy - balanced < 0.05 \
+            or spec.balanced_validation:  # already balanced (or searched balancing)
+        return []
+    return [f"the smaller classes are recognised less often (held-out balanced accuracy {balanced:.4f} vs "
+            f"accuracy {accuracy:.4f}); if they matter, balance them: "
+            'Space(class_weight=Categorical(["none", "balanced"]), resampling=Categorical(["none", "over", "under"]))']
+
+
+def _mismatch(study: optuna.Study, dataset: Dataset, seed: int, th: Thresholds,
+              spec: Study | None = None) -> Verdict:
     result = study.user_attrs.get("test_result")
     threshold = (f"problem when the test loss > CV mean + {th.mismatch_sigma:g} fold std and > "
                  f"{th.mismatch_ratio:g} x CV mean, or when adversarial validation AUC > {th.adversarial_auc:g}")
@@ -312,11 +327,15 @@ def _mismatch(study: optuna.Study, dataset: Dataset, seed: int, th: Thresholds) 
                 f"adversarial validation: a random forest tells test rows from the others with AUC {auc:.3f} "
                 "(0.5: indistinguishable)"]
     cv = reference
+    hints = imbalance_hints(spec, result) if spec is not None else []
     far = test > cv + th.mismatch_sigma * std and test > th.mismatch_ratio * cv
     separable = auc > th.adversarial_auc
     remedies = ["data augmentation that covers the test conditions",
-                "transfer learning / fine-tuning on data like the test data",
-                "re-sampling (over- or under-sampling) so training looks like the test distribution",
+                "transfer learning on data like the test data: Study(init_from=a model saved by evaluate), "
+                "fine-tuning every layer or, with Space(freeze=(0, its depth)), keeping the first ones",
+                "re-sampling (over- or under-sampling) so training looks like the test distribution"
+                + (': Space(resampling=Categorical(["none", "over", "under"])) balances the classes'
+                   if dataset.classes is not None else ""),
                 "domain adaptation (e.g. domain-adversarial training)",
                 "monitor performance per data source"]
     if far or separable:
@@ -325,9 +344,9 @@ def _mismatch(study: optuna.Study, dataset: Dataset, seed: int, th: Thresholds) 
                                             (f"test rows are distinguishable from training rows (AUC {auc:.3f})",
                                              separable)) if on)
         return Verdict("mismatch", "yes", f"{why}: training and test data come from different distributions.",
-                       evidence, threshold, remedies)
+                       evidence, threshold, remedies, hints)
     return Verdict("mismatch", "no", "the test loss is within the folds' spread and test rows look like "
-                   "training rows.", evidence, threshold)
+                   "training rows.", evidence, threshold, [], hints)
 
 
 # --- the whole diagnosis ---------------------------------------------------------------------
@@ -360,7 +379,7 @@ def diagnose_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
     verdicts = [_bias(trials, baselines, chance, edges, thresholds),
                 _optimization(by_depth, chance, thresholds),
                 _overfitting(best, curve, chance, edges, thresholds),
-                _mismatch(study, dataset, spec.seed, thresholds)]
+                _mismatch(study, dataset, spec.seed, thresholds, spec)]
     diagnosis = Diagnosis(spec.name, verdicts, baselines, curve, by_depth, chance, thresholds)
     diagnosis.report = markdown(diagnosis, study, best)
 

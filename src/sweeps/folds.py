@@ -40,10 +40,18 @@ class Folds:
     fold_ids: list[int] = field(default_factory=list)  # which folds these are (seeds derive from it)
     n_numeric: int = 0  # the first n_numeric feature columns are numeric (embeddings apply to them)
     preprocessings: list[Preprocessing] = field(default_factory=list)  # per fold, fitted on its training part
+    # Classification: real training rows per class, [every fold of the split, classes]. Kept
+    # whole by `select`, so what is sized from it (re-sampled epochs) is the same for a fold
+    # trained alone or in the stack.
+    split_class_counts: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if not self.fold_ids:
             self.fold_ids = list(range(self.k))
+        if self.split_class_counts is None and self.classification:
+            self.split_class_counts = np.stack([
+                torch.bincount(self.y_train[f][self.train_weight[f].bool()].cpu(), minlength=self.n_outputs).numpy()
+                for f in range(self.k)])
 
     def select(self, fold_ids: list[int]) -> Folds:
         """The same data restricted to some folds (e.g. to train one fold alone)."""
@@ -53,7 +61,8 @@ class Folds:
                      self.X_val[index], self.y_val[index], self.val_weight[index],
                      self.target_std[index], self.n_outputs, [self.train_rows[p] for p in pos],
                      [self.val_rows[p] for p in pos], list(fold_ids), self.n_numeric,
-                     [self.preprocessings[p] for p in pos] if self.preprocessings else [])
+                     [self.preprocessings[p] for p in pos] if self.preprocessings else [],
+                     self.split_class_counts)
 
     @property
     def k(self) -> int:

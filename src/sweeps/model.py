@@ -159,6 +159,15 @@ class StackedMLP:
             front.append(True)
         return front + [False] * (2 * len(self.weights))
 
+    def frozen(self, layers: int) -> list[bool]:
+        """Per tensor of `params`: True for the first `layers` hidden layers and everything
+        before them (embeddings, the members' adapters); the output layer is never frozen."""
+        if not layers:
+            return [False] * len(self.params)
+        front = (3 if self.embedding is not None else 0) + (1 if self.scales is not None else 0)
+        layers = min(layers, len(self.weights) - 1)
+        return [True] * (front + 2 * layers) + [False] * (2 * (len(self.weights) - layers))
+
     @property
     def n_params(self) -> int:
         """Parameters of one fold-model."""

@@ -50,7 +50,13 @@ def transfer(spec: Study, n_features: int, n_outputs: int) -> tuple[Study, Stack
         raise SweepsError(f"Study.init_from: {spec.init_from} holds {model.n_members} models (an ensemble "
                           "of fold models or refits); transfer starts from one: save a model with "
                           "final_model=\"refit\".")
-    fixed = {name: (Int(v, v) if isinstance(v, int) else Categorical([v])) for name, v in net.architecture().items()}
+    architecture = net.architecture()
+    freeze = spec.space.freeze
+    most = max(freeze.choices) if isinstance(freeze, Categorical) else freeze.high
+    if most > architecture["depth"]:
+        raise SweepsError(f"Space.freeze: {spec.init_from} has {architecture['depth']} hidden layer(s); freeze at "
+                          f"most {architecture['depth']} (the output layer always trains), got {most}.")
+    fixed = {name: (Int(v, v) if isinstance(v, int) else Categorical([v])) for name, v in architecture.items()}
     space = dataclasses.replace(spec.space, **fixed)
     return dataclasses.replace(spec, space=space), net
 
@@ -103,8 +109,7 @@ class Trainer:
     def configure(self, trial: optuna.Trial) -> NetConfig:
         """The trial's configuration (drawn now), checked to fit in memory (`TrialFailed` if not)."""
         trial.set_user_attr("worker", self.worker)  # which machine and process ran it
-        config = dataclasses.replace(NetConfig.from_params(self.spec.suggest(trial)),
-                                     balanced_validation=self.spec.balanced_validation)
+        config = NetConfig.from_params(self.spec.suggest(trial), self.spec.balanced_validation)
         needed, available = memory_needed(self.folds, config), available_memory(self.device)
         if available is not None and needed > 0.8 * available:
             raise TrialFailed(

@@ -41,13 +41,15 @@ def lr_factor(schedule: str, step: int, total_steps: int) -> float:
 class StackedAdamW:
     """AdamW over `params`; `grads` are the buffers the backward pass writes into.
 
-    `no_decay[i]` exempts tensor i from weight decay (a second fused call, only when used).
+    `no_decay[i]` exempts tensor i from weight decay (a second fused call, only when used);
+    `frozen[i]` leaves tensor i as it is: no step, no decay, and out of gradient clipping's norm
+    (feature extraction: the first layers of a transferred net stay fixed).
     """
 
     def __init__(self, params: list[torch.Tensor], lr: float, weight_decay: float,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 no_decay: list[bool] | None = None, segments: list[tuple[int, float, float, float]] | None = None
-                 ) -> None:
+                 no_decay: list[bool] | None = None, segments: list[tuple[int, float, float, float]] | None = None,
+                 frozen: list[bool] | None = None) -> None:
         """`segments`: stack positions trained with their own settings (trials trained together),
         as (positions, lr, weight_decay, beta2) in stack order; one kernel call each."""
         self.params = params
@@ -59,9 +61,12 @@ class StackedAdamW:
         self.no_decay = list(no_decay) if no_decay is not None else [False] * len(params)
         self.segments = segments or [(params[0].shape[0], lr, weight_decay, betas[1])]
         self.fused = hasattr(torch, "_fused_adamw_") and params[0].device.type in ("cpu", "cuda")
-        split = any(self.no_decay) and any(wd for _, _, wd, _ in self.segments)
-        self._groups = ([[i for i, n in enumerate(self.no_decay) if not n], [i for i, n in enumerate(self.no_decay) if n]]
-                        if split else [list(range(len(params)))])
+        self.frozen = list(frozen) if frozen is not None else [False] * len(params)
+        trained = [i for i, f in enumerate(self.frozen) if not f]
+        split = any(self.no_decay[i] for i in trained) and any(wd for _, _, wd, _ in self.segments)
+        self._groups = ([[i for i in trained if not self.no_decay[i]], [i for i in trained if self.no_decay[i]]]
+                        if split else [trained])
+        self._all = len(trained) == len(params)  # one group of every tensor: no per-index lists needed
 
     def step(self, lr_factor: float | list[float] = 1.0) -> None:
         """One AdamW step; `lr_factor` per segment (a schedule of its own each) or one for all."""
@@ -76,12 +81,12 @@ class StackedAdamW:
             start += count
             for g, members in enumerate(self._groups):
                 decay = weight_decay if g == 0 else 0.0
-                if one and len(self._groups) == 1:
+                if one and len(self._groups) == 1 and self._all:
                     params, grads, avgs, sqs = self.params, self.grads, self.exp_avgs, self.exp_avg_sqs
                 else:  # slices along the stack: contiguous views, updated in place
                     params, grads, avgs, sqs = ([t[i][rows] for i in members] for t in (
                         self.params, self.grads, self.exp_avgs, self.exp_avg_sqs))
-                steps = [self.steps[i] for i in members] if len(self._groups) > 1 else self.steps
+                steps = [self.steps[i] for i in members] if len(self._groups) > 1 or not self._all else self.steps
                 if self.fused:
                     torch._fused_adamw_(params, grads, avgs, sqs, [], steps, lr=lr * factor, beta1=beta1,
                                         beta2=beta2, weight_decay=decay, eps=self.eps, amsgrad=False, maximize=False)
@@ -98,17 +103,19 @@ class StackedAdamW:
         """Scale each fold-model's gradient down to norm `max_norm` where it is larger (one limit
         per stack position where a tensor; 0 there: no clipping)."""
         k = self.grads[0].shape[0]
-        squares = torch.stack([g.view(k, -1).square().sum(1) for g in self.grads]).sum(0)
+        trained = [g for g, f in zip(self.grads, self.frozen) if not f]
+        squares = torch.stack([g.view(k, -1).square().sum(1) for g in trained]).sum(0)
         factor = (max_norm / (squares.sqrt_() + 1e-6)).clamp_(max=1.0)
         if torch.is_tensor(max_norm):
             factor = torch.where(max_norm > 0, factor, torch.ones_like(factor))
-        for g in self.grads:
+        for g in trained:
             g.mul_(factor.view(k, *([1] * (g.ndim - 1))))
 
     def select(self, params: list[torch.Tensor], index: torch.Tensor,
                segments: list[tuple[int, float, float, float]] | None = None) -> StackedAdamW:
         """The optimizer of a smaller stack (`params`, the folds at `index`), state carried over."""
-        smaller = StackedAdamW(params, self.lr, self.weight_decay, self.betas, self.eps, self.no_decay, segments)
+        smaller = StackedAdamW(params, self.lr, self.weight_decay, self.betas, self.eps, self.no_decay, segments,
+                               self.frozen)
         smaller.exp_avgs = [m[index] for m in self.exp_avgs]
         smaller.exp_avg_sqs = [v[index] for v in self.exp_avg_sqs]
         smaller.steps = [s.clone() for s in self.steps]  # all folds started together

@@ -99,23 +99,26 @@ _NATURAL = {
     "label_smoothing": (Float, False, (0.0, 1.0 - 1e-9)),
     "beta2": (Float, False, (0.0, 1.0 - 1e-9)),
     "grad_clip": (Float, False, (0.0, math.inf)),
+    "freeze": (Int, False, (0, math.inf)),
 }
 # Parameters that are a choice among names.
 _CHOICES = {
     "class_weight": ("none", "balanced"),
+    "resampling": ("none", "over", "under"),
     "embedding": ("none", "periodic", "auto"),
     "schedule": ("constant", "cosine"),
 }
 # Options left out of trial.params while they keep their "off" value: the plain MLP of
 # sweeps 0.1, which is also what `train.NetConfig` assumes for a parameter a trial lacks.
-_OPTIONAL_DEFAULTS = {"class_weight": "none", "noise": 0.0, "embedding": "none", "ensemble": 1,
-                      "label_smoothing": 0.0, "beta2": 0.999, "schedule": "constant", "grad_clip": 0.0}
+_OPTIONAL_DEFAULTS = {"class_weight": "none", "resampling": "none", "noise": 0.0, "embedding": "none", "ensemble": 1,
+                      "label_smoothing": 0.0, "beta2": 0.999, "schedule": "constant", "grad_clip": 0.0,
+                      "freeze": 0}
 # Searched only when the periodic embeddings are on.
 _EMBEDDING_PARAMS = ("n_frequencies", "frequency_scale", "embedding_dim")
 # embedding="auto": periodic embeddings when the data has at most this many numeric columns.
 # Their cost grows with the numeric columns (a linear map of their own per column and row):
-# on digits' 64 pixel columns they made a d1 w32 trial 11x slower (benchmarks/bench_engine.py),
-# where tables of a few dozen measurements pay about 2x.
+# on digits' 64 pixel columns they made a d1 w32 trial 10-20x slower (benchmarks/bench_engine.py),
+# where 6 columns cost about 5x per trial and a whole sweep on adult about 2x.
 AUTO_EMBEDDING_MAX_NUMERIC = 32
 CLASS_WEIGHTS = _CHOICES["class_weight"]
 
@@ -214,6 +217,9 @@ class Space:
     lr: Any = (1e-4, 1e-1)
     batch_size: Any = 128
     class_weight: Any = "none"  # "balanced", or Categorical(["none", "balanced"]) to search it
+    # classification: "over" / "under"-sample to balanced classes, drawn afresh every epoch;
+    # Categorical(["none", "over", "under"]) to search it (README, "The methodology's remedies")
+    resampling: Any = "none"
     noise: Any = 0.0  # Gaussian input noise (std in standardized units), e.g. (0.0, 0.3)
     # The modern tabular-MLP recipe (README, "Models"): each fixed or searched like the rest.
     embedding: Any = "auto"  # "periodic" (PLR embeddings of the numeric columns), "none", or "auto":
@@ -226,6 +232,9 @@ class Space:
     beta2: Any = 0.95  # AdamW's second-moment decay
     schedule: Any = "constant"  # or "cosine": warm-up, then cosine decay over max_epochs
     grad_clip: Any = 0.0  # per fold-model gradient-norm limit; 0: off
+    # with Study(init_from=...): the first hidden layers kept as loaded, e.g. (0, 2) to search
+    # between fine-tuning everything (0) and feature extraction (README, "The methodology's remedies")
+    freeze: Any = 0
 
     def __post_init__(self) -> None:
         for name in PARAMS:
@@ -257,8 +266,8 @@ class Space:
 
 
 # Suggestion order: `embedding` before the settings that depend on it.
-PARAMS = ("depth", "width", "dropout", "weight_decay", "lr", "batch_size", "class_weight", "noise", "embedding",
-          *_EMBEDDING_PARAMS, "ensemble", "label_smoothing", "beta2", "schedule", "grad_clip")
+PARAMS = ("depth", "width", "dropout", "weight_decay", "lr", "batch_size", "class_weight", "resampling", "noise",
+          "embedding", *_EMBEDDING_PARAMS, "ensemble", "label_smoothing", "beta2", "schedule", "grad_clip", "freeze")
 
 
 def _is_fixed_at(param: Param, value: Any) -> bool:
@@ -387,6 +396,9 @@ class Study:
                 raise SweepsError(f"Study.init_from: must be the path of a saved model, got {self.init_from!r}.")
             if not isinstance(self.space, Space):
                 raise SweepsError("Study.init_from: needs a Space (depth and width come from the saved model).")
+        elif isinstance(self.space, Space) and not _is_fixed_at(self.space.freeze, 0):
+            raise SweepsError("Space.freeze: keeps the first layers of a loaded model as they are; it needs "
+                              "Study(init_from=PATH of a model saved by evaluate), or remove freeze=.")
         from sweeps.preprocess import SCALINGS
 
         if self.preprocessing not in SCALINGS:
@@ -396,6 +408,10 @@ class Study:
             raise SweepsError(f"Study.stop: must be None or 'converged', got {self.stop!r}.")
         if self.final_model not in ("folds", "refit", "refit-seeds"):
             raise SweepsError(f"Study.final_model: must be 'folds', 'refit' or 'refit-seeds', got {self.final_model!r}.")
+        resampled = isinstance(self.space, Space) and set(self.space.resampling.choices) != {"none"}
+        if self.task == "regression" and resampled:
+            raise SweepsError("Space.resampling: re-sampling balances classes, and a regression has none; "
+                              "remove resampling= from the Space (or use task='classification').")
         if self.pruner is not None and not isinstance(self.pruner, optuna.pruners.BasePruner):
             raise SweepsError(f"Study.pruner: must be an Optuna pruner, got {self.pruner!r}.")
 
@@ -415,7 +431,11 @@ class Study:
             raise
         except Exception as e:  # the user's function: one line, with its own words
             raise SweepsError(f"Study.space(trial) raised {type(e).__name__}: {e}; fix the space function.") from None
-        return check_config(config, where="Study.space(trial)")
+        config = check_config(config, where="Study.space(trial)")
+        if config.get("freeze"):  # transfer takes a Space (init_from refuses a function)
+            raise SweepsError("Study.space(trial): freeze keeps the first layers of a loaded model, which needs "
+                              "Study(init_from=...) with a Space(freeze=...), not a space function.")
+        return config
 
     def replace(self, **changes: Any) -> Study:
         """A copy with some fields changed (and validated again)."""
@@ -425,10 +445,12 @@ class Study:
     def balanced_validation(self) -> bool:
         """Whether trials are scored by the class-balanced validation loss.
 
-        When the space allows class weighting, balance is what matters: every trial, weighted
-        or not, is then scored by the class-balanced loss, so values stay on one scale.
+        When the space allows class weighting or re-sampling, balance is what matters: every
+        trial, balanced or not, is then scored by the class-balanced loss, so values stay on
+        one scale.
         """
-        return isinstance(self.space, Space) and "balanced" in self.space.class_weight.choices
+        return isinstance(self.space, Space) and (
+            "balanced" in self.space.class_weight.choices or set(self.space.resampling.choices) != {"none"})
 
     @property
     def settings(self) -> dict[str, Any]:

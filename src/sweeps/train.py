@@ -46,6 +46,7 @@ class NetConfig:
     lr: float
     batch_size: int = 128
     class_weight: str = "none"  # "balanced": each class weighs n / (classes x its count) in training
+    resampling: str = "none"  # "over" / "under": every epoch, a class-balanced draw of the training rows
     balanced_validation: bool = False  # score validation (and the trial) by the class-balanced loss
     noise: float = 0.0  # Gaussian input noise (std, in standardized feature units) while training
     embedding: str = "none"  # "periodic": PLR embeddings of the numeric inputs
@@ -57,10 +58,13 @@ class NetConfig:
     beta2: float = 0.999  # AdamW's second-moment decay
     schedule: str = "constant"  # or "cosine" (with warm-up), over max_epochs
     grad_clip: float = 0.0  # per fold-model gradient norm limit; 0: no clipping
+    freeze: int = 0  # transfer (`init`): the first hidden layers kept as loaded (feature extraction)
 
     @classmethod
-    def from_params(cls, params: dict) -> NetConfig:
-        return cls(**{k: params[k] for k in cls.__dataclass_fields__ if k in params})
+    def from_params(cls, params: dict, balanced_validation: bool = False) -> NetConfig:
+        """A trial's configuration; `balanced_validation` as its study scores (`Study.balanced_validation`)."""
+        return cls(**{k: params[k] for k in cls.__dataclass_fields__ if k in params},
+                   balanced_validation=balanced_validation)
 
     @property
     def embedding_shape(self) -> tuple[int, float, int] | None:
@@ -146,7 +150,8 @@ def train_folds(folds: Folds, config: NetConfig, *, max_epochs: int, patience: i
 
 def groupable(a: NetConfig, b: NetConfig) -> bool:
     """Whether two trials can train in one stack: the same shape but for the width (padded)."""
-    same = ("depth", "batch_size", "embedding", "ensemble")
+    # resampling: the epoch's length; freeze: which tensors the optimizer steps
+    same = ("depth", "batch_size", "embedding", "ensemble", "resampling", "freeze")
     if any(getattr(a, name) != getattr(b, name) for name in same):
         return False
     return a.embedding != "periodic" or (a.n_frequencies, a.embedding_dim) == (b.n_frequencies, b.embedding_dim)
@@ -171,6 +176,8 @@ def train_trials(folds: Folds, configs: list[NetConfig], seeds: list[int], on_ep
     P = len(configs)
     if P > 1 and not all(groupable(configs[0], c) for c in configs[1:]):
         raise ValueError("train_trials: these trials cannot share a stack (depth, batch, embeddings or members differ)")
+    if configs[0].freeze and init is None:
+        raise ValueError("train_trials: freeze keeps loaded layers; it needs `init` (a transferred net)")
     fold_ids = folds.fold_ids
     stacks = []
     for config, seed in zip(configs, seeds):
@@ -231,14 +238,22 @@ def train_trials(folds: Folds, configs: list[NetConfig], seeds: list[int], on_ep
             return carry.select(stack.params, keep, runs)
         c = configs[0]
         return StackedAdamW(stack.params, c.lr, c.weight_decay, betas=(0.9, c.beta2), no_decay=stack.no_decay,
-                            segments=runs if P > 1 else None)
+                            segments=runs if P > 1 else None, frozen=stack.frozen(c.freeze))
 
     optimizer = optimizer_for(model, live)
     best_val = [math.inf] * (P * k)
     best_epoch = [0] * (P * k)
     done = [False] * (P * k)  # only used when masking: stopped folds still in the stack
     finished = [False] * P  # a trial pruned, diverged, or every fold of it stopped
-    n_steps = math.ceil(n_train / batch_size)
+    # Re-sampling (classification): every epoch draws `per_class` rows of each class from the
+    # fold's real training rows; validation rows are never touched.
+    resampling = configs[0].resampling if folds.classification and configs[0].resampling != "none" else None
+    epoch_rows = n_train
+    if resampling is not None:
+        epoch_class_rows = [class_rows(folds, f) for f in range(k)]
+        per_class = epoch_class_size(resampling, folds.split_class_counts)
+        epoch_rows = per_class * folds.n_outputs
+    n_steps = math.ceil(epoch_rows / batch_size)
     total_steps = (horizon or max_epochs) * n_steps
     step_count = 0
 
@@ -253,8 +268,13 @@ def train_trials(folds: Folds, configs: list[NetConfig], seeds: list[int], on_ep
         if any(configs[t].dropout for t, _ in runs):
             dropout_plan = [(n, widths[t], dropout_rngs[t]) for t, n in runs] if torch.is_tensor(model.dropout) \
                 else dropout_rngs[runs[0][0]]
-        # Each fold shuffles its own rows; gathering once per epoch makes every batch a view.
-        order = torch.stack([torch.randperm(n_train, generator=batch_rngs[p]) for p in live]).to(device)
+        # Each fold shuffles its own rows (or draws its class-balanced epoch from them);
+        # gathering once per epoch makes every batch a view.
+        if resampling is None:
+            order = torch.stack([torch.randperm(n_train, generator=batch_rngs[p]) for p in live]).to(device)
+        else:
+            order = torch.stack([resampled_epoch(epoch_class_rows[fold_of[p]], per_class, batch_rngs[p])
+                                 for p in live]).to(device)
         folds_now = index([fold_of[p] for p in live])
         X = folds.X_train[folds_now.unsqueeze(1), order]
         y = folds.y_train[folds_now.unsqueeze(1), order]
@@ -277,7 +297,7 @@ def train_trials(folds: Folds, configs: list[NetConfig], seeds: list[int], on_ep
             optimizer.step(factors if len(factors) > 1 else factors[0])
             step_count += 1
 
-        train = (loss_sum / (n_train * members)).tolist()
+        train = (loss_sum / (epoch_rows * members)).tolist()
         train_of = dict(zip(live, train))
         if not folds.has_validation:  # a final fit: fixed epochs, the last weights are the model
             for t in {owner[p] for p in live}:
@@ -422,6 +442,54 @@ def _copy_positions(dst: StackedMLP, src: StackedMLP, positions: list[int], fold
     dst_index = torch.tensor(folds, device=device)
     for d, s in zip(dst.params, src.params):
         d.index_copy_(0, dst_index, s.index_select(0, src_index))
+
+
+RESAMPLINGS = ("none", "over", "under")
+
+
+def class_rows(folds: Folds, fold: int) -> list[torch.Tensor]:
+    """Per class, the positions of `fold`'s real training rows of that class (CPU, int64)."""
+    y = folds.y_train[fold].cpu()
+    real = folds.train_weight[fold].cpu().bool()
+    return [torch.nonzero((y == c) & real).flatten() for c in range(folds.n_outputs)]
+
+
+def epoch_class_size(resampling: str, class_counts: np.ndarray) -> int:
+    """Rows per class in a re-sampled epoch, the same for every fold (the stack is rectangular).
+
+    "over": as many as the largest class (random over-sampling: the smaller classes repeat
+    rows); "under": as many as the smallest class present (random under-sampling, a fresh
+    subset of the larger classes every epoch, so over the epochs every row is used).
+    `class_counts` is `Folds.split_class_counts`, [folds of the split, classes]: folds differ
+    by a row or so per class, and the smallest such count is taken.
+    """
+    pick = max if resampling == "over" else min
+    return max(1, min(int(pick(c[c > 0])) for c in class_counts if (c > 0).any()))
+
+
+def resampled_epoch(rows_by_class: list[torch.Tensor], per_class: int, generator: torch.Generator) -> torch.Tensor:
+    """One epoch's row order: `per_class` rows of every class present, shuffled together.
+
+    A class with at least `per_class` rows gives a random subset of them without
+    repetition; a smaller one gives all its rows, then random repeats of them. Absent
+    classes (possible in a tiny fold) give nothing; the epoch is then topped up by repeats
+    of the drawn rows, so every fold's epoch has the same length.
+    """
+    drawn = []
+    for rows in rows_by_class:
+        n = len(rows)
+        if n == 0:
+            continue
+        if n >= per_class:
+            drawn.append(rows[torch.randperm(n, generator=generator)[:per_class]])
+        else:
+            extra = torch.randint(n, (per_class - n,), generator=generator)
+            drawn.append(torch.cat([rows, rows[extra]]))
+    epoch = torch.cat(drawn)
+    missing = per_class * len(rows_by_class) - len(epoch)
+    if missing:
+        epoch = torch.cat([epoch, epoch[torch.randint(len(epoch), (missing,), generator=generator)]])
+    return epoch[torch.randperm(len(epoch), generator=generator)]
 
 
 def class_weights(folds: Folds) -> torch.Tensor:
