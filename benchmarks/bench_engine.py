@@ -19,6 +19,7 @@ the cosine schedule, gradient clipping, and all of them together.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
 
@@ -201,7 +202,11 @@ INGREDIENTS = {
     # transfer (Study(init_from=)): every fold starts from one loaded net; freeze keeps its first layer
     "transfer: fine-tuning": dict(transfer=True),
     "transfer: freeze 1 (feature extraction)": dict(transfer=True, freeze=1),
+    # Study(groups=): each validation row's source (here 3 groups, rows dealt round-robin)
+    "groups (3), monitored": dict(groups=True),
+    "groups (3), early_stopping=worst_group": dict(groups=True, worst_group=True),
 }
+SPECIAL = ("transfer", "groups")  # not NetConfig fields: how the trial is set up
 
 
 def ingredients(args) -> None:
@@ -217,16 +222,20 @@ def ingredients(args) -> None:
     print("| ingredient | d1 w32 | ratio | d2 w128 | ratio |")
     print("|---|---|---|---|---|")
     folds = dataset_folds("digits", args.device)
+    sources = torch.arange(folds.X_val.shape[1], device=folds.X_val.device).remainder(3).expand(folds.k, -1)
+    grouped = dataclasses.replace(folds, val_groups=torch.where(folds.val_weight > 0, sources, -1),
+                                  group_names=("a", "b", "c"))
     rows: dict[str, list[float]] = {name: [] for name in INGREDIENTS}
     for depth, width in CONFIGS[:2]:
         runs = {}
         for name, options in INGREDIENTS.items():
-            net_options = {k: v for k, v in options.items() if k != "transfer"}
+            net_options = {k: v for k, v in options.items() if k not in SPECIAL}
             config = NetConfig(depth, width, 0.2, 1e-4, 1e-3, batch_size=64, **net_options)
             init = StackedMLP.init([1], folds.n_features, folds.n_outputs, depth, width, 0.2, args.device) \
                 if options.get("transfer") else None
-            runs[name] = lambda config=config, init=init: train_folds(folds, config, max_epochs=20, patience=None,
-                                                                      seed=0, init=init)
+            data = grouped if options.get("groups") else folds
+            runs[name] = lambda config=config, init=init, data=data: train_folds(
+                data, config, max_epochs=20, patience=None, seed=0, init=init)
             runs[name]()  # warm-up
         seconds: dict[str, list[float]] = {name: [] for name in INGREDIENTS}
         for _ in range(reps):

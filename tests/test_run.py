@@ -234,7 +234,10 @@ def test_a_space_function_may_return_whole_floats_for_integer_parameters(sqlite_
 
 @pytest.mark.parametrize("change", [dict(max_epochs=9), dict(patience=2),
                                     dict(space=Space(class_weight=Categorical(["none", "balanced"]),
-                                                     depth=1, width=16, lr=5e-3))])
+                                                     depth=1, width=16, lr=5e-3)),
+                                    dict(space=Space(resampling="under", depth=1, width=16, lr=5e-3)),
+                                    dict(groups=np.arange(1797) % 3, early_stopping="worst_group")],
+                         ids=["max_epochs", "patience", "class_weight", "resampling", "worst_group"])
 def test_a_change_of_what_values_mean_is_refused_unless_accepted_and_then_recorded(sqlite_url, change):
     spec = digits_study(n_trials=1, space=Space(depth=1, width=16, lr=5e-3))
     run(spec, sqlite_url)

@@ -35,6 +35,8 @@ class Dataset:
     test: np.ndarray
     data_hash: str
     test_hash: str
+    groups: np.ndarray | None = None  # per row, its source's index into group_names (-1: not known)
+    group_names: tuple[str, ...] = ()
 
     @property
     def is_table(self) -> bool:
@@ -59,6 +61,7 @@ class Dataset:
 def load_dataset(spec: Study) -> Dataset:
     """Call the study's data loader, validate what it returns, and split off the test set."""
     X, y = _unpack(spec.data() if callable(spec.data) else spec.data)
+    raw_groups = _group_column(spec.groups, X, "data", len(y) if hasattr(y, "__len__") else None)
     X = _features(X)
     if len(X) != len(y):
         raise SweepsError(
@@ -67,6 +70,7 @@ def load_dataset(spec: Study) -> Dataset:
     n_dev = len(X)
     if spec.test_data is not None:  # a separate test set: appended, then held out whole
         X_test, y_test = _unpack(spec.test_data() if callable(spec.test_data) else spec.test_data)
+        test_groups = _group_column(spec.groups, X_test, "test_data", None) if isinstance(spec.groups, str) else None
         X_test = _features(X_test, "test_data")
         if len(X_test) != len(y_test):
             raise SweepsError(f"test_data: X has {len(X_test)} rows but y has {len(y_test)}.")
@@ -100,7 +104,51 @@ def load_dataset(spec: Study) -> Dataset:
     _check_fold_sizes(y, dev, classes, spec.folds)
     data_hash = _sha256(encode_for_hashing(X) if is_table(X) else X, y)
     test_hash = _sha256(np.sort(test).astype(np.int64), data_hash.encode())
-    return Dataset(X, y, classes, dev, test, data_hash, test_hash)
+    groups, names = None, ()
+    if raw_groups is not None:
+        if spec.test_data is not None:  # the separate test rows: their column, or not known
+            raw_groups = np.concatenate([raw_groups, test_groups if test_groups is not None
+                                         else np.full(len(y) - n_dev, None, dtype=object)])
+        groups, names = _group_codes(raw_groups)
+    return Dataset(X, y, classes, dev, test, data_hash, test_hash, groups, names)
+
+
+MAX_GROUPS = 50  # per-group records are a few numbers per group per trial
+
+
+def _group_column(groups: object, X: object, where: str, n_rows: int | None) -> np.ndarray | None:
+    """Study.groups as one object per row of `X`: a column of the table, or the given array."""
+    if groups is None:
+        return None
+    if isinstance(groups, str):
+        if not is_table(X) or groups not in X.columns:
+            columns = list(X.columns) if is_table(X) else None
+            raise SweepsError(f"Study.groups: '{groups}' is not a column of the {where} table"
+                              + (f" (columns: {columns})" if columns else " (it returned an array, not a table)")
+                              + "; name one of its columns, or give one group per row as an array.")
+        return X[groups].to_numpy(dtype=object)
+    values = np.asarray(groups, dtype=object)
+    if values.ndim != 1 or (n_rows is not None and len(values) != n_rows):
+        raise SweepsError(f"Study.groups: has {len(values) if values.ndim == 1 else values.shape} entries, data has "
+                          f"{n_rows} rows; give one group per row of data (not of test_data).")
+    return values
+
+
+def _group_codes(values: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Group names (missing values: "missing") and each row's index into them; None: not known."""
+    known = np.array([v is not None for v in values])
+    names = np.array(["missing" if _is_missing(v) else str(v) for v in values[known]], dtype=object)
+    unique, codes = np.unique(names.astype(str), return_inverse=True)
+    if len(unique) > MAX_GROUPS:
+        raise SweepsError(f"Study.groups: {len(unique)} distinct groups; at most {MAX_GROUPS} are monitored "
+                          "(group rare sources together, or name a coarser column).")
+    out = np.full(len(values), -1, dtype=np.int64)
+    out[known] = codes
+    return out, tuple(str(u) for u in unique)
+
+
+def _is_missing(value: object) -> bool:
+    return isinstance(value, float) and value != value  # NaN
 
 
 def _unpack(raw: object) -> tuple[object, object]:

@@ -138,7 +138,7 @@ def _shallow_net(spec: Study, best: optuna.trial.FrozenTrial, folds: Folds) -> d
         d = spec.space.depth
         depth = int(min(d.choices)) if isinstance(d, Categorical) else int(d.low)
     params = {**best.params, "depth": depth}
-    config = NetConfig.from_params(params, spec.balanced_validation)  # scored as the trials were
+    config = NetConfig.from_params(params, spec.validation)  # scored as the trials were
     result = train_folds(folds, config, max_epochs=spec.max_epochs, patience=spec.patience,
                          seed=trial_seed(spec.seed, best.number))
     return {"train_loss": float(np.mean(result.train_losses)), "train_loss_std": float(np.std(result.train_losses)),
@@ -153,7 +153,7 @@ def _learning_curve(spec: Study, dataset: Dataset, best: optuna.trial.FrozenTria
     for fraction in LEARNING_CURVE_FRACTIONS:
         folds = make_folds(dataset, spec.folds, spec.seed, device, train_fraction=fraction,
                            scaling=spec.preprocessing)
-        result = train_folds(folds, NetConfig.from_params(best.params, spec.balanced_validation),
+        result = train_folds(folds, NetConfig.from_params(best.params, spec.validation),
                              max_epochs=spec.max_epochs, patience=spec.patience,
                              seed=trial_seed(spec.seed, best.number))
         points.append({"fraction": fraction, "train_rows": int(np.mean([len(r) for r in folds.train_rows])),
@@ -337,7 +337,8 @@ def _mismatch(study: optuna.Study, dataset: Dataset, seed: int, th: Thresholds,
                 + (': Space(resampling=Categorical(["none", "over", "under"])) balances the classes'
                    if dataset.classes is not None else ""),
                 "domain adaptation (e.g. domain-adversarial training)",
-                "monitor performance per data source"]
+                "monitor performance per data source: Study(groups=its column, or an array), and "
+                "early_stopping=\"worst_group\" to stop and choose on the worst source"]
     if far or separable:
         why = " and ".join(s for s, on in ((f"the test loss is far outside the folds' spread ({test:.4f} vs "
                                              f"{cv:.4f} ± {std:.4f})", far),
@@ -420,6 +421,17 @@ def markdown(d: Diagnosis, study: optuna.Study, best: optuna.trial.FrozenTrial) 
     for name, b in d.baselines.items():
         lines.append(f"| {name} | {b['train_loss']:.4f} ± {b['train_loss_std']:.4f} | {b['val_loss']:.4f} ± "
                      f"{b['val_loss_std']:.4f} | {b['metric']:.4f} |")
+    groups = {k: best.user_attrs[k] for k in ("group_val_loss", "group_metric", "worst_group", "group_spread")
+              if k in best.user_attrs}
+    if len(groups) == 4:  # Study(groups=): the best trial, per source
+        losses = groups["group_val_loss"]
+        lines += ["", f"## Per group: the best trial's worst is '{groups['worst_group']}'",
+                  *notes.group_lines(groups, "classification" if best.user_attrs.get("metric_name") == "accuracy"
+                                     else "regression")[1:],
+                  "", f"The worst group's validation loss is {losses[groups['worst_group']]:.4f}, "
+                  f"{groups['group_spread']:.4f} above the best group's. The CV loss varies by "
+                  f"{best.user_attrs.get('cv_loss_std') or 0:.4f} (std) between folds: a spread well above that "
+                  "means one source is served worse."]
     for v in d.verdicts:
         lines += ["", f"## {v.problem.capitalize()}: {v.status}", "", v.summary[0].upper() + v.summary[1:], ""]
         lines += [f"- {e}" for e in v.evidence]

@@ -121,7 +121,7 @@ def evaluate_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
 
     settings = record.stored_settings(study)  # what the trials were trained with
     # Retrained as its trial was, scored the same way (the folds strategy checks the CV loss).
-    config = NetConfig.from_params(chosen["params"], settings.get("validation") == "class-balanced")
+    config = NetConfig.from_params(chosen["params"], settings.get("validation", "plain"))
     seed = trial_seed(spec.seed, chosen["trial"] if chosen["trial"] is not None else 0)
     model, result = train_final(spec.final_model, dataset, config, settings=settings, seed=seed,
                                 epochs=chosen["epochs"], task=spec.task, params=chosen["params"], device=device,

@@ -44,6 +44,9 @@ class Folds:
     # whole by `select`, so what is sized from it (re-sampled epochs) is the same for a fold
     # trained alone or in the stack.
     split_class_counts: np.ndarray | None = None
+    # Study(groups=): per validation row, its group's index into group_names (-1: padding or not known)
+    val_groups: torch.Tensor | None = None  # [k, n_val] int64
+    group_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.fold_ids:
@@ -62,7 +65,8 @@ class Folds:
                      self.target_std[index], self.n_outputs, [self.train_rows[p] for p in pos],
                      [self.val_rows[p] for p in pos], list(fold_ids), self.n_numeric,
                      [self.preprocessings[p] for p in pos] if self.preprocessings else [],
-                     self.split_class_counts)
+                     self.split_class_counts, None if self.val_groups is None else self.val_groups[index],
+                     self.group_names)
 
     @property
     def k(self) -> int:
@@ -133,6 +137,7 @@ def _stack(dataset: Dataset, splits: list[tuple[np.ndarray, np.ndarray]], seed: 
     classification = dataset.classes is not None
 
     X_train, y_train, w_train, X_val, y_val, w_val, stds, preps = [], [], [], [], [], [], [], []
+    val_groups = []
     for train, val in splits:
         same_rows = preps and train is splits[0][0]  # copies of one final fit: fitted once
         prep = preps[0] if same_rows else fit_preprocessing(dataset, train, scaling)
@@ -145,6 +150,8 @@ def _stack(dataset: Dataset, splits: list[tuple[np.ndarray, np.ndarray]], seed: 
                      else np.zeros((0, X_train[-1].shape[1]), np.float32))  # a final fit: no validation rows
         w_train.append(np.arange(n_train) < len(train))
         w_val.append(np.arange(n_val) < len(val))
+        if dataset.groups is not None:
+            val_groups.append(np.where(w_val[-1], dataset.groups[val_padded], -1))
         if classification:
             y_train.append(dataset.y[train_padded])
             y_val.append(dataset.y[val_padded])
@@ -176,4 +183,6 @@ def _stack(dataset: Dataset, splits: list[tuple[np.ndarray, np.ndarray]], seed: 
         val_rows=[val for _, val in splits],
         n_numeric=prep.n_numeric,
         preprocessings=preps,
+        val_groups=stack(val_groups, torch.int64) if dataset.groups is not None else None,
+        group_names=dataset.group_names,
     )

@@ -62,8 +62,9 @@ def refresh(study: optuna.Study) -> None:
     save_note(study, study_note(study))
 
 
-def trial_note(result, task: str, reason: str | None = None) -> str:
-    """A trial's note: why it ended (if pruned or failed) and its per-fold results."""
+def trial_note(result, task: str, reason: str | None = None, group_names: tuple[str, ...] = ()) -> str:
+    """A trial's note: why it ended (if pruned or failed), its per-fold results and, with
+    Study(groups=), its validation loss and metric per group, worst first."""
     lines = []
     if reason:
         lines += [f"**{reason}**", ""]
@@ -74,7 +75,27 @@ def trial_note(result, task: str, reason: str | None = None) -> str:
         for f, (v, t, m, e, s) in enumerate(zip(result.val_losses, result.train_losses, result.metrics,
                                                 result.best_epochs, result.stop_reasons)):
             lines.append(f"| {f} | {v:.4f} | {t:.4f} | {m:.4f} | {e} | {s} |")
+        lines += group_lines(record_groups(result, group_names), task)
     return "\n".join(lines) + "\n"
+
+
+def record_groups(result, group_names: tuple[str, ...]) -> dict:
+    from sweeps.record import group_attrs
+
+    return group_attrs(result, group_names) if result is not None else {}
+
+
+def group_lines(groups: dict, task: str) -> list[str]:
+    """Per group, worst first: validation loss and metric; the worst and the spread."""
+    if not groups:
+        return []
+    metric = "accuracy" if task == "classification" else "RMSE"
+    losses, metrics = groups["group_val_loss"], groups["group_metric"]
+    lines = ["", f"Per group (worst first; spread {groups['group_spread']:.4f}):", "",
+             f"| group | validation loss | {metric} |", "|---|---|---|"]
+    for name in sorted(losses, key=lambda n: -losses[n]):
+        lines.append(f"| {name} | {losses[name]:.4f} | {metrics[name]:.4f} |")
+    return lines
 
 
 # optuna-dashboard finds each trial's note by scanning every note of the study: with a note

@@ -109,7 +109,7 @@ class Trainer:
     def configure(self, trial: optuna.Trial) -> NetConfig:
         """The trial's configuration (drawn now), checked to fit in memory (`TrialFailed` if not)."""
         trial.set_user_attr("worker", self.worker)  # which machine and process ran it
-        config = NetConfig.from_params(self.spec.suggest(trial), self.spec.balanced_validation)
+        config = NetConfig.from_params(self.spec.suggest(trial), self.spec.validation)
         needed, available = memory_needed(self.folds, config), available_memory(self.device)
         if available is not None and needed > 0.8 * available:
             raise TrialFailed(
@@ -171,9 +171,9 @@ class Trainer:
 
     def finish(self, trial: optuna.Trial, result) -> float:
         """Record a trained trial; its value, or `TrialPruned` with the reason."""
-        record.write_trial(trial, result, self.spec.task)  # the evidence is stored before pruning
+        record.write_trial(trial, result, self.spec.task, self.folds.group_names)  # stored before pruning
         reason = result.diverged or result.interrupted
-        notes.save_trial_note(trial, notes.trial_note(result, self.spec.task, reason))
+        notes.save_trial_note(trial, notes.trial_note(result, self.spec.task, reason, self.folds.group_names))
         if reason:
             raise optuna.TrialPruned(reason)
         return result.cv_loss

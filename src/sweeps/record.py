@@ -14,6 +14,9 @@ Trial user attrs (complete and pruned trials):
     fold_curves                         per fold, its validation loss at every epoch it trained
     honest_cv_loss, cv_optimism         the CV loss with each fold's stopping epoch chosen on the
                                         other folds, and how much lower the CV loss is
+    group_val_loss, group_metric        Study(groups=): per group, mean over the folds holding it
+    worst_group, group_spread           the group of the largest loss, and largest - smallest
+    fold_group_val_losses, group_curve_val   per fold; per group, per epoch
     prune_reason / fail_reason          why a trial did not complete
     worker                              host:pid of the process that ran it
 
@@ -64,7 +67,37 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
     return float(array.mean()), float(array.std())
 
 
-def write_trial(trial: optuna.Trial, result: FoldResult, task: str) -> None:
+def group_attrs(result: FoldResult, names: tuple[str, ...]) -> dict[str, Any]:
+    """Study(groups=): each group's validation loss and metric (mean over the folds holding it),
+    the worst group and the spread between groups, and the per-fold and per-epoch numbers."""
+    if not result.group_val_losses or not names:
+        return {}
+    losses = np.asarray(result.group_val_losses, dtype=float)  # [k, G]; NaN: a fold without the group
+    metrics = np.asarray(result.group_metrics, dtype=float)
+    seen = ~np.isnan(losses).all(0)
+    if not seen.any():
+        return {}
+    def mean_over_folds(values: np.ndarray) -> np.ndarray:
+        return np.nansum(values, 0) / np.maximum((~np.isnan(values)).sum(0), 1)
+
+    mean_loss, mean_metric = mean_over_folds(losses), mean_over_folds(metrics)
+    order = [g for g in range(len(names)) if seen[g]]
+    worst = max(order, key=lambda g: mean_loss[g])
+    best = min(order, key=lambda g: mean_loss[g])
+    curves = np.asarray(result.group_curve_val, dtype=float) if result.group_curve_val else None
+    return {
+        "group_val_loss": {names[g]: _round(mean_loss[g]) for g in order},
+        "group_metric": {names[g]: _round(mean_metric[g]) for g in order},
+        "worst_group": names[worst],
+        "group_spread": _round(mean_loss[worst] - mean_loss[best]),
+        "fold_group_val_losses": [{names[g]: _round(v) for g, v in enumerate(fold) if math.isfinite(v)}
+                                  for fold in losses.tolist()],
+        **({"group_curve_val": {names[g]: [_round(v) for v in curves[:, g]] for g in order}}
+           if curves is not None and curves.size else {}),
+    }
+
+
+def write_trial(trial: optuna.Trial, result: FoldResult, task: str, group_names: tuple[str, ...] = ()) -> None:
     """Store a finished training run's evidence on its trial (before it is told)."""
     _, cv_std = _mean_std(result.val_losses)
     train_mean, train_std = _mean_std(result.train_losses)
@@ -93,6 +126,7 @@ def write_trial(trial: optuna.Trial, result: FoldResult, task: str) -> None:
         "curve_val": [_round(v) for v in result.curve_val],
         "fold_curves": [[_round(v) for v in curve] for curve in result.fold_curves],
     }
+    attrs.update(group_attrs(result, group_names))
     honest = result.honest_cv_loss
     if honest is not None and result.val_losses:
         attrs["honest_cv_loss"] = honest

@@ -118,7 +118,7 @@ _EMBEDDING_PARAMS = ("n_frequencies", "frequency_scale", "embedding_dim")
 # embedding="auto": periodic embeddings when the data has at most this many numeric columns.
 # Their cost grows with the numeric columns (a linear map of their own per column and row):
 # on digits' 64 pixel columns they made a d1 w32 trial 10-20x slower (benchmarks/bench_engine.py),
-# where 6 columns cost about 5x per trial and a whole sweep on adult about 2x.
+# where 6 columns cost 3-5x per trial and a whole sweep on adult about 2x.
 AUTO_EMBEDDING_MAX_NUMERIC = 32
 CLASS_WEIGHTS = _CHOICES["class_weight"]
 
@@ -335,6 +335,12 @@ class Study:
             (several such nets with different seeds, averaged).
         stop: "converged" ends the study when further trials are unlikely to beat the best by
             more than the folds' noise (`search.converged`); `n_trials` and `timeout` stay caps.
+        groups: each data row's source, to monitor the model per source: a column name of the
+            table `data` returns (the column stays a feature), or an array with one entry per
+            row of `data`. Every trial records its validation loss and metric per group.
+        early_stopping: "mean" (each fold stops on its validation loss over all rows) or
+            "worst_group" (on its worst group's loss, which is then the trial's value; needs
+            `groups`).
 
     Example:
         >>> from sklearn.datasets import load_digits
@@ -361,6 +367,8 @@ class Study:
     preprocessing: str = "auto"
     final_model: str = "folds"
     stop: str | None = None
+    groups: Any = None
+    early_stopping: str = "mean"
 
     def __post_init__(self) -> None:
         from sweeps.storage import check_name
@@ -408,6 +416,14 @@ class Study:
             raise SweepsError(f"Study.stop: must be None or 'converged', got {self.stop!r}.")
         if self.final_model not in ("folds", "refit", "refit-seeds"):
             raise SweepsError(f"Study.final_model: must be 'folds', 'refit' or 'refit-seeds', got {self.final_model!r}.")
+        if self.groups is not None and not isinstance(self.groups, str) and not hasattr(self.groups, "__len__"):
+            raise SweepsError(f"Study.groups: a column name of the data's table, or one entry per data row; got "
+                              f"{self.groups!r}.")
+        if self.early_stopping not in ("mean", "worst_group"):
+            raise SweepsError(f"Study.early_stopping: must be 'mean' or 'worst_group', got {self.early_stopping!r}.")
+        if self.early_stopping == "worst_group" and self.groups is None:
+            raise SweepsError("Study.early_stopping='worst_group': needs Study(groups=...), the source of each "
+                              "row, to know the groups.")
         resampled = isinstance(self.space, Space) and set(self.space.resampling.choices) != {"none"}
         if self.task == "regression" and resampled:
             raise SweepsError("Space.resampling: re-sampling balances classes, and a regression has none; "
@@ -453,11 +469,19 @@ class Study:
             "balanced" in self.space.class_weight.choices or set(self.space.resampling.choices) != {"none"})
 
     @property
+    def validation(self) -> str:
+        """How a trial's validation loss is measured: "plain", "class-balanced", and either
+        followed by ", worst group" when folds stop on (and trials are scored by) their worst
+        group. Stored in the settings: it defines what a trial's value means."""
+        weighting = "class-balanced" if self.balanced_validation else "plain"
+        return weighting + (", worst group" if self.early_stopping == "worst_group" else "")
+
+    @property
     def settings(self) -> dict[str, Any]:
         """The settings that define what a trial's value means; stored on the Optuna study."""
         return {"task": self.task, "folds": self.folds, "max_epochs": self.max_epochs,
                 "patience": self.patience, "test_size": self.test_size, "seed": self.seed,
-                "validation": "class-balanced" if self.balanced_validation else "plain",
+                "validation": self.validation,
                 "preprocessing": self.preprocessing}
 
     def check_space(self) -> None:

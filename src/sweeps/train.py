@@ -48,6 +48,7 @@ class NetConfig:
     class_weight: str = "none"  # "balanced": each class weighs n / (classes x its count) in training
     resampling: str = "none"  # "over" / "under": every epoch, a class-balanced draw of the training rows
     balanced_validation: bool = False  # score validation (and the trial) by the class-balanced loss
+    worst_group: bool = False  # folds stop on, and the trial is scored by, the worst group's loss
     noise: float = 0.0  # Gaussian input noise (std, in standardized feature units) while training
     embedding: str = "none"  # "periodic": PLR embeddings of the numeric inputs
     n_frequencies: int = 48  # periodic embeddings: frequencies per feature
@@ -61,10 +62,11 @@ class NetConfig:
     freeze: int = 0  # transfer (`init`): the first hidden layers kept as loaded (feature extraction)
 
     @classmethod
-    def from_params(cls, params: dict, balanced_validation: bool = False) -> NetConfig:
-        """A trial's configuration; `balanced_validation` as its study scores (`Study.balanced_validation`)."""
+    def from_params(cls, params: dict, validation: str = "plain") -> NetConfig:
+        """A trial's configuration, validated as its study says (`Study.validation`, stored
+        in the study's settings): class-balanced, worst group, or plain."""
         return cls(**{k: params[k] for k in cls.__dataclass_fields__ if k in params},
-                   balanced_validation=balanced_validation)
+                   balanced_validation="class-balanced" in validation, worst_group="worst group" in validation)
 
     @property
     def embedding_shape(self) -> tuple[int, float, int] | None:
@@ -93,6 +95,11 @@ class FoldResult:
     model: StackedMLP | None = None  # the best weights of every fold
     balanced_accuracies: list[float] = field(default_factory=list)  # classification only
     macro_f1s: list[float] = field(default_factory=list)  # classification only
+    # Study(groups=): per fold, per group (Folds.group_names), at the best weights; NaN where a
+    # fold's validation rows hold none of the group
+    group_val_losses: list[list[float]] = field(default_factory=list)
+    group_metrics: list[list[float]] = field(default_factory=list)  # accuracy, or RMSE in target units
+    group_curve_val: list[list[float]] = field(default_factory=list)  # per epoch, per group: mean over folds
 
     @property
     def cv_loss(self) -> float:
@@ -311,8 +318,8 @@ def train_trials(folds: Folds, configs: list[NetConfig], seeds: list[int], on_ep
             continue
 
         # Validate every training fold with its current weights (no dropout).
-        val = _weighted_mean_loss(model, folds.X_val[folds_now], folds.y_val[folds_now], folds.val_weight[folds_now],
-                                  folds.classification, None if val_weights is None else val_weights[index(live)])
+        val, val_by_group = _validation_losses(
+            model, folds, folds_now, None if val_weights is None else val_weights[index(live)], configs[0].worst_group)
         val_of = dict(zip(live, val.tolist()))
         stopping: list[int] = []
         for t, _ in runs:
@@ -324,6 +331,8 @@ def train_trials(folds: Folds, configs: list[NetConfig], seeds: list[int], on_ep
                 result.fold_curves[fold_of[p]].append(val_of[p])
             result.curve_train.append(float(np.mean([train_of[p] for p in mine])))
             result.curve_val.append(float(np.mean([val_of[p] for p in mine])))
+            if val_by_group is not None:  # per group, the mean over the trial's training folds
+                result.group_curve_val.append(_nan_mean(val_by_group[index([live.index(p) for p in mine])]))
             bad = [fold_of[p] for p in mine if not (math.isfinite(train_of[p]) and math.isfinite(val_of[p]))]
             if bad:
                 result.diverged = f"diverged: the loss of fold {bad[0]} became non-finite at epoch {epoch}"
@@ -377,7 +386,7 @@ def train_trials(folds: Folds, configs: list[NetConfig], seeds: list[int], on_ep
         own = final.select(positions) if P > 1 else final
         result.model = own.crop(widths[t], config.dropout) if P > 1 else own
         _final_scores(result, result.model, folds, best_epoch[t * k:(t + 1) * k],
-                      balanced if configs[0].balanced_validation else None)
+                      balanced if configs[0].balanced_validation else None, configs[0].worst_group)
         result.seconds = time.perf_counter() - started
     return results
 
@@ -512,9 +521,49 @@ def _weighted_mean_loss(model: StackedMLP, X: torch.Tensor, y: torch.Tensor, wei
     return (losses * weight).sum(1) / weight.sum(1)
 
 
+def group_means(values: torch.Tensor, weight: torch.Tensor, groups: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """Per stack position and group, the weighted mean of `values` [P, n] over its rows of that
+    group (`groups` [P, n], -1: no group); NaN for a group a position has no rows of."""
+    weight = weight * (groups >= 0)
+    index = groups.clamp(min=0)
+    contributions = values * weight
+    sums = torch.zeros(values.shape[0], n_groups, dtype=contributions.dtype, device=values.device).scatter_add_(
+        1, index, contributions)
+    totals = torch.zeros_like(sums).scatter_add_(1, index, weight.to(sums.dtype))
+    return torch.where(totals > 0, sums / totals.clamp(min=1e-30), torch.full_like(sums, math.nan))
+
+
+def _nan_mean(rows: torch.Tensor) -> list[float]:
+    """Column means ignoring NaN; NaN where a column has no number."""
+    present = ~rows.isnan()
+    return torch.where(present.any(0), torch.nan_to_num(rows).sum(0) / present.sum(0).clamp(min=1),
+                       torch.full_like(rows[0], math.nan)).tolist()
+
+
+@torch.no_grad()
+def _validation_losses(model: StackedMLP, folds: Folds, positions: torch.Tensor, class_weight: torch.Tensor | None,
+                       worst_group: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Each position's validation loss [P], and with groups its loss per group [P, G].
+
+    `worst_group`: the loss that counts (early stopping, the trial's value) is the largest of
+    the groups' losses, not the mean over all rows.
+    """
+    X, y, weight = folds.X_val[positions], folds.y_val[positions], folds.val_weight[positions]
+    losses = per_row_losses(model.predict(X, EVAL_CHUNK, folds.classification), y, folds.classification)
+    if class_weight is not None:  # validation weighs classes as training does
+        weight = weight * class_weight.gather(1, y)
+    mean = (losses * weight).sum(1) / weight.sum(1)
+    if folds.val_groups is None:
+        return mean, None
+    by_group = group_means(losses, weight, folds.val_groups[positions], len(folds.group_names))
+    if worst_group:
+        mean = torch.nan_to_num(by_group, nan=-math.inf).amax(1)
+    return mean, by_group
+
+
 @torch.no_grad()
 def _final_scores(result: FoldResult, best: StackedMLP, folds: Folds, best_epoch: list[int],
-                  class_weight: torch.Tensor | None = None) -> None:
+                  class_weight: torch.Tensor | None = None, worst_group: bool = False) -> None:
     """Per-fold losses and metrics of the best weights: validation and (clean) training loss.
 
     Both losses use the validation's class weighting, so their gap is on one scale.
@@ -524,10 +573,21 @@ def _final_scores(result: FoldResult, best: StackedMLP, folds: Folds, best_epoch
     if not folds.has_validation:
         result.best_epochs = [len(result.curve_train)] * folds.k
         return
-    result.val_losses = _weighted_mean_loss(best, folds.X_val, folds.y_val, folds.val_weight,
-                                            folds.classification, class_weight).tolist()
+    everything = torch.arange(folds.k, device=folds.X_val.device)
+    plain, by_group = _validation_losses(best, folds, everything, class_weight)
+    result.val_losses = (torch.nan_to_num(by_group, nan=-math.inf).amax(1) if worst_group else plain).tolist()
     out = best.predict(folds.X_val, EVAL_CHUNK, folds.classification)
     w = folds.val_weight
+    if by_group is not None:
+        result.group_val_losses = by_group.tolist()
+        if folds.classification:
+            per_row = (out.argmax(-1) == folds.y_val).float()
+        else:
+            per_row = per_row_losses(out, folds.y_val, False)
+        metric = group_means(per_row, w, folds.val_groups, len(folds.group_names))
+        if not folds.classification:  # RMSE in target units, per group
+            metric = metric.sqrt() * folds.target_std.unsqueeze(1)
+        result.group_metrics = metric.tolist()
     if folds.classification:
         pred = out.argmax(-1)
         correct = (pred == folds.y_val).float()
@@ -538,8 +598,7 @@ def _final_scores(result: FoldResult, best: StackedMLP, folds: Folds, best_epoch
             result.balanced_accuracies.append(balanced)
             result.macro_f1s.append(f1)
     else:
-        mse = torch.tensor(result.val_losses, device=w.device)
-        result.metrics = (mse.sqrt() * folds.target_std).tolist()
+        result.metrics = (plain.sqrt() * folds.target_std).tolist()
     result.best_epochs = list(best_epoch)
 
 
