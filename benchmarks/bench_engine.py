@@ -205,8 +205,10 @@ INGREDIENTS = {
     # Study(groups=): each validation row's source (here 3 groups, rows dealt round-robin)
     "groups (3), monitored": dict(groups=True),
     "groups (3), early_stopping=worst_group": dict(groups=True, worst_group=True),
+    # Space(importance="density_ratio") with Study(target_data=): a weight per training row
+    "importance weights": dict(weights=True, importance="density_ratio"),
 }
-SPECIAL = ("transfer", "groups")  # not NetConfig fields: how the trial is set up
+SPECIAL = ("transfer", "groups", "weights")  # not NetConfig fields: how the trial is set up
 
 
 def ingredients(args) -> None:
@@ -225,6 +227,9 @@ def ingredients(args) -> None:
     sources = torch.arange(folds.X_val.shape[1], device=folds.X_val.device).remainder(3).expand(folds.k, -1)
     grouped = dataclasses.replace(folds, val_groups=torch.where(folds.val_weight > 0, sources, -1),
                                   group_names=("a", "b", "c"))
+    generator = torch.Generator().manual_seed(0)
+    weighted = dataclasses.replace(folds, train_importance=(torch.rand(folds.X_train.shape[:2], generator=generator)
+                                                            + 0.5).to(folds.X_train.device))
     rows: dict[str, list[float]] = {name: [] for name in INGREDIENTS}
     for depth, width in CONFIGS[:2]:
         runs = {}
@@ -233,7 +238,7 @@ def ingredients(args) -> None:
             config = NetConfig(depth, width, 0.2, 1e-4, 1e-3, batch_size=64, **net_options)
             init = StackedMLP.init([1], folds.n_features, folds.n_outputs, depth, width, 0.2, args.device) \
                 if options.get("transfer") else None
-            data = grouped if options.get("groups") else folds
+            data = grouped if options.get("groups") else weighted if options.get("weights") else folds
             runs[name] = lambda config=config, init=init, data=data: train_folds(
                 data, config, max_epochs=20, patience=None, seed=0, init=init)
             runs[name]()  # warm-up

@@ -107,7 +107,7 @@ def test_mismatch_when_the_test_set_comes_from_a_shifted_distribution(tmp_path):
     diagnosis, _ = sweep_and_diagnose(spec, tmp_path, evaluate=True)
     verdict = diagnosis.verdict("mismatch")
     assert verdict.status == "yes", verdict.evidence
-    assert "AUC" in verdict.summary and any("domain adaptation" in r for r in verdict.remedies)
+    assert "AUC" in verdict.summary and any("domain adaptation" in r and "target_data" in r for r in verdict.remedies)
     assert any('Space(resampling=Categorical(["none", "over", "under"]))' in r for r in verdict.remedies)
     assert any('Study(groups=' in r and 'early_stopping="worst_group"' in r for r in verdict.remedies)
     assert any("Space(freeze=(0, its depth))" in r for r in verdict.remedies)

@@ -37,6 +37,7 @@ class Dataset:
     test_hash: str
     groups: np.ndarray | None = None  # per row, its source's index into group_names (-1: not known)
     group_names: tuple[str, ...] = ()
+    target: object = None  # Study(target_data=): unlabeled rows of the deployment distribution (features only)
 
     @property
     def is_table(self) -> bool:
@@ -104,13 +105,43 @@ def load_dataset(spec: Study) -> Dataset:
     _check_fold_sizes(y, dev, classes, spec.folds)
     data_hash = _sha256(encode_for_hashing(X) if is_table(X) else X, y)
     test_hash = _sha256(np.sort(test).astype(np.int64), data_hash.encode())
+    target = _target_rows(spec, X, test) if spec.target_data is not None else None
     groups, names = None, ()
     if raw_groups is not None:
         if spec.test_data is not None:  # the separate test rows: their column, or not known
             raw_groups = np.concatenate([raw_groups, test_groups if test_groups is not None
                                          else np.full(len(y) - n_dev, None, dtype=object)])
         groups, names = _group_codes(raw_groups)
-    return Dataset(X, y, classes, dev, test, data_hash, test_hash, groups, names)
+    return Dataset(X, y, classes, dev, test, data_hash, test_hash, groups, names, target)
+
+
+def _row_hashes(X: object) -> np.ndarray:
+    import pandas as pd
+
+    frame = X if is_table(X) else pd.DataFrame(np.asarray(X, dtype=np.float64))
+    return pd.util.hash_pandas_object(frame.reset_index(drop=True), index=False).to_numpy()
+
+
+def _target_rows(spec: Study, X: object, test: np.ndarray) -> object:
+    """Study(target_data=): its feature rows, checked like the data's and disjoint from the
+    held-out test rows (the test set must stay unseen, even unlabeled)."""
+    raw = spec.target_data() if callable(spec.target_data) else spec.target_data
+    if isinstance(raw, (tuple, list)) and len(raw) == 2:
+        raw = raw[0]  # (X, y) from a loader such as Table: the labels are not used
+    T = _features(raw, "target_data")
+    if is_table(T) != is_table(X):
+        raise SweepsError("target_data: give it in the same form as data (both tables or both arrays).")
+    if T.shape[1] != X.shape[1] or (is_table(T) and list(T.columns) != list(X.columns)):
+        raise SweepsError(f"target_data: its columns differ from data's ({T.shape[1]} against {X.shape[1]}); "
+                          "target rows need the same features.")
+    rows = X.iloc[test] if is_table(X) else X[test]
+    shared = np.isin(_row_hashes(T), _row_hashes(rows)).sum()
+    if shared:
+        raise SweepsError(f"target_data: {shared} of its {len(T)} rows equal held-out test rows (all features "
+                          "identical); the test set must stay unseen by training, labeled or not: give target "
+                          "rows disjoint from the test rows (where the data repeats rows, drop from target_data "
+                          "those equal to a test row).")
+    return T
 
 
 MAX_GROUPS = 50  # per-group records are a few numbers per group per trial

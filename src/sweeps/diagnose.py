@@ -336,7 +336,9 @@ def _mismatch(study: optuna.Study, dataset: Dataset, seed: int, th: Thresholds,
                 "re-sampling (over- or under-sampling) so training looks like the test distribution"
                 + (': Space(resampling=Categorical(["none", "over", "under"])) balances the classes'
                    if dataset.classes is not None else ""),
-                "domain adaptation (e.g. domain-adversarial training)",
+                "domain adaptation: Study(target_data=unlabeled rows like the test rows) with "
+                "Space(importance=Categorical([\"none\", \"density_ratio\"])) weighs the training rows that "
+                "look like them more",
                 "monitor performance per data source: Study(groups=its column, or an array), and "
                 "early_stopping=\"worst_group\" to stop and choose on the worst source"]
     if far or separable:

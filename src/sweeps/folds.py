@@ -15,6 +15,7 @@ import torch
 from sklearn.model_selection import KFold, StratifiedKFold
 
 from sweeps.data import Dataset
+from sweeps.importance import density_ratios
 from sweeps.preprocess import Preprocessing
 
 
@@ -47,6 +48,9 @@ class Folds:
     # Study(groups=): per validation row, its group's index into group_names (-1: padding or not known)
     val_groups: torch.Tensor | None = None  # [k, n_val] int64
     group_names: tuple[str, ...] = ()
+    # Study(target_data=): per training row, its importance weight (sweeps.importance), fitted
+    # per fold on its training part and the target rows
+    train_importance: torch.Tensor | None = None  # [k, n_train] float32
 
     def __post_init__(self) -> None:
         if not self.fold_ids:
@@ -66,7 +70,7 @@ class Folds:
                      [self.val_rows[p] for p in pos], list(fold_ids), self.n_numeric,
                      [self.preprocessings[p] for p in pos] if self.preprocessings else [],
                      self.split_class_counts, None if self.val_groups is None else self.val_groups[index],
-                     self.group_names)
+                     self.group_names, None if self.train_importance is None else self.train_importance[index])
 
     @property
     def k(self) -> int:
@@ -137,7 +141,7 @@ def _stack(dataset: Dataset, splits: list[tuple[np.ndarray, np.ndarray]], seed: 
     classification = dataset.classes is not None
 
     X_train, y_train, w_train, X_val, y_val, w_val, stds, preps = [], [], [], [], [], [], [], []
-    val_groups = []
+    val_groups, importance = [], []
     for train, val in splits:
         same_rows = preps and train is splits[0][0]  # copies of one final fit: fitted once
         prep = preps[0] if same_rows else fit_preprocessing(dataset, train, scaling)
@@ -146,6 +150,9 @@ def _stack(dataset: Dataset, splits: list[tuple[np.ndarray, np.ndarray]], seed: 
         train_padded = np.concatenate([train, top_up]).astype(np.int64)
         val_padded = np.concatenate([val, np.full(n_val - len(val), val[0] if len(val) else 0)]).astype(np.int64)
         X_train.append(prep.features(dataset.rows(train_padded)))
+        if dataset.target is not None:  # importance weights, from this fold's training rows only
+            importance.append(density_ratios(X_train[-1], prep.features(dataset.target),
+                                              np.arange(n_train) < len(train), seed))
         X_val.append(prep.features(dataset.rows(val_padded)) if len(val_padded)
                      else np.zeros((0, X_train[-1].shape[1]), np.float32))  # a final fit: no validation rows
         w_train.append(np.arange(n_train) < len(train))
@@ -185,4 +192,5 @@ def _stack(dataset: Dataset, splits: list[tuple[np.ndarray, np.ndarray]], seed: 
         preprocessings=preps,
         val_groups=stack(val_groups, torch.int64) if dataset.groups is not None else None,
         group_names=dataset.group_names,
+        train_importance=stack(importance, torch.float32) if importance else None,
     )

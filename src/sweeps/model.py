@@ -540,8 +540,8 @@ def _random_bytes(shape: torch.Size, generator: torch.Generator) -> torch.Tensor
 
 # --- losses ---------------------------------------------------------------------------------
 def loss_and_grad(out: torch.Tensor, y: torch.Tensor, classification: bool,
-                  class_weight: torch.Tensor | None = None, label_smoothing: float | torch.Tensor = 0.0
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+                  class_weight: torch.Tensor | None = None, label_smoothing: float | torch.Tensor = 0.0,
+                  row_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-fold summed loss over the batch `[k]`, and d(per-fold mean loss)/d(out).
 
     Classification: cross-entropy on logits `[k, B, C]` with class indices `[k, B]`;
@@ -550,10 +550,15 @@ def loss_and_grad(out: torch.Tensor, y: torch.Tensor, classification: bool,
     `torch.nn.CrossEntropyLoss(label_smoothing=)`. The returned loss is always the
     *unsmoothed* one: trials are compared on it.
     Regression: squared error on `[k, B, 1]` against standardized targets `[k, B]`.
+    With `row_weight` `[k, B]` (importance weights), the weighted mean over the batch, the
+    weights multiplying any class weights.
     """
     batch = out.shape[1]
     if not classification:
         diff = out.squeeze(-1) - y
+        if row_weight is not None:
+            scale = row_weight / row_weight.sum(1, keepdim=True)
+            return (diff.square() * scale).sum(1).mul_(batch), diff.mul_(scale).mul_(2.0).unsqueeze(-1)
         loss_sum = diff.square().sum(dim=1)
         return loss_sum, diff.mul_(2.0 / batch).unsqueeze(-1)
     index = y.unsqueeze(-1)
@@ -570,8 +575,9 @@ def loss_and_grad(out: torch.Tensor, y: torch.Tensor, classification: bool,
         grad.scatter_add_(-1, index, torch.full_like(index, -(1.0 - label_smoothing), dtype=grad.dtype))
         if label_smoothing:
             grad.sub_(label_smoothing / out.shape[-1])
-    if class_weight is not None:
-        row = class_weight.gather(1, y)  # [k, B]: each row's class weight
+    if class_weight is not None or row_weight is not None:
+        row = class_weight.gather(1, y) if class_weight is not None else None  # [k, B]: each row's class weight
+        row = row_weight if row is None else (row if row_weight is None else row * row_weight)
         scale = row / row.sum(1, keepdim=True)  # weighted mean over the batch
         return (picked * scale).sum(1).mul_(-batch), grad.mul_(scale.unsqueeze(-1))
     return picked.sum(1).neg_(), grad.mul_(1.0 / batch)

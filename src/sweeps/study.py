@@ -105,12 +105,13 @@ _NATURAL = {
 _CHOICES = {
     "class_weight": ("none", "balanced"),
     "resampling": ("none", "over", "under"),
+    "importance": ("none", "density_ratio"),
     "embedding": ("none", "periodic", "auto"),
     "schedule": ("constant", "cosine"),
 }
 # Options left out of trial.params while they keep their "off" value: the plain MLP of
 # sweeps 0.1, which is also what `train.NetConfig` assumes for a parameter a trial lacks.
-_OPTIONAL_DEFAULTS = {"class_weight": "none", "resampling": "none", "noise": 0.0, "embedding": "none", "ensemble": 1,
+_OPTIONAL_DEFAULTS = {"class_weight": "none", "resampling": "none", "importance": "none", "noise": 0.0, "embedding": "none", "ensemble": 1,
                       "label_smoothing": 0.0, "beta2": 0.999, "schedule": "constant", "grad_clip": 0.0,
                       "freeze": 0}
 # Searched only when the periodic embeddings are on.
@@ -220,6 +221,9 @@ class Space:
     # classification: "over" / "under"-sample to balanced classes, drawn afresh every epoch;
     # Categorical(["none", "over", "under"]) to search it (README, "The methodology's remedies")
     resampling: Any = "none"
+    # with Study(target_data=...): "density_ratio" weighs each training row by how much more
+    # likely it is under the target rows than the training rows (a domain classifier, clipped)
+    importance: Any = "none"
     noise: Any = 0.0  # Gaussian input noise (std in standardized units), e.g. (0.0, 0.3)
     # The modern tabular-MLP recipe (README, "Models"): each fixed or searched like the rest.
     embedding: Any = "auto"  # "periodic" (PLR embeddings of the numeric columns), "none", or "auto":
@@ -266,8 +270,8 @@ class Space:
 
 
 # Suggestion order: `embedding` before the settings that depend on it.
-PARAMS = ("depth", "width", "dropout", "weight_decay", "lr", "batch_size", "class_weight", "resampling", "noise",
-          "embedding", *_EMBEDDING_PARAMS, "ensemble", "label_smoothing", "beta2", "schedule", "grad_clip", "freeze")
+PARAMS = ("depth", "width", "dropout", "weight_decay", "lr", "batch_size", "class_weight", "resampling",
+          "importance", "noise", "embedding", *_EMBEDDING_PARAMS, "ensemble", "label_smoothing", "beta2", "schedule", "grad_clip", "freeze")
 
 
 def _is_fixed_at(param: Param, value: Any) -> bool:
@@ -341,6 +345,9 @@ class Study:
         early_stopping: "mean" (each fold stops on its validation loss over all rows) or
             "worst_group" (on its worst group's loss, which is then the trial's value; needs
             `groups`).
+        target_data: unlabeled rows of the distribution the model will serve (a loader or the
+            rows; an `(X, y)` pair's `y` is not used), for `Space(importance="density_ratio")`.
+            Never the held-out test rows: overlap is refused.
 
     Example:
         >>> from sklearn.datasets import load_digits
@@ -369,6 +376,7 @@ class Study:
     stop: str | None = None
     groups: Any = None
     early_stopping: str = "mean"
+    target_data: Any = None
 
     def __post_init__(self) -> None:
         from sweeps.storage import check_name
@@ -424,6 +432,10 @@ class Study:
         if self.early_stopping == "worst_group" and self.groups is None:
             raise SweepsError("Study.early_stopping='worst_group': needs Study(groups=...), the source of each "
                               "row, to know the groups.")
+        if isinstance(self.space, Space) and set(self.space.importance.choices) != {"none"} \
+                and self.target_data is None:
+            raise SweepsError("Space.importance: weighs training rows by their likeness to the target rows; it "
+                              "needs Study(target_data=unlabeled rows of the deployment distribution).")
         resampled = isinstance(self.space, Space) and set(self.space.resampling.choices) != {"none"}
         if self.task == "regression" and resampled:
             raise SweepsError("Space.resampling: re-sampling balances classes, and a regression has none; "
@@ -448,6 +460,8 @@ class Study:
         except Exception as e:  # the user's function: one line, with its own words
             raise SweepsError(f"Study.space(trial) raised {type(e).__name__}: {e}; fix the space function.") from None
         config = check_config(config, where="Study.space(trial)")
+        if config.get("importance", "none") != "none" and self.target_data is None:
+            raise SweepsError("Study.space(trial): importance needs Study(target_data=...), the target rows.")
         if config.get("freeze"):  # transfer takes a Space (init_from refuses a function)
             raise SweepsError("Study.space(trial): freeze keeps the first layers of a loaded model, which needs "
                               "Study(init_from=...) with a Space(freeze=...), not a space function.")

@@ -47,6 +47,7 @@ class NetConfig:
     batch_size: int = 128
     class_weight: str = "none"  # "balanced": each class weighs n / (classes x its count) in training
     resampling: str = "none"  # "over" / "under": every epoch, a class-balanced draw of the training rows
+    importance: str = "none"  # "density_ratio": training rows weighted by Folds.train_importance
     balanced_validation: bool = False  # score validation (and the trial) by the class-balanced loss
     worst_group: bool = False  # folds stop on, and the trial is scored by, the worst group's loss
     noise: float = 0.0  # Gaussian input noise (std, in standardized feature units) while training
@@ -158,7 +159,7 @@ def train_folds(folds: Folds, config: NetConfig, *, max_epochs: int, patience: i
 def groupable(a: NetConfig, b: NetConfig) -> bool:
     """Whether two trials can train in one stack: the same shape but for the width (padded)."""
     # resampling: the epoch's length; freeze: which tensors the optimizer steps
-    same = ("depth", "batch_size", "embedding", "ensemble", "resampling", "freeze")
+    same = ("depth", "batch_size", "embedding", "ensemble", "resampling", "freeze", "importance")
     if any(getattr(a, name) != getattr(b, name) for name in same):
         return False
     return a.embedding != "periodic" or (a.n_frequencies, a.embedding_dim) == (b.n_frequencies, b.embedding_dim)
@@ -220,6 +221,12 @@ def train_trials(folds: Folds, configs: list[NetConfig], seeds: list[int], on_ep
         row_weights = torch.stack([balanced[f] if weighted[t] else torch.ones_like(balanced[f])
                                    for t, f in zip(owner, fold_of)])
     val_weights = balanced[fold_of] if configs[0].balanced_validation and balanced is not None else None
+    # Importance weighting (Study(target_data=)): each training row weighs its density ratio.
+    importance = None
+    if configs[0].importance != "none":
+        if folds.train_importance is None:
+            raise ValueError("train_trials: importance weighting needs folds made with target rows")
+        importance = folds.train_importance[fold_of]  # [positions, n_train]
     per_position = lambda values: torch.tensor(values, dtype=torch.float32, device=device)  # noqa: E731
     smoothing = [c.label_smoothing if folds.classification else 0.0 for c in configs]
     clip = [c.grad_clip for c in configs]
@@ -287,6 +294,7 @@ def train_trials(folds: Folds, configs: list[NetConfig], seeds: list[int], on_ep
         y = folds.y_train[folds_now.unsqueeze(1), order]
         loss_sum = torch.zeros(len(live), device=device)
         step_weights = None if row_weights is None else row_weights[index(live)]  # once per epoch, not per step
+        epoch_importance = None if importance is None else importance[index(live)].gather(1, order)
         for step in range(n_steps):
             rows = slice(step * batch_size, (step + 1) * batch_size)
             x = X[:, rows]
@@ -295,7 +303,11 @@ def train_trials(folds: Folds, configs: list[NetConfig], seeds: list[int], on_ep
             out, cache = model.forward(x, dropout_plan)
             # Every member learns from the same rows: their targets, once per member.
             targets = y[:, rows] if members == 1 else y[:, rows].repeat(1, members)
-            batch_loss, grad_out = loss_and_grad(out, targets, folds.classification, step_weights, epoch_smoothing)
+            row_weight = None
+            if epoch_importance is not None:
+                row_weight = epoch_importance[:, rows] if members == 1 else epoch_importance[:, rows].repeat(1, members)
+            batch_loss, grad_out = loss_and_grad(out, targets, folds.classification, step_weights, epoch_smoothing,
+                                                 row_weight)
             loss_sum += batch_loss
             model.backward(cache, grad_out, optimizer.grads)
             if torch.is_tensor(epoch_clip) or epoch_clip:
