@@ -15,7 +15,7 @@ import sweeps.folds
 from sweeps import Categorical, Space, SweepsError
 from sweeps.data import load_dataset
 from sweeps.evaluate import evaluate_study
-from sweeps.folds import make_folds
+from sweeps.folds import make_final_fit, make_folds
 from sweeps.importance import MAX_RATIO, density_ratios
 from sweeps.model import loss_and_grad
 from sweeps.run import run_study
@@ -80,6 +80,10 @@ def test_weights_are_fitted_per_fold_on_its_training_rows_and_the_target_rows(mo
     for f, (train, target) in enumerate(seen):
         np.testing.assert_array_equal(train, folds.X_train[f].numpy())  # the fold's training rows only
         np.testing.assert_array_equal(target, folds.preprocessings[f].features(dataset.target))
+    # Refits that differ only in their seeds (refit-seeds) share one fit of the weights.
+    seen.clear()
+    final, _ = make_final_fit(dataset, copies=3)
+    assert len(seen) == 1 and torch.equal(final.train_importance[0], final.train_importance[2])
     # Training rows of the digits the target favours weigh more than the others, on every fold.
     for f in range(3):
         digits = folds.y_train[f]

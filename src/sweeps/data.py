@@ -168,8 +168,7 @@ def _group_column(groups: object, X: object, where: str, n_rows: int | None) -> 
 def _group_codes(values: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
     """Group names (missing values: "missing") and each row's index into them; None: not known."""
     known = np.array([v is not None for v in values])
-    names = np.array(["missing" if _is_missing(v) else str(v) for v in values[known]], dtype=object)
-    unique, codes = np.unique(names.astype(str), return_inverse=True)
+    unique, codes = np.unique(["missing" if _is_missing(v) else str(v) for v in values[known]], return_inverse=True)
     if len(unique) > MAX_GROUPS:
         raise SweepsError(f"Study.groups: {len(unique)} distinct groups; at most {MAX_GROUPS} are monitored "
                           "(group rare sources together, or name a coarser column).")

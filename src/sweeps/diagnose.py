@@ -423,16 +423,14 @@ def markdown(d: Diagnosis, study: optuna.Study, best: optuna.trial.FrozenTrial) 
     for name, b in d.baselines.items():
         lines.append(f"| {name} | {b['train_loss']:.4f} ± {b['train_loss_std']:.4f} | {b['val_loss']:.4f} ± "
                      f"{b['val_loss_std']:.4f} | {b['metric']:.4f} |")
-    groups = {k: best.user_attrs[k] for k in ("group_val_loss", "group_metric", "worst_group", "group_spread")
-              if k in best.user_attrs}
-    if len(groups) == 4:  # Study(groups=): the best trial, per source
-        losses = groups["group_val_loss"]
-        lines += ["", f"## Per group: the best trial's worst is '{groups['worst_group']}'",
-                  *notes.group_lines(groups, "classification" if best.user_attrs.get("metric_name") == "accuracy"
-                                     else "regression")[1:],
-                  "", f"The worst group's validation loss is {losses[groups['worst_group']]:.4f}, "
-                  f"{groups['group_spread']:.4f} above the best group's. The CV loss varies by "
-                  f"{best.user_attrs.get('cv_loss_std') or 0:.4f} (std) between folds: a spread well above that "
+    attrs = best.user_attrs
+    if "group_val_loss" in attrs:  # Study(groups=): the best trial, per source
+        task = "classification" if attrs.get("metric_name") == "accuracy" else "regression"
+        lines += ["", f"## Per group: the best trial's worst is '{attrs['worst_group']}'",
+                  *notes.group_lines(attrs, task),
+                  "", f"The worst group's validation loss is {attrs['group_val_loss'][attrs['worst_group']]:.4f}, "
+                  f"{attrs['group_spread']:.4f} above the best group's. The CV loss varies by "
+                  f"{attrs.get('cv_loss_std') or 0:.4f} (std) between folds: a spread well above that "
                   "means one source is served worse."]
     for v in d.verdicts:
         lines += ["", f"## {v.problem.capitalize()}: {v.status}", "", v.summary[0].upper() + v.summary[1:], ""]

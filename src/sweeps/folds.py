@@ -143,7 +143,7 @@ def _stack(dataset: Dataset, splits: list[tuple[np.ndarray, np.ndarray]], seed: 
     X_train, y_train, w_train, X_val, y_val, w_val, stds, preps = [], [], [], [], [], [], [], []
     val_groups, importance = [], []
     for train, val in splits:
-        same_rows = preps and train is splits[0][0]  # copies of one final fit: fitted once
+        same_rows = bool(preps) and train is splits[0][0]  # copies of one final fit: fitted once
         prep = preps[0] if same_rows else fit_preprocessing(dataset, train, scaling)
         preps.append(prep)
         top_up = rng.choice(train, n_train - len(train), replace=False) if n_train > len(train) else []
@@ -151,8 +151,8 @@ def _stack(dataset: Dataset, splits: list[tuple[np.ndarray, np.ndarray]], seed: 
         val_padded = np.concatenate([val, np.full(n_val - len(val), val[0] if len(val) else 0)]).astype(np.int64)
         X_train.append(prep.features(dataset.rows(train_padded)))
         if dataset.target is not None:  # importance weights, from this fold's training rows only
-            importance.append(density_ratios(X_train[-1], prep.features(dataset.target),
-                                              np.arange(n_train) < len(train), seed))
+            importance.append(importance[0] if same_rows else density_ratios(
+                X_train[-1], prep.features(dataset.target), np.arange(n_train) < len(train), seed))
         X_val.append(prep.features(dataset.rows(val_padded)) if len(val_padded)
                      else np.zeros((0, X_train[-1].shape[1]), np.float32))  # a final fit: no validation rows
         w_train.append(np.arange(n_train) < len(train))

@@ -576,8 +576,8 @@ def loss_and_grad(out: torch.Tensor, y: torch.Tensor, classification: bool,
         if label_smoothing:
             grad.sub_(label_smoothing / out.shape[-1])
     if class_weight is not None or row_weight is not None:
-        row = class_weight.gather(1, y) if class_weight is not None else None  # [k, B]: each row's class weight
-        row = row_weight if row is None else (row if row_weight is None else row * row_weight)
+        row = class_weight.gather(1, y) if class_weight is not None else 1.0  # [k, B]: each row's class weight
+        row = row if row_weight is None else row * row_weight
         scale = row / row.sum(1, keepdim=True)  # weighted mean over the batch
         return (picked * scale).sum(1).mul_(-batch), grad.mul_(scale.unsqueeze(-1))
     return picked.sum(1).neg_(), grad.mul_(1.0 / batch)

@@ -62,9 +62,9 @@ def refresh(study: optuna.Study) -> None:
     save_note(study, study_note(study))
 
 
-def trial_note(result, task: str, reason: str | None = None, group_names: tuple[str, ...] = ()) -> str:
+def trial_note(result, task: str, reason: str | None = None, attrs: dict | None = None) -> str:
     """A trial's note: why it ended (if pruned or failed), its per-fold results and, with
-    Study(groups=), its validation loss and metric per group, worst first."""
+    Study(groups=), its validation loss and metric per group (from its recorded `attrs`), worst first."""
     lines = []
     if reason:
         lines += [f"**{reason}**", ""]
@@ -75,23 +75,16 @@ def trial_note(result, task: str, reason: str | None = None, group_names: tuple[
         for f, (v, t, m, e, s) in enumerate(zip(result.val_losses, result.train_losses, result.metrics,
                                                 result.best_epochs, result.stop_reasons)):
             lines.append(f"| {f} | {v:.4f} | {t:.4f} | {m:.4f} | {e} | {s} |")
-        lines += group_lines(record_groups(result, group_names), task)
+        if attrs and "group_val_loss" in attrs:
+            lines += ["", *group_lines(attrs, task)]
     return "\n".join(lines) + "\n"
 
 
-def record_groups(result, group_names: tuple[str, ...]) -> dict:
-    from sweeps.record import group_attrs
-
-    return group_attrs(result, group_names) if result is not None else {}
-
-
-def group_lines(groups: dict, task: str) -> list[str]:
-    """Per group, worst first: validation loss and metric; the worst and the spread."""
-    if not groups:
-        return []
+def group_lines(attrs: dict, task: str) -> list[str]:
+    """A trial's groups (its `group_val_loss`, `group_metric`, `group_spread` attrs), worst first."""
     metric = "accuracy" if task == "classification" else "RMSE"
-    losses, metrics = groups["group_val_loss"], groups["group_metric"]
-    lines = ["", f"Per group (worst first; spread {groups['group_spread']:.4f}):", "",
+    losses, metrics = attrs["group_val_loss"], attrs["group_metric"]
+    lines = [f"Per group (worst first; spread {attrs['group_spread']:.4f}):", "",
              f"| group | validation loss | {metric} |", "|---|---|---|"]
     for name in sorted(losses, key=lambda n: -losses[n]):
         lines.append(f"| {name} | {losses[name]:.4f} | {metrics[name]:.4f} |")

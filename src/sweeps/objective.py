@@ -171,9 +171,9 @@ class Trainer:
 
     def finish(self, trial: optuna.Trial, result) -> float:
         """Record a trained trial; its value, or `TrialPruned` with the reason."""
-        record.write_trial(trial, result, self.spec.task, self.folds.group_names)  # stored before pruning
+        attrs = record.write_trial(trial, result, self.spec.task, self.folds.group_names)  # stored before pruning
         reason = result.diverged or result.interrupted
-        notes.save_trial_note(trial, notes.trial_note(result, self.spec.task, reason, self.folds.group_names))
+        notes.save_trial_note(trial, notes.trial_note(result, self.spec.task, reason, attrs))
         if reason:
             raise optuna.TrialPruned(reason)
         return result.cv_loss

@@ -66,7 +66,6 @@ class StackedAdamW:
         split = any(self.no_decay[i] for i in trained) and any(wd for _, _, wd, _ in self.segments)
         self._groups = ([[i for i in trained if not self.no_decay[i]], [i for i in trained if self.no_decay[i]]]
                         if split else [trained])
-        self._all = len(trained) == len(params)  # one group of every tensor: no per-index lists needed
 
     def step(self, lr_factor: float | list[float] = 1.0) -> None:
         """One AdamW step; `lr_factor` per segment (a schedule of its own each) or one for all."""
@@ -81,12 +80,13 @@ class StackedAdamW:
             start += count
             for g, members in enumerate(self._groups):
                 decay = weight_decay if g == 0 else 0.0
-                if one and len(self._groups) == 1 and self._all:
+                every = len(members) == len(self.params)  # no decay split, nothing frozen: the lists as they are
+                if one and every:
                     params, grads, avgs, sqs = self.params, self.grads, self.exp_avgs, self.exp_avg_sqs
                 else:  # slices along the stack: contiguous views, updated in place
                     params, grads, avgs, sqs = ([t[i][rows] for i in members] for t in (
                         self.params, self.grads, self.exp_avgs, self.exp_avg_sqs))
-                steps = [self.steps[i] for i in members] if len(self._groups) > 1 or not self._all else self.steps
+                steps = self.steps if every else [self.steps[i] for i in members]
                 if self.fused:
                     torch._fused_adamw_(params, grads, avgs, sqs, [], steps, lr=lr * factor, beta1=beta1,
                                         beta2=beta2, weight_decay=decay, eps=self.eps, amsgrad=False, maximize=False)

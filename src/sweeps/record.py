@@ -74,31 +74,27 @@ def group_attrs(result: FoldResult, names: tuple[str, ...]) -> dict[str, Any]:
         return {}
     losses = np.asarray(result.group_val_losses, dtype=float)  # [k, G]; NaN: a fold without the group
     metrics = np.asarray(result.group_metrics, dtype=float)
-    seen = ~np.isnan(losses).all(0)
-    if not seen.any():
+    held = [g for g in range(len(names)) if not np.isnan(losses[:, g]).all()]  # by some fold
+    if not held:
         return {}
-    def mean_over_folds(values: np.ndarray) -> np.ndarray:
-        return np.nansum(values, 0) / np.maximum((~np.isnan(values)).sum(0), 1)
-
-    mean_loss, mean_metric = mean_over_folds(losses), mean_over_folds(metrics)
-    order = [g for g in range(len(names)) if seen[g]]
-    worst = max(order, key=lambda g: mean_loss[g])
-    best = min(order, key=lambda g: mean_loss[g])
-    curves = np.asarray(result.group_curve_val, dtype=float) if result.group_curve_val else None
+    mean_loss = dict(zip(held, np.nanmean(losses[:, held], 0)))
+    mean_metric = dict(zip(held, np.nanmean(metrics[:, held], 0)))
+    worst, best = max(held, key=mean_loss.get), min(held, key=mean_loss.get)
+    curves = np.asarray(result.group_curve_val, dtype=float).reshape(-1, len(names))
     return {
-        "group_val_loss": {names[g]: _round(mean_loss[g]) for g in order},
-        "group_metric": {names[g]: _round(mean_metric[g]) for g in order},
+        "group_val_loss": {names[g]: _round(mean_loss[g]) for g in held},
+        "group_metric": {names[g]: _round(mean_metric[g]) for g in held},
         "worst_group": names[worst],
         "group_spread": _round(mean_loss[worst] - mean_loss[best]),
         "fold_group_val_losses": [{names[g]: _round(v) for g, v in enumerate(fold) if math.isfinite(v)}
                                   for fold in losses.tolist()],
-        **({"group_curve_val": {names[g]: [_round(v) for v in curves[:, g]] for g in order}}
-           if curves is not None and curves.size else {}),
+        "group_curve_val": {names[g]: [_round(v) for v in curves[:, g]] for g in held},
     }
 
 
-def write_trial(trial: optuna.Trial, result: FoldResult, task: str, group_names: tuple[str, ...] = ()) -> None:
-    """Store a finished training run's evidence on its trial (before it is told)."""
+def write_trial(trial: optuna.Trial, result: FoldResult, task: str,
+                group_names: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Store a finished training run's evidence on its trial (before it is told); returns it."""
     _, cv_std = _mean_std(result.val_losses)
     train_mean, train_std = _mean_std(result.train_losses)
     metric, metric_std = _mean_std(result.metrics)
@@ -135,6 +131,7 @@ def write_trial(trial: optuna.Trial, result: FoldResult, task: str, group_names:
         attrs["prune_reason"] = result.diverged or result.interrupted
     for key, value in attrs.items():
         trial.set_user_attr(key, value)
+    return attrs
 
 
 def write_fail_reason(trial: optuna.Trial, reason: str) -> None:

@@ -111,9 +111,9 @@ _CHOICES = {
 }
 # Options left out of trial.params while they keep their "off" value: the plain MLP of
 # sweeps 0.1, which is also what `train.NetConfig` assumes for a parameter a trial lacks.
-_OPTIONAL_DEFAULTS = {"class_weight": "none", "resampling": "none", "importance": "none", "noise": 0.0, "embedding": "none", "ensemble": 1,
-                      "label_smoothing": 0.0, "beta2": 0.999, "schedule": "constant", "grad_clip": 0.0,
-                      "freeze": 0}
+_OPTIONAL_DEFAULTS = {"class_weight": "none", "resampling": "none", "importance": "none", "noise": 0.0,
+                      "embedding": "none", "ensemble": 1, "label_smoothing": 0.0, "beta2": 0.999,
+                      "schedule": "constant", "grad_clip": 0.0, "freeze": 0}
 # Searched only when the periodic embeddings are on.
 _EMBEDDING_PARAMS = ("n_frequencies", "frequency_scale", "embedding_dim")
 # embedding="auto": periodic embeddings when the data has at most this many numeric columns.
@@ -271,7 +271,8 @@ class Space:
 
 # Suggestion order: `embedding` before the settings that depend on it.
 PARAMS = ("depth", "width", "dropout", "weight_decay", "lr", "batch_size", "class_weight", "resampling",
-          "importance", "noise", "embedding", *_EMBEDDING_PARAMS, "ensemble", "label_smoothing", "beta2", "schedule", "grad_clip", "freeze")
+          "importance", "noise", "embedding", *_EMBEDDING_PARAMS, "ensemble", "label_smoothing", "beta2",
+          "schedule", "grad_clip", "freeze")
 
 
 def _is_fixed_at(param: Param, value: Any) -> bool:
@@ -432,12 +433,12 @@ class Study:
         if self.early_stopping == "worst_group" and self.groups is None:
             raise SweepsError("Study.early_stopping='worst_group': needs Study(groups=...), the source of each "
                               "row, to know the groups.")
-        if isinstance(self.space, Space) and set(self.space.importance.choices) != {"none"} \
+        if isinstance(self.space, Space) and not _is_fixed_at(self.space.importance, "none") \
                 and self.target_data is None:
             raise SweepsError("Space.importance: weighs training rows by their likeness to the target rows; it "
                               "needs Study(target_data=unlabeled rows of the deployment distribution).")
-        resampled = isinstance(self.space, Space) and set(self.space.resampling.choices) != {"none"}
-        if self.task == "regression" and resampled:
+        if self.task == "regression" and isinstance(self.space, Space) \
+                and not _is_fixed_at(self.space.resampling, "none"):
             raise SweepsError("Space.resampling: re-sampling balances classes, and a regression has none; "
                               "remove resampling= from the Space (or use task='classification').")
         if self.pruner is not None and not isinstance(self.pruner, optuna.pruners.BasePruner):
@@ -480,7 +481,7 @@ class Study:
         one scale.
         """
         return isinstance(self.space, Space) and (
-            "balanced" in self.space.class_weight.choices or set(self.space.resampling.choices) != {"none"})
+            "balanced" in self.space.class_weight.choices or not _is_fixed_at(self.space.resampling, "none"))
 
     @property
     def validation(self) -> str:

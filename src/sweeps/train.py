@@ -293,8 +293,9 @@ def train_trials(folds: Folds, configs: list[NetConfig], seeds: list[int], on_ep
         X = folds.X_train[folds_now.unsqueeze(1), order]
         y = folds.y_train[folds_now.unsqueeze(1), order]
         loss_sum = torch.zeros(len(live), device=device)
-        step_weights = None if row_weights is None else row_weights[index(live)]  # once per epoch, not per step
-        epoch_importance = None if importance is None else importance[index(live)].gather(1, order)
+        live_at = index(live)
+        step_weights = None if row_weights is None else row_weights[live_at]  # once per epoch, not per step
+        epoch_importance = None if importance is None else importance[live_at].gather(1, order)
         for step in range(n_steps):
             rows = slice(step * batch_size, (step + 1) * batch_size)
             x = X[:, rows]
@@ -330,8 +331,12 @@ def train_trials(folds: Folds, configs: list[NetConfig], seeds: list[int], on_ep
             continue
 
         # Validate every training fold with its current weights (no dropout).
-        val, val_by_group = _validation_losses(
-            model, folds, folds_now, None if val_weights is None else val_weights[index(live)], configs[0].worst_group)
+        val, val_by_group = _mean_losses(
+            model.predict(folds.X_val[folds_now], EVAL_CHUNK, folds.classification), folds.y_val[folds_now],
+            folds.val_weight[folds_now], folds.classification, None if val_weights is None else val_weights[live_at],
+            None if folds.val_groups is None else folds.val_groups[folds_now], len(folds.group_names))
+        if configs[0].worst_group:  # folds stop on (and the trial is scored by) their worst group
+            val = worst_of(val_by_group)
         val_of = dict(zip(live, val.tolist()))
         stopping: list[int] = []
         for t, _ in runs:
@@ -465,9 +470,6 @@ def _copy_positions(dst: StackedMLP, src: StackedMLP, positions: list[int], fold
         d.index_copy_(0, dst_index, s.index_select(0, src_index))
 
 
-RESAMPLINGS = ("none", "over", "under")
-
-
 def class_rows(folds: Folds, fold: int) -> list[torch.Tensor]:
     """Per class, the positions of `fold`'s real training rows of that class (CPU, int64)."""
     y = folds.y_train[fold].cpu()
@@ -523,14 +525,21 @@ def class_weights(folds: Folds) -> torch.Tensor:
     return torch.stack(weights)
 
 
-@torch.no_grad()
-def _weighted_mean_loss(model: StackedMLP, X: torch.Tensor, y: torch.Tensor, weight: torch.Tensor,
-                        classification: bool, class_weight: torch.Tensor | None = None) -> torch.Tensor:
-    out = model.predict(X, EVAL_CHUNK, classification)
+def _mean_losses(out: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, classification: bool,
+                 class_weight: torch.Tensor | None = None, groups: torch.Tensor | None = None,
+                 n_groups: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Each position's weighted mean loss [P] of the predictions `out`, and with `groups`
+    (one per row, -1: none) its mean loss per group [P, G] (`group_means`)."""
     losses = per_row_losses(out, y, classification)
     if class_weight is not None:  # validation weighs classes as training does
         weight = weight * class_weight.gather(1, y)
-    return (losses * weight).sum(1) / weight.sum(1)
+    mean = (losses * weight).sum(1) / weight.sum(1)
+    return mean, None if groups is None else group_means(losses, weight, groups, n_groups)
+
+
+def worst_of(by_group: torch.Tensor) -> torch.Tensor:
+    """Each position's largest group loss (groups it has no rows of left out)."""
+    return torch.nan_to_num(by_group, nan=-math.inf).amax(1)
 
 
 def group_means(values: torch.Tensor, weight: torch.Tensor, groups: torch.Tensor, n_groups: int) -> torch.Tensor:
@@ -553,43 +562,23 @@ def _nan_mean(rows: torch.Tensor) -> list[float]:
 
 
 @torch.no_grad()
-def _validation_losses(model: StackedMLP, folds: Folds, positions: torch.Tensor, class_weight: torch.Tensor | None,
-                       worst_group: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Each position's validation loss [P], and with groups its loss per group [P, G].
-
-    `worst_group`: the loss that counts (early stopping, the trial's value) is the largest of
-    the groups' losses, not the mean over all rows.
-    """
-    X, y, weight = folds.X_val[positions], folds.y_val[positions], folds.val_weight[positions]
-    losses = per_row_losses(model.predict(X, EVAL_CHUNK, folds.classification), y, folds.classification)
-    if class_weight is not None:  # validation weighs classes as training does
-        weight = weight * class_weight.gather(1, y)
-    mean = (losses * weight).sum(1) / weight.sum(1)
-    if folds.val_groups is None:
-        return mean, None
-    by_group = group_means(losses, weight, folds.val_groups[positions], len(folds.group_names))
-    if worst_group:
-        mean = torch.nan_to_num(by_group, nan=-math.inf).amax(1)
-    return mean, by_group
-
-
-@torch.no_grad()
 def _final_scores(result: FoldResult, best: StackedMLP, folds: Folds, best_epoch: list[int],
                   class_weight: torch.Tensor | None = None, worst_group: bool = False) -> None:
     """Per-fold losses and metrics of the best weights: validation and (clean) training loss.
 
     Both losses use the validation's class weighting, so their gap is on one scale.
     """
-    result.train_losses = _weighted_mean_loss(best, folds.X_train, folds.y_train, folds.train_weight,
-                                              folds.classification, class_weight).tolist()
+    result.train_losses = _mean_losses(best.predict(folds.X_train, EVAL_CHUNK, folds.classification),
+                                       folds.y_train, folds.train_weight, folds.classification,
+                                       class_weight)[0].tolist()
     if not folds.has_validation:
         result.best_epochs = [len(result.curve_train)] * folds.k
         return
-    everything = torch.arange(folds.k, device=folds.X_val.device)
-    plain, by_group = _validation_losses(best, folds, everything, class_weight)
-    result.val_losses = (torch.nan_to_num(by_group, nan=-math.inf).amax(1) if worst_group else plain).tolist()
     out = best.predict(folds.X_val, EVAL_CHUNK, folds.classification)
     w = folds.val_weight
+    plain, by_group = _mean_losses(out, folds.y_val, w, folds.classification, class_weight, folds.val_groups,
+                                   len(folds.group_names))
+    result.val_losses = (worst_of(by_group) if worst_group else plain).tolist()
     if by_group is not None:
         result.group_val_losses = by_group.tolist()
         if folds.classification:
