@@ -4,7 +4,8 @@
 
 A real digits sweep (`--source-trials` trials, with every user attr sweeps writes) is the
 template; its trials' rows are copied, with values varied, until the study has `--trials`
-trials: realistic rows (params, per-fold lists, per-epoch curves, `fold_curves`, notes),
+trials: realistic rows (params, per-fold lists, per-epoch curves, `fold_curves`, notes for the
+first `notes.MAX_TRIAL_NOTES` trials, as sweeps writes them),
 written in one transaction instead of thousands. Then `python -m sweeps.dashboard` serves
 it and headless Chromium opens the study page: the seconds until the history plot shows
 its points, the seconds the trials API call takes, and the database's bytes per trial.
@@ -38,6 +39,7 @@ def make_big_study(folder: Path, trials: int, source_trials: int = 12) -> Path:
     from optuna.storages._rdb import models
 
     from sweeps.data import load_dataset
+    from sweeps.notes import MAX_TRIAL_NOTES
     from sweeps.run import run_study
     from sweeps.study import load_study_file
 
@@ -85,6 +87,8 @@ def make_big_study(folder: Path, trials: int, source_trials: int = 12) -> Path:
         next_id = max(r["study_system_attribute_id"] for r in notes) + 1
         copies = []
         for trial in new[models.TrialModel]:
+            if trial["number"] >= MAX_TRIAL_NOTES:
+                continue  # as sweeps writes them: a note for the first MAX_TRIAL_NOTES trials only
             source = sources[trial["number"] % len(sources)]["trial_id"]
             for r in notes:
                 if r["key"].startswith(f"dashboard:{source}:"):

@@ -36,14 +36,14 @@ from sweeps.train import NetConfig, train_folds, train_trials
 CONFIGS = [(1, 32), (2, 128), (4, 512)]
 
 
-def dataset_folds(name: str, device: str) -> Folds:
+def dataset_folds(name: str, device: str, layout: str = "copies") -> Folds:
     if name == "digits":
         data = lambda: load_digits(return_X_y=True)  # noqa: E731
     else:
         data = lambda: make_classification(n_samples=20_000, n_features=50, n_informative=30,  # noqa: E731
                                            n_classes=5, random_state=0)
     spec = Study(name=name, task="classification", data=data, space=Space(), folds=5, seed=0)
-    return make_folds(load_dataset(spec), folds=5, seed=0, device=device)
+    return make_folds(load_dataset(spec), folds=5, seed=0, device=device, layout=layout)
 
 
 def idiomatic_trial(folds: Folds, config: NetConfig, epochs: int, seed: int) -> float:
@@ -207,8 +207,14 @@ INGREDIENTS = {
     "groups (3), early_stopping=worst_group": dict(groups=True, worst_group=True),
     # Space(importance="density_ratio") with Study(target_data=): a weight per training row
     "importance weights": dict(weights=True, importance="density_ratio"),
+    # the big-table layout (sweeps.shared; "auto" picks it above 2 GiB of fold copies): one copy
+    # of the rows, each fold's preprocessing applied as the rows are read (every epoch)
+    "one shared copy of the rows": dict(shared=True),
+    # Space(adversarial=λ) with Study(target_data=): a batch of target rows rides along every
+    # step, and a domain classifier (hidden layer of 64) learns on both (sweeps.domain)
+    "domain-adversarial (DANN)": dict(target=True, adversarial=0.5),
 }
-SPECIAL = ("transfer", "groups", "weights")  # not NetConfig fields: how the trial is set up
+SPECIAL = ("transfer", "groups", "weights", "shared", "target")  # not NetConfig fields: how the trial is set up
 
 
 def ingredients(args) -> None:
@@ -230,6 +236,8 @@ def ingredients(args) -> None:
     generator = torch.Generator().manual_seed(0)
     weighted = dataclasses.replace(folds, train_importance=(torch.rand(folds.X_train.shape[:2], generator=generator)
                                                             + 0.5).to(folds.X_train.device))
+    shared = dataset_folds("digits", args.device, layout="shared")
+    targeted = dataclasses.replace(folds, target_X=folds.X_val[:, :300].clone())  # 300 rows stand in for them
     rows: dict[str, list[float]] = {name: [] for name in INGREDIENTS}
     for depth, width in CONFIGS[:2]:
         runs = {}
@@ -238,7 +246,8 @@ def ingredients(args) -> None:
             config = NetConfig(depth, width, 0.2, 1e-4, 1e-3, batch_size=64, **net_options)
             init = StackedMLP.init([1], folds.n_features, folds.n_outputs, depth, width, 0.2, args.device) \
                 if options.get("transfer") else None
-            data = grouped if options.get("groups") else weighted if options.get("weights") else folds
+            data = grouped if options.get("groups") else weighted if options.get("weights") else \
+                shared if options.get("shared") else targeted if options.get("target") else folds
             runs[name] = lambda config=config, init=init, data=data: train_folds(
                 data, config, max_epochs=20, patience=None, seed=0, init=init)
             runs[name]()  # warm-up

@@ -17,6 +17,12 @@ from sweeps.folds import make_folds
 
 
 @pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    """Each test prepares its folds in a cache of its own (subprocesses inherit it)."""
+    monkeypatch.setenv("SWEEPS_CACHE_DIR", str(tmp_path / "sweeps-cache"))
+
+
+@pytest.fixture(autouse=True)
 def _seeded():
     random.seed(0)
     np.random.seed(0)

@@ -68,7 +68,8 @@ def torch_has_nan(tensor) -> bool:
     return bool(tensor.isnan().any())
 
 
-def test_the_pipeline_never_sees_validation_or_test_rows(adult_sample, monkeypatch):
+@pytest.mark.parametrize("layout", ["copies", "shared"])
+def test_the_pipeline_never_sees_validation_or_test_rows(adult_sample, monkeypatch, layout):
     from sweeps.preprocess import Preprocessing
 
     seen = []
@@ -80,7 +81,7 @@ def test_the_pipeline_never_sees_validation_or_test_rows(adult_sample, monkeypat
 
     monkeypatch.setattr(Preprocessing, "fit", classmethod(spy))
     dataset = load_dataset(adult_study(adult_sample))
-    folds = make_folds(dataset, 3, 0)
+    folds = make_folds(dataset, 3, 0, layout=layout)
     assert len(seen) == 3
     test = set(dataset.test.tolist())
     for rows, train, val in zip(seen, folds.train_rows, folds.val_rows):

@@ -109,16 +109,24 @@ def test_three_workers_on_postgresql_total_is_exact(tmp_path, postgres):
 
 
 def worker_pids(launcher: int) -> list[int]:
-    pids = []
+    """The worker processes (`python -m sweeps.workers`) the launcher started, however deep."""
+    parents, commands = {}, {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
-            cmdline = (stat.parent / "cmdline").read_bytes()
+            commands[int(stat.parent.name)] = (stat.parent / "cmdline").read_bytes()
         except OSError:
             continue
-        if int(fields[1]) == launcher and b"spawn_main" in cmdline:
-            pids.append(int(stat.parent.name))
-    return pids
+        parents[int(stat.parent.name)] = int(fields[1])
+
+    def descends(pid: int) -> bool:
+        while pid > 1:
+            pid = parents.get(pid, 0)
+            if pid == launcher:
+                return True
+        return False
+
+    return [pid for pid, cmd in commands.items() if b"sweeps.workers" in cmd and descends(pid)]
 
 
 def test_a_sigkilled_worker_is_failed_by_heartbeat_and_retried(tmp_path, postgres):
@@ -307,3 +315,92 @@ def test_reproducible_workers_give_the_same_trials_whatever_the_timing(tmp_path,
                 optuna.delete_study(study_name=name, storage=url)
     assert len(records[0]) == 8
     assert records[0] == records[1]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+@pytest.fixture
+def dask_cluster(tmp_path):
+    """A real Dask scheduler and two Dask workers (with their nannies) on this machine."""
+    dask = str(Path(sys.executable).parent / "dask")
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    logs = open(tmp_path / "dask.log", "w")
+    processes = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                                   "--no-dashboard"], cwd=tmp_path, stdout=logs, stderr=logs)]
+    time.sleep(2)
+    for _ in range(2):
+        processes.append(subprocess.Popen([dask, "worker", f"tcp://{address}", "--nthreads", "1",
+                                           "--no-dashboard"], cwd=tmp_path, stdout=logs, stderr=logs))
+    from distributed import Client
+
+    with Client(f"tcp://{address}", timeout="30s") as client:
+        client.wait_for_workers(2, timeout=60)
+    try:
+        yield f"dask://{address}"
+    finally:
+        for p in reversed(processes):
+            p.terminate()
+        for p in processes:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        logs.close()
+
+
+def test_a_dask_cluster_runs_the_study_exactly_and_a_killed_dask_worker_loses_nothing(
+        tmp_path, postgres, dask_cluster):
+    name = f"pg-dask-{uuid.uuid4().hex[:8]}"
+    path = write_study(tmp_path, name, n_trials=24, epochs=30)  # ~1-2 s trials: the kill lands mid-trial
+    try:
+        process = sweeps_run(path, "--cluster", dask_cluster, "--storage", postgres, "--heartbeat-interval", "1",
+                             "--grace-period", "4", cwd=tmp_path)
+        deadline = time.time() + 240
+        killed_at = None
+        while time.time() < deadline and killed_at is None:
+            time.sleep(0.3)
+            try:
+                trials = optuna.load_study(study_name=name, storage=postgres).trials
+            except KeyError:
+                continue
+            done = [t.number for t in trials if t.state == TrialState.COMPLETE]
+            running = [t for t in trials if t.state == TrialState.RUNNING and "worker" in t.user_attrs]
+            if len(done) >= 4 and running:
+                sweeps_worker = int(running[-1].user_attrs["worker"].rsplit(":", 1)[1])
+                os.kill(parent_of(sweeps_worker), signal.SIGKILL)  # the Dask worker running that trial
+                killed_at = done
+        assert killed_at is not None, "never saw a running trial to kill"
+        out, err = process.communicate(timeout=400)
+        assert process.returncode == 0, err
+        assert f"with 2 workers on {dask_cluster}" in out
+        trials = assert_exact(name, postgres, 24)  # the exact total, nothing left running
+        complete = {t.number for t in trials if t.state == TrialState.COMPLETE}
+        assert set(killed_at) <= complete  # no finished trial lost
+        stopped = [t for t in trials if t.state == TrialState.FAIL
+                   and not t.user_attrs.get("fail_reason", "").startswith("not needed")]
+        assert len(stopped) <= 1 and all("terminated (SIGTERM)" in t.user_attrs["fail_reason"]
+                                         or "sent no heartbeat" in t.user_attrs["fail_reason"] for t in stopped)
+    finally:
+        optuna.delete_study(study_name=name, storage=postgres)
+
+
+def test_cluster_refuses_sqlite_on_other_machines_and_an_unreachable_scheduler(tmp_path):
+    path = write_study(tmp_path, "cluster-refused", n_trials=2)
+    process = sweeps_run(path, "--cluster", "dask://10.255.255.1:8786", cwd=tmp_path)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 2 and "cannot share an SQLite file" in err and "Traceback" not in err
+    process = sweeps_run(path, "--cluster", f"dask://127.0.0.1:{free_port()}", cwd=tmp_path)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 2 and "no Dask scheduler answered" in err and "Traceback" not in err
+    assert not (tmp_path / "storage" / "cluster-refused.db").exists()  # refused before anything was written

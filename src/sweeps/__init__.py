@@ -10,13 +10,30 @@ Example:
     ...               space=Space(depth=(1, 4), width=(16, 512)))
 """
 
-from sweeps import api
-from sweeps.api import optimize
-from sweeps.errors import SweepsError
-from sweeps.pruners import AnyPruner, FoldPairedPruner
-from sweeps.study import Categorical, Float, Int, Space, Study
-from sweeps.table import Table
-from sweeps.trained import TrainedModel, load_model
+# Names are imported on first use (PEP 562): `from sweeps import Study` costs what it needs,
+# and a process that only supervises workers (`sweeps.launcher`) never loads torch.
+_WHERE = {
+    "api": "sweeps.api", "optimize": "sweeps.api", "SweepsError": "sweeps.errors", "AnyPruner": "sweeps.pruners",
+    "FoldPairedPruner": "sweeps.pruners", "Categorical": "sweeps.study", "Float": "sweeps.study",
+    "Int": "sweeps.study", "Space": "sweeps.study", "Study": "sweeps.study", "Table": "sweeps.table",
+    "TrainedModel": "sweeps.trained", "load_model": "sweeps.trained",
+}
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'sweeps' has no attribute {name!r}")
+    import importlib
+
+    module = importlib.import_module(_WHERE[name])
+    value = module if name == "api" else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + list(_WHERE))
+
 
 __version__ = "0.2.0"
 

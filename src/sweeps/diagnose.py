@@ -38,6 +38,7 @@ from sweeps import _cli, notes, record
 from sweeps.baselines import chance_loss, fit_baselines
 from sweeps.data import Dataset
 from sweeps.errors import SweepsError
+from sweeps.cache import cached_folds
 from sweeps.folds import Folds, make_folds
 from sweeps.objective import trial_seed
 from sweeps.storage import attach, check_writable, describe, load_existing_study, output_path, write_text_atomic
@@ -337,8 +338,9 @@ def _mismatch(study: optuna.Study, dataset: Dataset, seed: int, th: Thresholds,
                 + (': Space(resampling=Categorical(["none", "over", "under"])) balances the classes'
                    if dataset.classes is not None else ""),
                 "domain adaptation: Study(target_data=unlabeled rows like the test rows) with "
-                "Space(importance=Categorical([\"none\", \"density_ratio\"])) weighs the training rows that "
-                "look like them more",
+                "Space(importance=\"density_ratio\") weighs the training rows that look like them more, or with "
+                "Space(adversarial=Float(0.01, 1.0, log=True)) trains features a domain classifier cannot tell "
+                "from theirs (DANN)",
                 "monitor performance per data source: Study(groups=its column, or an array), and "
                 "early_stopping=\"worst_group\" to stop and choose on the worst source"]
     if far or separable:
@@ -366,7 +368,7 @@ def diagnose_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
     if not trials:
         raise SweepsError(f"study '{spec.name}' has no completed trial yet; run the sweep first.")
     best = trials[0]
-    folds = make_folds(dataset, spec.folds, spec.seed, device, scaling=spec.preprocessing)
+    folds = cached_folds(dataset, spec.folds, spec.seed, device, scaling=spec.preprocessing)
 
     baselines = study.user_attrs.get("baselines")
     if not baselines:  # fitted once per study, then reused

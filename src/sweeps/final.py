@@ -27,7 +27,8 @@ import torch
 
 from sweeps.data import Dataset
 from sweeps.errors import SweepsError
-from sweeps.folds import Folds, make_final_fit, make_folds
+from sweeps.cache import cached_folds
+from sweeps.folds import Folds, make_final_fit
 from sweeps.model import StackedMLP
 from sweeps.train import FoldResult, NetConfig, available_memory, memory_needed, train_folds
 from sweeps.trained import TrainedModel
@@ -50,7 +51,7 @@ def train_final(strategy: str, dataset: Dataset, config: NetConfig, *, settings:
         raise SweepsError(f"final_model must be one of {', '.join(repr(s) for s in FINAL_MODELS)}, got {strategy!r}.")
     scaling = settings["preprocessing"]
     if strategy == "folds":
-        folds = make_folds(dataset, settings["folds"], settings["seed"], device, scaling=scaling)
+        folds = cached_folds(dataset, settings["folds"], settings["seed"], device, scaling=scaling)
         _check_memory(folds, config, source)
         result = train_folds(folds, config, max_epochs=settings["max_epochs"], patience=settings["patience"],
                              seed=seed, init=init(folds) if init else None)

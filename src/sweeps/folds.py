@@ -8,6 +8,7 @@ a `[k, rows, features]` tensor so that all k fold-models train together.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,6 +18,12 @@ from sklearn.model_selection import KFold, StratifiedKFold
 from sweeps.data import Dataset
 from sweeps.importance import density_ratios
 from sweeps.preprocess import Preprocessing
+from sweeps.shared import FoldRows, make_shared
+
+LAYOUTS = ("auto", "copies", "shared")
+# "auto" keeps a preprocessed copy per fold (the fastest layout) while the copies take less
+# than this, and shares one copy of the rows beyond it (`sweeps.shared`).
+SHARED_ABOVE_BYTES = 2 * 2**30
 
 
 @dataclass
@@ -28,10 +35,10 @@ class Folds:
     batches (`train_weight` is 0 on those repeats when losses are measured).
     """
 
-    X_train: torch.Tensor  # [k, n_train, d] float32
+    X_train: torch.Tensor | FoldRows  # [k, n_train, d] float32 (FoldRows: one shared copy, `sweeps.shared`)
     y_train: torch.Tensor  # [k, n_train] int64 class index, or float32 standardized target
     train_weight: torch.Tensor  # [k, n_train] 1.0 for real rows, 0.0 for top-up repeats
-    X_val: torch.Tensor  # [k, n_val, d]
+    X_val: torch.Tensor | FoldRows  # [k, n_val, d]
     y_val: torch.Tensor  # [k, n_val]
     val_weight: torch.Tensor  # [k, n_val] 1.0 for real rows, 0.0 for padding
     target_std: torch.Tensor  # [k] regression: the target's std on each training part (for RMSE)
@@ -51,6 +58,9 @@ class Folds:
     # Study(target_data=): per training row, its importance weight (sweeps.importance), fitted
     # per fold on its training part and the target rows
     train_importance: torch.Tensor | None = None  # [k, n_train] float32
+    # Study(target_data=): the target rows, preprocessed by each fold's preprocessing (the
+    # domain-adversarial option feeds them to the network: `sweeps.domain`)
+    target_X: torch.Tensor | None = None  # [k, n_target, d] float32
 
     def __post_init__(self) -> None:
         if not self.fold_ids:
@@ -70,7 +80,8 @@ class Folds:
                      [self.val_rows[p] for p in pos], list(fold_ids), self.n_numeric,
                      [self.preprocessings[p] for p in pos] if self.preprocessings else [],
                      self.split_class_counts, None if self.val_groups is None else self.val_groups[index],
-                     self.group_names, None if self.train_importance is None else self.train_importance[index])
+                     self.group_names, None if self.train_importance is None else self.train_importance[index],
+                     None if self.target_X is None else self.target_X[index])
 
     @property
     def k(self) -> int:
@@ -83,6 +94,11 @@ class Folds:
     @property
     def classification(self) -> bool:
         return self.y_train.dtype == torch.int64
+
+    @property
+    def shared(self) -> bool:
+        """One copy of the rows, preprocessed per fold as they are read (`sweeps.shared`)."""
+        return isinstance(self.X_train, FoldRows)
 
     @property
     def has_validation(self) -> bool:
@@ -107,18 +123,30 @@ def fit_preprocessing(dataset: Dataset, rows: np.ndarray, scaling: str = "standa
 
 
 def make_folds(dataset: Dataset, folds: int, seed: int, device: torch.device | str = "cpu",
-               train_fraction: float = 1.0, scaling: str = "standard") -> Folds:
+               train_fraction: float = 1.0, scaling: str = "standard", layout: str | None = None) -> Folds:
     """Preprocess each fold on its own training part and stack all folds on `device`.
 
     `train_fraction` < 1 keeps a seeded random part of each fold's training rows (the
-    validation rows stay whole): the points of a learning curve.
+    validation rows stay whole): the points of a learning curve. `layout`: "copies" (a
+    preprocessed copy of its rows per fold), "shared" (one copy of the rows, `sweeps.shared`)
+    or "auto" (shared once the copies would pass `SHARED_ABOVE_BYTES`); default: the
+    environment's `SWEEPS_FOLD_ROWS`, else "auto".
     """
     splits = split_folds(dataset, folds, seed)
     if train_fraction < 1.0:
         rng = np.random.default_rng([seed, int(train_fraction * 1000)])
         splits = [(np.sort(rng.choice(train, max(1, round(train_fraction * len(train))), replace=False)), val)
                   for train, val in splits]
-    return _stack(dataset, splits, seed, device, scaling)
+    return _stack(dataset, splits, seed, device, scaling, fold_layout(layout))
+
+
+def fold_layout(layout: str | None = None) -> str:
+    layout = layout or os.environ.get("SWEEPS_FOLD_ROWS") or "auto"
+    if layout not in LAYOUTS:
+        from sweeps.errors import SweepsError
+
+        raise SweepsError(f"SWEEPS_FOLD_ROWS must be one of {', '.join(LAYOUTS)}, got {layout!r}.")
+    return layout
 
 
 def make_final_fit(dataset: Dataset, device: torch.device | str = "cpu", scaling: str = "standard",
@@ -129,19 +157,22 @@ def make_final_fit(dataset: Dataset, device: torch.device | str = "cpu", scaling
     `copies` > 1 stacks that many copies of the rows: refits that differ only in their seeds
     (each stack position derives its own), trained together.
     """
-    folds = _stack(dataset, [(dataset.dev, dataset.dev[:0])] * copies, seed=0, device=device, scaling=scaling)
+    folds = _stack(dataset, [(dataset.dev, dataset.dev[:0])] * copies, seed=0, device=device, scaling=scaling,
+                   layout=fold_layout())
     return folds, folds.preprocessings[0]
 
 
 def _stack(dataset: Dataset, splits: list[tuple[np.ndarray, np.ndarray]], seed: int,
-           device: torch.device | str, scaling: str = "standard") -> Folds:
+           device: torch.device | str, scaling: str = "standard", layout: str = "copies") -> Folds:
     rng = np.random.default_rng(seed)
     n_train = max(len(train) for train, _ in splits)
     n_val = max(len(val) for _, val in splits)
     classification = dataset.classes is not None
+    shared = layout == "shared"
+    rows_train, rows_val = [], []  # shared: the padded row numbers per fold
 
     X_train, y_train, w_train, X_val, y_val, w_val, stds, preps = [], [], [], [], [], [], [], []
-    val_groups, importance = [], []
+    val_groups, importance, target_X = [], [], []
     for train, val in splits:
         same_rows = bool(preps) and train is splits[0][0]  # copies of one final fit: fitted once
         prep = preps[0] if same_rows else fit_preprocessing(dataset, train, scaling)
@@ -149,12 +180,23 @@ def _stack(dataset: Dataset, splits: list[tuple[np.ndarray, np.ndarray]], seed: 
         top_up = rng.choice(train, n_train - len(train), replace=False) if n_train > len(train) else []
         train_padded = np.concatenate([train, top_up]).astype(np.int64)
         val_padded = np.concatenate([val, np.full(n_val - len(val), val[0] if len(val) else 0)]).astype(np.int64)
-        X_train.append(prep.features(dataset.rows(train_padded)))
+        if layout == "auto":  # decided on the first fold's width: the copies' size against the bound
+            copies = len(splits) * (n_train + n_val) * prep.n_features * 4
+            layout = "shared" if copies > SHARED_ABOVE_BYTES else "copies"
+            shared = layout == "shared"
+        fold_features = None if shared else prep.features(dataset.rows(train_padded))
         if dataset.target is not None:  # importance weights, from this fold's training rows only
+            features = fold_features if fold_features is not None else prep.features(dataset.rows(train_padded))
+            target_X.append(target_X[0] if same_rows else prep.features(dataset.target))
             importance.append(importance[0] if same_rows else density_ratios(
-                X_train[-1], prep.features(dataset.target), np.arange(n_train) < len(train), seed))
-        X_val.append(prep.features(dataset.rows(val_padded)) if len(val_padded)
-                     else np.zeros((0, X_train[-1].shape[1]), np.float32))  # a final fit: no validation rows
+                features, target_X[-1], np.arange(n_train) < len(train), seed))
+        if shared:
+            rows_train.append(train_padded)
+            rows_val.append(val_padded)
+        else:
+            X_train.append(fold_features)
+            X_val.append(prep.features(dataset.rows(val_padded)) if len(val_padded)
+                         else np.zeros((0, X_train[-1].shape[1]), np.float32))  # a final fit: no validation rows
         w_train.append(np.arange(n_train) < len(train))
         w_val.append(np.arange(n_val) < len(val))
         if dataset.groups is not None:
@@ -167,21 +209,25 @@ def _stack(dataset: Dataset, splits: list[tuple[np.ndarray, np.ndarray]], seed: 
             y_val.append(prep.target(dataset.y[val_padded]))
         stds.append(prep.y_std)
 
-    # One-hot encoders fitted on different training parts may see different categories;
-    # narrower folds get zero columns (inputs that never fire) so all folds stack.
-    width = max(x.shape[1] for x in X_train)
-    X_train = [np.pad(x, ((0, 0), (0, width - x.shape[1]))) for x in X_train]
-    X_val = [np.pad(x, ((0, 0), (0, width - x.shape[1]))) for x in X_val]
-
     def stack(arrays: list, dtype: torch.dtype) -> torch.Tensor:
         return torch.as_tensor(np.stack(arrays), dtype=dtype, device=device).contiguous()
 
+    if shared:
+        source = make_shared(dataset, preps, device)
+        X_train = FoldRows(source, stack(rows_train, torch.int64))
+        X_val = FoldRows(source, stack(rows_val, torch.int64))
+    else:
+        # One-hot encoders fitted on different training parts may see different categories;
+        # narrower folds get zero columns (inputs that never fire) so all folds stack.
+        width = max(x.shape[1] for x in X_train)
+        X_train = stack([np.pad(x, ((0, 0), (0, width - x.shape[1]))) for x in X_train], torch.float32)
+        X_val = stack([np.pad(x, ((0, 0), (0, width - x.shape[1]))) for x in X_val], torch.float32)
     y_dtype = torch.int64 if classification else torch.float32
     return Folds(
-        X_train=stack(X_train, torch.float32),
+        X_train=X_train,
         y_train=stack(y_train, y_dtype),
         train_weight=stack(w_train, torch.float32),
-        X_val=stack(X_val, torch.float32),
+        X_val=X_val,
         y_val=stack(y_val, y_dtype),
         val_weight=stack(w_val, torch.float32),
         target_std=torch.tensor(stds, dtype=torch.float32, device=device),
@@ -193,4 +239,6 @@ def _stack(dataset: Dataset, splits: list[tuple[np.ndarray, np.ndarray]], seed: 
         val_groups=stack(val_groups, torch.int64) if dataset.groups is not None else None,
         group_names=dataset.group_names,
         train_importance=stack(importance, torch.float32) if importance else None,
+        target_X=stack([np.pad(x, ((0, 0), (0, X_train.shape[2] - x.shape[1]))) for x in target_X], torch.float32)
+        if target_X else None,
     )

@@ -403,10 +403,12 @@ class StackedMLP:
         return [flat, x[..., F:]] if x.shape[2] > F else [flat]
 
     def backward(self, cache: Cache, grad_out: torch.Tensor, grads: list[torch.Tensor],
-                 training: bool = True) -> None:
+                 training: bool = True, extra_dh: torch.Tensor | None = None) -> None:
         """Write d(sum of per-fold losses)/d(params) into `grads` (same order as `params`).
 
-        `grad_out` is the gradient of the summed per-fold losses with respect to the outputs.
+        `grad_out` is the gradient of the summed per-fold losses with respect to the outputs;
+        `extra_dh`, another head's gradient with respect to the last hidden layer (as the
+        output head sees it, before dropout's rescale): the domain classifier's (`domain.py`).
         """
         k, members = self.k, self.members
         activations = cache.activations
@@ -424,6 +426,8 @@ class StackedMLP:
         torch.baddbmm(dw, h.transpose(1, 2), dz, beta=0.0, alpha=alpha, out=dw)
         torch.sum(dz, dim=1, keepdim=True, out=grads[-1].view(k * members, 1, n_out))
         dh = torch.bmm(dz, head.transpose(1, 2)).view(k, members * batch, width)
+        if extra_dh is not None:
+            dh.add_(extra_dh)
         if torch.is_tensor(scale) or scale != 1.0:
             dh.mul_(scale)
         for layer in range(depth - 1, 0, -1):  # the shared hidden layers

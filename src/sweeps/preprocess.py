@@ -208,6 +208,11 @@ def _quantile_normal(values: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
     """scikit-learn's QuantileTransformer(output_distribution="normal").transform, per column."""
     if values.shape[1] == 0:
         return values
+    return normal_scores(quantile_probabilities(values, quantiles))
+
+
+def quantile_probabilities(values: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
+    """Each value's probability under its column's quantiles (before the normal's inverse)."""
     references = np.linspace(0, 1, len(quantiles))
     out = np.empty_like(values)
     for j in range(values.shape[1]):
@@ -217,8 +222,14 @@ def _quantile_normal(values: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
         out[:, j] = 0.5 * (np.interp(x, q, references) - np.interp(-x, -q[::-1], -references[::-1]))
         out[x - _CLIP_EPS < q[0], j] = 0.0
         out[x + _CLIP_EPS > q[-1], j] = 1.0
-    bound = _CLIP_EPS - np.spacing(1)
-    return np.clip(_normal_ppf(out), _normal_ppf(bound), _normal_ppf(1 - bound))
+    return out
+
+
+NORMAL_BOUND = _CLIP_EPS - np.spacing(1)  # probabilities are kept this far from 0 and 1
+
+
+def normal_scores(p: np.ndarray) -> np.ndarray:
+    return np.clip(_normal_ppf(p), _normal_ppf(NORMAL_BOUND), _normal_ppf(1 - NORMAL_BOUND))
 
 
 def _category_strings(column):

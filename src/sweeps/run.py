@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from pathlib import Path
 from typing import TextIO
 
 import numpy as np
@@ -23,12 +24,13 @@ from tqdm.auto import tqdm
 from sweeps import _cli, notes, record
 from sweeps.data import Dataset
 from sweeps.errors import SweepsError
-from sweeps.folds import make_folds
+from sweeps.cache import cached_folds
 from sweeps.objective import make_objective, prepare, transfer
 from sweeps.storage import describe, open_storage, resolve_url, study_exists, use_wal
 from sweeps.study import Study
 from sweeps.search import default_batch, default_pruner, default_sampler
-from sweeps.workers import Budget, WorkerJob, counts, launch, optimize_until
+from sweeps.launcher import connect, is_remote, launch
+from sweeps.workers import Budget, WorkerJob, counts, optimize_until
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -39,16 +41,33 @@ def run_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
               study_file: str | None = None, overrides: dict | None = None,
               heartbeat: tuple[int, int] = (10, 60), accept_changed_settings: bool = False,
               until_converged: bool | None = None, reproducible: bool = False,
-              batch: int | None = None) -> optuna.Study:
+              batch: int | None = None, cluster: str | None = None) -> optuna.Study:
     """Create or resume `spec`'s Optuna study and run trials until its target is reached.
 
     With `workers` > 1, that many processes run trials together; each loads `study_file`
-    (with `overrides`) itself. `heartbeat` is (interval, grace period) in seconds.
-    Everything that can be refused is checked before the storage is written.
+    (with `overrides`) itself. `cluster` ("dask://HOST:PORT") runs them on a Dask cluster
+    (`workers` of them; 1: as many as the cluster has threads). `heartbeat` is (interval,
+    grace period) in seconds. Everything that can be refused is checked before the storage
+    is written.
     """
     url = resolve_url(spec.name, storage)
+    if cluster is not None:
+        if url.startswith("sqlite") and is_remote(cluster):
+            raise SweepsError(f"--cluster {cluster} runs workers on other machines, and they cannot share an "
+                              "SQLite file safely (file locks do not hold over a network); give every machine "
+                              "one database with --storage postgresql://USER@HOST/DB.")
+        if reproducible:
+            raise SweepsError("--reproducible hands out its rounds from this machine to local workers; "
+                              "drop --cluster to reproduce a sweep, or --reproducible to run it on the cluster.")
+        if study_file is None:
+            raise SweepsError("--cluster needs the study file's path: each worker loads it itself.")
+        client = connect(cluster)  # an unreachable scheduler is refused before anything is written
+        if workers == 1:
+            workers = max(1, sum(client.nthreads().values()))
+    else:
+        client = None
     spec.check_space()  # a space function that raises or returns bad values fails here
-    folds = make_folds(dataset, spec.folds, spec.seed, device, scaling=spec.preprocessing)
+    folds = cached_folds(dataset, spec.folds, spec.seed, device, scaling=spec.preprocessing)
     transfer(spec, folds.n_features, folds.n_outputs)  # a wrong init_from fails before anything is written
     rdb = open_storage(url, create=True, heartbeat_interval=heartbeat[0], grace_period=heartbeat[1])
     existing = None
@@ -79,7 +98,7 @@ def run_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
               "pass --n-trials N to run N more.", file=out)
         return study
     print(f"Running {to_run} trial(s) of '{spec.name}' on {device}"
-          f"{f' with {workers} workers' if workers > 1 else ''} ({spec.folds}-fold CV of "
+          f"{f' with {workers} workers' if workers > 1 else ''}{f' on {cluster}' if cluster else ''} ({spec.folds}-fold CV of "
           f"{len(dataset.dev)} rows; {len(dataset.test)} rows held out for the final test).", file=out)
 
     timeout = timeout if timeout is not None else spec.timeout
@@ -88,18 +107,24 @@ def run_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
     with tqdm(total=to_run, unit="trial", disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
         shown = _Progress(bar, finished)
         batch = batch or default_batch(spec)
-        if workers == 1:
+        if workers == 1 and client is None:
             optimize_until(study, make_objective(spec, folds), budget,
                            on_trial=lambda s, t: shown(counts(s)), batch=batch)
         else:
             if study_file is None:
                 raise SweepsError("workers > 1 need the study file's path: each worker loads it itself.")
-            threads = max(1, (os.cpu_count() or 1) // workers)
-            jobs = [WorkerJob(str(study_file), overrides or {}, url, budget, device, threads, i, *heartbeat,
-                              reproducible=reproducible, batch=1 if reproducible else batch)
+            # On a cluster each Dask worker divides its own machine's cores (threads 0).
+            threads = 0 if client is not None else max(1, (os.cpu_count() or 1) // workers)
+            jobs = [WorkerJob(str(Path(study_file).resolve()), overrides or {}, url, budget, device, threads, i,
+                              *heartbeat, reproducible=reproducible, batch=1 if reproducible else batch,
+                              cwd=os.getcwd())
                     for i in range(workers)]
             prepared, _ = prepare(spec, folds)  # the space as the workers' objectives see it
-            launch(jobs, study, budget, on_progress=shown, suggest=prepared.suggest)
+            try:
+                launch(jobs, study, budget, on_progress=shown, suggest=prepared.suggest, client=client)
+            finally:
+                if client is not None:
+                    client.close()
     return study
 
 
@@ -164,6 +189,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="where to train (auto: CUDA when available)")
     p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="worker processes on this machine, sharing the study (default 1)")
+    p.add_argument("--cluster", metavar="dask://HOST:PORT",
+                   help="run the workers on an existing Dask cluster (pip install -e '.[dask]'); --workers N of "
+                        "them (default: one per Dask worker thread); needs a --storage every machine reaches "
+                        "(PostgreSQL) unless the scheduler is on this machine")
     p.add_argument("--heartbeat-interval", type=int, default=10, metavar="S",
                    help="seconds between a running trial's heartbeats (default 10)")
     p.add_argument("--grace-period", type=int, default=60, metavar="S",
@@ -190,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.n_trials is not None and args.n_trials < 1:
             raise SweepsError(f"--n-trials must be >= 1, got {args.n_trials}.")
         cores = os.cpu_count() or 1
-        if not 1 <= args.workers <= 4 * cores:
+        if args.workers < 1 or (args.cluster is None and args.workers > 4 * cores):
             raise SweepsError(f"--workers must be between 1 and 4 x this machine's {cores} cores = {4 * cores}, "
                               f"got {args.workers}; more workers than that only share the same cores.")
         if args.heartbeat_interval < 1 or args.grace_period <= args.heartbeat_interval:
@@ -207,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                           heartbeat=(args.heartbeat_interval, args.grace_period),
                           accept_changed_settings=args.accept_changed_settings,
                           until_converged=True if args.until_converged else None,
-                          reproducible=args.reproducible, batch=args.batch)
+                          reproducible=args.reproducible, batch=args.batch, cluster=args.cluster)
         print(summary(study, resolve_url(spec.name, args.storage), time.perf_counter() - started))
         return 0
 

@@ -100,6 +100,7 @@ _NATURAL = {
     "beta2": (Float, False, (0.0, 1.0 - 1e-9)),
     "grad_clip": (Float, False, (0.0, math.inf)),
     "freeze": (Int, False, (0, math.inf)),
+    "adversarial": (Float, False, (0.0, 100.0)),
 }
 # Parameters that are a choice among names.
 _CHOICES = {
@@ -111,7 +112,8 @@ _CHOICES = {
 }
 # Options left out of trial.params while they keep their "off" value: the plain MLP of
 # sweeps 0.1, which is also what `train.NetConfig` assumes for a parameter a trial lacks.
-_OPTIONAL_DEFAULTS = {"class_weight": "none", "resampling": "none", "importance": "none", "noise": 0.0,
+_OPTIONAL_DEFAULTS = {"class_weight": "none", "resampling": "none", "importance": "none", "adversarial": 0.0,
+                      "noise": 0.0,
                       "embedding": "none", "ensemble": 1, "label_smoothing": 0.0, "beta2": 0.999,
                       "schedule": "constant", "grad_clip": 0.0, "freeze": 0}
 # Searched only when the periodic embeddings are on.
@@ -224,6 +226,9 @@ class Space:
     # with Study(target_data=...): "density_ratio" weighs each training row by how much more
     # likely it is under the target rows than the training rows (a domain classifier, clipped)
     importance: Any = "none"
+    # with Study(target_data=...): the weight λ of domain-adversarial training (DANN): hidden
+    # features a domain classifier cannot tell from the target rows'; e.g. (0.01, 1.0) to search it
+    adversarial: Any = 0.0
     noise: Any = 0.0  # Gaussian input noise (std in standardized units), e.g. (0.0, 0.3)
     # The modern tabular-MLP recipe (README, "Models"): each fixed or searched like the rest.
     embedding: Any = "auto"  # "periodic" (PLR embeddings of the numeric columns), "none", or "auto":
@@ -271,7 +276,7 @@ class Space:
 
 # Suggestion order: `embedding` before the settings that depend on it.
 PARAMS = ("depth", "width", "dropout", "weight_decay", "lr", "batch_size", "class_weight", "resampling",
-          "importance", "noise", "embedding", *_EMBEDDING_PARAMS, "ensemble", "label_smoothing", "beta2",
+          "importance", "adversarial", "noise", "embedding", *_EMBEDDING_PARAMS, "ensemble", "label_smoothing", "beta2",
           "schedule", "grad_clip", "freeze")
 
 
@@ -437,6 +442,10 @@ class Study:
                 and self.target_data is None:
             raise SweepsError("Space.importance: weighs training rows by their likeness to the target rows; it "
                               "needs Study(target_data=unlabeled rows of the deployment distribution).")
+        if isinstance(self.space, Space) and not _is_fixed_at(self.space.adversarial, 0.0) \
+                and self.target_data is None:
+            raise SweepsError("Space.adversarial: trains features a domain classifier cannot tell from the target "
+                              "rows'; it needs Study(target_data=unlabeled rows of the deployment distribution).")
         if self.task == "regression" and isinstance(self.space, Space) \
                 and not _is_fixed_at(self.space.resampling, "none"):
             raise SweepsError("Space.resampling: re-sampling balances classes, and a regression has none; "
@@ -463,6 +472,8 @@ class Study:
         config = check_config(config, where="Study.space(trial)")
         if config.get("importance", "none") != "none" and self.target_data is None:
             raise SweepsError("Study.space(trial): importance needs Study(target_data=...), the target rows.")
+        if config.get("adversarial", 0.0) and self.target_data is None:
+            raise SweepsError("Study.space(trial): adversarial needs Study(target_data=...), the target rows.")
         if config.get("freeze"):  # transfer takes a Space (init_from refuses a function)
             raise SweepsError("Study.space(trial): freeze keeps the first layers of a loaded model, which needs "
                               "Study(init_from=...) with a Space(freeze=...), not a space function.")

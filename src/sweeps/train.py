@@ -21,9 +21,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from sweeps.domain import DomainHead, domain_seeds
+from sweeps.domain import ramp as domain_ramp
 from sweeps.folds import Folds
 from sweeps.model import StackedMLP, loss_and_grad, per_row_losses, seeds_for
 from sweeps.optim import StackedAdamW, lr_factor
+from sweeps.shared import WINDOW_ROWS
 
 # on_epoch(epoch, mean of the folds' best validation loss so far, each fold's) -> a reason to stop, or None
 EpochHook = Callable[[int, float, list], "str | None"]
@@ -48,6 +51,7 @@ class NetConfig:
     class_weight: str = "none"  # "balanced": each class weighs n / (classes x its count) in training
     resampling: str = "none"  # "over" / "under": every epoch, a class-balanced draw of the training rows
     importance: str = "none"  # "density_ratio": training rows weighted by Folds.train_importance
+    adversarial: float = 0.0  # λ of domain-adversarial training against Folds.target_X (`domain.py`)
     balanced_validation: bool = False  # score validation (and the trial) by the class-balanced loss
     worst_group: bool = False  # folds stop on, and the trial is scored by, the worst group's loss
     noise: float = 0.0  # Gaussian input noise (std, in standardized feature units) while training
@@ -159,7 +163,7 @@ def train_folds(folds: Folds, config: NetConfig, *, max_epochs: int, patience: i
 def groupable(a: NetConfig, b: NetConfig) -> bool:
     """Whether two trials can train in one stack: the same shape but for the width (padded)."""
     # resampling: the epoch's length; freeze: which tensors the optimizer steps
-    same = ("depth", "batch_size", "embedding", "ensemble", "resampling", "freeze", "importance")
+    same = ("depth", "batch_size", "embedding", "ensemble", "resampling", "freeze", "importance", "adversarial")
     if any(getattr(a, name) != getattr(b, name) for name in same):
         return False
     return a.embedding != "periodic" or (a.n_frequencies, a.embedding_dim) == (b.n_frequencies, b.embedding_dim)
@@ -255,6 +259,26 @@ def train_trials(folds: Folds, configs: list[NetConfig], seeds: list[int], on_ep
                             segments=runs if P > 1 else None, frozen=stack.frozen(c.freeze))
 
     optimizer = optimizer_for(model, live)
+    # Domain-adversarial training (`domain.py`): a domain classifier per position, its own
+    # AdamW (the trial's lr and beta2, no decay), and target rows drawn per position.
+    adversarial = configs[0].adversarial
+    head = domain_optimizer = None
+    if adversarial:
+        if folds.target_X is None:
+            raise ValueError("train_trials: adversarial training needs folds made with target rows")
+        head = DomainHead.init([r for s in seeds for r in domain_seeds(s, fold_ids)], model.weights[-1].shape[-2],
+                               device)
+
+        def domain_optimizer_for(positions: list[int], carry: StackedAdamW | None = None,
+                                 keep: torch.Tensor | None = None) -> StackedAdamW:
+            runs = [(n, DOMAIN_LR * configs[t].lr, 0.0, configs[t].beta2) for t, n in segments(positions)]
+            if carry is not None:
+                return carry.select(head.params, keep, runs)
+            return StackedAdamW(head.params, DOMAIN_LR * configs[0].lr, 0.0, betas=(0.9, configs[0].beta2),
+                                no_decay=[True] * 4, segments=runs if P > 1 else None)
+
+        domain_optimizer = domain_optimizer_for(live)
+        target_rngs = [torch.Generator().manual_seed(r) for s in seeds for r in seeds_for(s, fold_ids, "target rows")]
     best_val = [math.inf] * (P * k)
     best_epoch = [0] * (P * k)
     done = [False] * (P * k)  # only used when masking: stopped folds still in the stack
@@ -290,18 +314,37 @@ def train_trials(folds: Folds, configs: list[NetConfig], seeds: list[int], on_ep
             order = torch.stack([resampled_epoch(epoch_class_rows[fold_of[p]], per_class, batch_rngs[p])
                                  for p in live]).to(device)
         folds_now = index([fold_of[p] for p in live])
-        X = folds.X_train[folds_now.unsqueeze(1), order]
+        # One shared copy of the rows (`sweeps.shared`): read and preprocess the epoch a window
+        # of rows at a time, not all at once (that would be the copy the layout avoids).
+        window = folds.shared and _window_steps(batch_size) < n_steps
+        X = None if window else folds.X_train[folds_now.unsqueeze(1), order]
         y = folds.y_train[folds_now.unsqueeze(1), order]
         loss_sum = torch.zeros(len(live), device=device)
         live_at = index(live)
         step_weights = None if row_weights is None else row_weights[live_at]  # once per epoch, not per step
         epoch_importance = None if importance is None else importance[live_at].gather(1, order)
+        if head is not None:  # each position's target rows for the epoch, a batch's worth per step
+            target_order = torch.stack([torch.randint(folds.target_X.shape[1], (n_steps * batch_size,),
+                                                      generator=target_rngs[p]) for p in live]).to(device)
         for step in range(n_steps):
             rows = slice(step * batch_size, (step + 1) * batch_size)
-            x = X[:, rows]
+            if window:
+                steps = _window_steps(batch_size)
+                if step % steps == 0:
+                    start = step * batch_size
+                    X = folds.X_train[folds_now.unsqueeze(1), order[:, start:start + steps * batch_size]]
+                x = X[:, slice(rows.start - start, rows.stop - start)]
+            else:
+                x = X[:, rows]
             if any_noise:  # augmentation: a fresh perturbation of every row, every step, per trial
                 x = _with_noise(x, runs, configs, noise_rngs)
+            n_source = x.shape[1]
+            if head is not None:  # the target rows ride along: the domain classifier sees both
+                x = torch.cat([x, folds.target_X[folds_now.unsqueeze(1), target_order[:, rows][:, :n_source]]], dim=1)
             out, cache = model.forward(x, dropout_plan)
+            if head is not None:  # the labels' loss is the training rows' alone
+                out = out.view(len(live), members, 2 * n_source, -1)[:, :, :n_source].reshape(
+                    len(live), members * n_source, -1)
             # Every member learns from the same rows: their targets, once per member.
             targets = y[:, rows] if members == 1 else y[:, rows].repeat(1, members)
             row_weight = None
@@ -310,11 +353,18 @@ def train_trials(folds: Folds, configs: list[NetConfig], seeds: list[int], on_ep
             batch_loss, grad_out = loss_and_grad(out, targets, folds.classification, step_weights, epoch_smoothing,
                                                  row_weight)
             loss_sum += batch_loss
-            model.backward(cache, grad_out, optimizer.grads)
+            extra_dh = None
+            if head is not None:
+                grad_out = _pad_target_rows(grad_out, len(live), members, n_source)
+                extra_dh = _domain_step(head, domain_optimizer, cache, model, members, n_source,
+                                        adversarial * domain_ramp(step_count / total_steps))
+            model.backward(cache, grad_out, optimizer.grads, extra_dh=extra_dh)
             if torch.is_tensor(epoch_clip) or epoch_clip:
                 optimizer.clip(epoch_clip)
             factors = [lr_factor(configs[t].schedule, step_count, total_steps) for t, _ in runs]
             optimizer.step(factors if len(factors) > 1 else factors[0])
+            if domain_optimizer is not None:
+                domain_optimizer.step(factors if len(factors) > 1 else factors[0])
             step_count += 1
 
         train = (loss_sum / (epoch_rows * members)).tolist()
@@ -394,6 +444,9 @@ def train_trials(folds: Folds, configs: list[NetConfig], seeds: list[int], on_ep
             model = model.select(kept)
             live = [live[i] for i in keep]
             optimizer = optimizer_for(model, live, optimizer, kept)
+            if head is not None:
+                head = head.select(kept)
+                domain_optimizer = domain_optimizer_for(live, domain_optimizer, kept)
         for p in stopping if not compact else ():
             done[p] = True  # masking: it keeps computing, its results are ignored
 
@@ -443,8 +496,38 @@ def memory_needed(folds: Folds, config: NetConfig) -> int:
               + members * (width * n_out + n_out + d_in))
     rows = max(config.batch_size * 2, min(folds.X_val.shape[1], EVAL_CHUNK))
     activations = rows * (members * (width * depth + d_in) + embedding // max(1, width))
+    if config.adversarial:  # a batch of target rows rides along, and the domain classifier's layer
+        activations = 2 * activations + 2 * config.batch_size * members * 64
     epoch_rows = folds.X_train.shape[1] * (n_in + 1)
+    if folds.shared:  # a window of rows at a time, and the one shared copy is already in memory
+        epoch_rows = min(folds.X_train.shape[1], WINDOW_ROWS) * (n_in + 1)
     return 4 * k * (6 * params + activations + epoch_rows)
+
+
+DOMAIN_LR = 1.0  # the domain classifier's learning rate relative to the trial's (the paper uses one rate)
+
+
+def _pad_target_rows(grad_out: torch.Tensor, positions: int, members: int, n_source: int) -> torch.Tensor:
+    """The output gradient over training and target rows: zero on the target rows (no labels)."""
+    full = grad_out.new_zeros(positions, members, 2 * n_source, grad_out.shape[-1])
+    full[:, :, :n_source] = grad_out.view(positions, members, n_source, -1)
+    return full.view(positions, members * 2 * n_source, -1)
+
+
+def _domain_step(head: DomainHead, optimizer: StackedAdamW, cache, model: StackedMLP, members: int,
+                 n_source: int, reversal: float) -> torch.Tensor:
+    """The domain classifier's step on this batch's hidden features: its gradients into
+    `optimizer`, and the reversed gradient for the network (`StackedMLP.backward`'s extra_dh)."""
+    hidden = cache.activations[-1]  # [k, members * 2B, width]: each member's B training rows, then B target rows
+    alpha = model._backward_scale(True)[0]  # dropout's rescale, as the output head applies it
+    is_target = torch.cat([torch.zeros(n_source), torch.ones(n_source)]).repeat(members).to(hidden.device)
+    _, d_logits = head.loss_and_grad(head.forward(hidden, alpha), is_target.view(1, -1, 1))
+    return head.backward(hidden, d_logits, optimizer.grads, reversal, alpha)
+
+
+def _window_steps(batch_size: int) -> int:
+    """Steps per window of rows read at once from a shared copy (`sweeps.shared.WINDOW_ROWS`)."""
+    return max(1, WINDOW_ROWS // batch_size)
 
 
 def available_memory(device: torch.device) -> int | None:

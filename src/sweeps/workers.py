@@ -1,4 +1,4 @@
-"""Many workers on one study: exact trial totals, heartbeats, and local worker processes.
+"""Many workers on one study: exact trial totals, heartbeats, and the worker process itself.
 
 The database is the coordination point. Every worker (a process here, or a process on
 another machine with the same `--storage`) runs `optimize_until`, which keeps the study's
@@ -16,9 +16,10 @@ number of finished (complete or pruned) trials at exactly its target:
   next worker to start a trial marks it FAIL with its `fail_reason`, and
   `storage.RequeueStaleTrial` queues the same configuration again as a waiting trial,
   which the next free worker runs.
-- Local worker processes die with their launcher (SIGTERM from the kernel when it goes,
-  however it goes); SIGTERM and Ctrl+C reach every worker, which fails its running trial
-  with the reason and exits.
+- A worker process (`python -m sweeps.workers`, started by `sweeps.launcher` on this machine
+  or on a Dask cluster) dies with the process that started it (SIGTERM from the kernel
+  when that goes, however it goes); SIGTERM and Ctrl+C reach every worker, which fails its
+  running trial with the reason and exits.
 
 Optuna's `MaxTrialsCallback` stops a worker after its trial finishes, so with N workers a
 study can end up to N-1 trials over its target. These checks make the total exact.
@@ -27,15 +28,18 @@ study can end up to N-1 trials over its target. These checks make the total exac
 from __future__ import annotations
 
 import ctypes
-import multiprocessing
+import json
 import os
+import queue
+import secrets
 import signal
 import sys
 import threading
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from multiprocessing.managers import BaseManager
 
 import optuna
 from optuna.trial import TrialState
@@ -306,36 +310,52 @@ def run_trial(study: optuna.Study, trial_id: int, objective: Callable[[optuna.Tr
         study.tell(trial, value)
 
 
-# --- local worker processes ---------------------------------------------------------------
+# --- worker processes ------------------------------------------------------------------------
 @dataclass(frozen=True)
 class WorkerJob:
-    """What a worker process needs: it loads the study file itself (functions do not pickle)."""
+    """What a worker process needs: it loads the study file itself (functions do not pickle).
+
+    Sent to the worker as JSON on its standard input (`python -m sweeps.workers`): plain
+    values only, and the storage URL (which may hold a password) never shows in `ps`.
+    """
 
     study_file: str
     overrides: dict
     storage: str
     budget: Budget
     device: str
-    threads: int
+    threads: int  # torch threads; 0: this machine's cores shared by the Dask worker's threads
     index: int
     heartbeat_interval: int
     grace_period: int
     reproducible: bool = False  # train the trials the launcher hands out (`Rounds`), ask none
     batch: int = 1  # trials asked at a time and trained in one stack
+    cwd: str = "."  # where the study file's relative paths (data, storage/) resolve
+    rounds: tuple | None = None  # reproducible: (host, port, authkey hex) of the launcher's task queue
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> WorkerJob:
+        fields = json.loads(text)
+        fields["budget"] = Budget(**fields["budget"])
+        fields["rounds"] = tuple(fields["rounds"]) if fields.get("rounds") else None
+        return cls(**fields)
 
 
-def worker_main(job: WorkerJob, tasks=None) -> None:
+def worker_main(job: WorkerJob) -> None:
     """Entry point of one worker process. Exit codes: 0 done, 2 refused (one line), 130/143 stopped."""
     import torch
 
     from sweeps import _cli, record
-    from sweeps.folds import make_folds
+    from sweeps.cache import cached_folds
     from sweeps.objective import make_objective
     from sweeps.search import default_pruner, default_sampler
     from sweeps.storage import describe, open_storage
 
     _die_with_parent()
-    torch.set_num_threads(job.threads)
+    torch.set_num_threads(job.threads or 1)
     _cli.quiet_optuna()
 
     def body() -> int:
@@ -349,9 +369,9 @@ def worker_main(job: WorkerJob, tasks=None) -> None:
         # This process loaded the data itself: it must be the data, and the held-out rows, that
         # the study was made with, or its trials could train on test rows.
         record.check_same_study(study, spec, dataset, describe(job.storage))
-        folds = make_folds(dataset, spec.folds, spec.seed, job.device, scaling=spec.preprocessing)
+        folds = cached_folds(dataset, spec.folds, spec.seed, job.device, scaling=spec.preprocessing)
         if job.reproducible:
-            serve(study, make_objective(spec, folds), tasks)
+            serve(study, make_objective(spec, folds), round_tasks(job.rounds))
         else:
             optimize_until(study, make_objective(spec, folds), job.budget, on_trial=None, batch=job.batch)
         return 0
@@ -359,18 +379,46 @@ def worker_main(job: WorkerJob, tasks=None) -> None:
     sys.exit(_cli.guarded(body, prefix=f"worker {job.index}"))
 
 
+def round_tasks(address: tuple):
+    """The launcher's task queue (`Rounds.tasks`), as a worker process sees it."""
+    host, port, authkey = address
+    manager = _rounds_manager(lambda: None)(address=(host, port), authkey=bytes.fromhex(authkey))
+    manager.connect()
+    return manager.tasks()
+
+
+def serve_round_tasks() -> tuple[queue.Queue, tuple]:
+    """Serve a task queue for `Rounds` on this machine: (the queue, its address for the jobs).
+
+    The queue is reached over a local socket with an HMAC-authenticated handshake (a random
+    key that only the jobs carry); it serves until the launcher exits.
+    """
+    tasks: queue.Queue = queue.Queue()
+    authkey = secrets.token_bytes(16)
+    server = _rounds_manager(lambda: tasks)(address=("127.0.0.1", 0), authkey=authkey).get_server()
+    threading.Thread(target=server.serve_forever, name="sweeps-rounds", daemon=True).start()
+    host, port = server.address
+    return tasks, (host, port, authkey.hex())
+
+
+def _rounds_manager(tasks: Callable[[], object]) -> type[BaseManager]:
+    manager = type("RoundsManager", (BaseManager,), {})  # a class of its own: registrations are per class
+    manager.register("tasks", callable=tasks)
+    return manager
+
+
 _PR_SET_PDEATHSIG = 1
 
 
 def _die_with_parent() -> None:
-    """SIGTERM this worker when its launcher dies, even by SIGKILL (Linux: prctl; elsewhere: a watch)."""
+    """SIGTERM this worker when the process that started it dies, even by SIGKILL (Linux: prctl; elsewhere: a watch)."""
     parent = os.getppid()
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         armed = libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM) == 0
     except (OSError, AttributeError):
         armed = False
-    if os.getppid() != parent:  # the launcher died before prctl took effect
+    if os.getppid() != parent:  # the parent died before prctl took effect
         os.kill(os.getpid(), signal.SIGTERM)
     if armed:
         return
@@ -383,50 +431,5 @@ def _die_with_parent() -> None:
     threading.Thread(target=watch, name="sweeps-parent-watch", daemon=True).start()
 
 
-def launch(jobs: list[WorkerJob], study: optuna.Study, budget: Budget,
-           on_progress: Callable[[dict], None], out=sys.stderr,
-           suggest: Callable[[optuna.Trial], object] | None = None) -> None:
-    """Start one process per job, report progress, and stop them all on Ctrl+C or SIGTERM.
-
-    With reproducible jobs, `suggest` draws each trial's configuration here, in rounds
-    (`Rounds`). Raises `SweepsError` when workers failed and the study did not reach its target.
-    """
-    context = multiprocessing.get_context("spawn")  # no fork: torch and SQLite handles do not survive it
-    rounds = None
-    if jobs and jobs[0].reproducible:
-        rounds = Rounds(study, suggest, budget, len(jobs), context.Queue())
-    processes = [context.Process(target=worker_main, args=(job, rounds.tasks if rounds else None),
-                                 name=f"sweeps-worker-{job.index}") for job in jobs]
-    for p in processes:
-        p.start()
-    reported_dead: set[int] = set()
-    try:
-        while any(p.is_alive() for p in processes):
-            if rounds is not None:
-                rounds.step(workers=sum(p.is_alive() for p in processes))
-            time.sleep(0.5)
-            on_progress(counts(study))
-            for i, p in enumerate(processes):
-                if not p.is_alive() and p.exitcode not in (0, None) and i not in reported_dead:
-                    reported_dead.add(i)
-                    print(f"\nsweeps: worker {i} (pid {p.pid}) ended with exit code {p.exitcode}; the other "
-                          "workers go on, and a trial it left running is retried after its heartbeat "
-                          "grace period.", file=out)
-        on_progress(counts(study))
-    except KeyboardInterrupt as interrupt:
-        # Workers in our process group got the terminal's SIGINT too; others did not.
-        signum = signal.SIGTERM if isinstance(interrupt, Terminated) else signal.SIGINT
-        for p in processes:
-            if p.is_alive():
-                os.kill(p.pid, signum)
-        for p in processes:
-            p.join(timeout=30)
-            if p.is_alive():
-                p.terminate()
-        raise
-    failed = [p.exitcode for p in processes if p.exitcode != 0]
-    c = counts(study)
-    if failed and c[TrialState.COMPLETE] + c[TrialState.PRUNED] < budget.target:
-        raise SweepsError(f"{len(failed)} of {len(processes)} workers failed (exit codes {failed}; their "
-                          "messages are above) and the study is short of its target; finished trials are "
-                          "kept, fix the cause and rerun to resume.")
+if __name__ == "__main__":
+    worker_main(WorkerJob.from_json(sys.stdin.read()))

@@ -1,0 +1,261 @@
+"""Worker processes through joblib: its process backend (loky) here, its Dask backend on a cluster.
+
+`--workers N` runs N worker slots as joblib tasks on loky; `--cluster dask://HOST:PORT`
+runs the same tasks on an existing Dask cluster through joblib's Dask backend. Each task,
+`supervise`, starts the worker proper as a child process (`python -m sweeps.workers`, which
+runs `workers.worker_main`) and watches it. A child, and not the task itself, because:
+
+- one worker's death (out of memory, SIGKILL, a lost machine) must not stop the others:
+  loky marks its whole pool broken when one of its processes dies, where a dead child is
+  only an exit code for its task to report (Dask reruns a task whose worker was lost);
+- Ctrl+C and SIGTERM stop training through signals in a main thread (`sweeps.stop`), and a
+  Dask task runs in a thread of its Dask worker;
+- torch's thread count is a setting of the whole process.
+
+The launcher's stop reaches every task through a stop channel (a file on this machine, a
+Dask `Variable` on a cluster); each task relays it to its child once, as the same signal,
+and the child fails its running trial with the reason, as a single process does.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from urllib.parse import urlparse
+
+import optuna
+from optuna.trial import TrialState
+
+from sweeps.errors import SweepsError, Terminated
+from sweeps.workers import Budget, Rounds, WorkerJob, counts, serve_round_tasks
+
+POLL = 0.2  # seconds between a task's looks at its child and at the stop channel
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+# --- stop channels -------------------------------------------------------------------------
+class StopFile:
+    """The launcher's stop for tasks on this machine: a file holding the signal's number."""
+
+    local = True
+
+    def __init__(self, folder: str) -> None:
+        self.path = Path(folder) / "stop"
+
+    def request(self, signum: int) -> None:
+        partial = self.path.with_suffix(".partial")
+        partial.write_text(str(int(signum)))
+        os.replace(partial, self.path)  # a task never reads half a number
+
+    def requested(self) -> int | None:
+        try:
+            return int(self.path.read_text())
+        except (OSError, ValueError):
+            return None
+
+
+class DaskStop:
+    """The launcher's stop for tasks on a Dask cluster: a named Dask `Variable`."""
+
+    local = False
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def request(self, signum: int) -> None:
+        from distributed import Variable
+
+        Variable(self.name).set(int(signum))
+
+    def requested(self) -> int | None:
+        from distributed import Variable
+
+        try:
+            return int(Variable(self.name).get(timeout=0))
+        except Exception:  # not set yet (a timeout), or the scheduler is gone: nothing to relay
+            return None
+
+
+# --- one worker slot -------------------------------------------------------------------------
+def supervise(job: WorkerJob, channel: StopFile | DaskStop) -> tuple[int, int, int, str]:
+    """Run one worker as a child process until it ends, relaying the launcher's stop.
+
+    Returns (job index, child pid, exit code, its last lines of stderr); the exit code is
+    negative for a child killed by a signal (-9: SIGKILL), as `subprocess` reports it.
+    """
+    if not job.threads:
+        job = replace(job, threads=_cluster_threads())
+    child = subprocess.Popen([sys.executable, "-m", "sweeps.workers"], cwd=job.cwd, stdin=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # start_new_session: a terminal's Ctrl+C reaches the launcher alone, which stops every
+    # worker through the channel exactly once (a second SIGINT would mean "stop at once").
+    tail: collections.deque[str] = collections.deque(maxlen=20)
+
+    def relay_stderr() -> None:
+        for line in child.stderr:
+            sys.stderr.write(line)
+            sys.stderr.flush()
+            tail.append(line)
+
+    reader = threading.Thread(target=relay_stderr, name="sweeps-worker-stderr", daemon=True)
+    reader.start()
+    child.stdin.write(job.to_json())
+    child.stdin.close()
+
+    received: list[int] = []
+    restore = _catch_signals(received)
+    parent = os.getppid()
+    relayed = False
+    try:
+        while child.poll() is None:
+            signum = received[0] if received else channel.requested()
+            if signum is None and channel.local and os.getppid() != parent:
+                signum = signal.SIGTERM  # the launcher is gone, however it went
+            if signum is not None and not relayed:
+                child.send_signal(signum)
+                relayed = True
+            time.sleep(POLL)
+    finally:
+        restore()
+        if child.poll() is None:  # this task is being torn down: the child must not outlive it
+            child.terminate()
+            try:
+                child.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+    reader.join(timeout=5)
+    if channel.local and os.getppid() != parent:
+        os._exit(1)  # the launcher is gone: no one to report to, and this process must not linger
+    return job.index, child.pid, child.returncode, "".join(tail)
+
+
+def _catch_signals(received: list[int]) -> Callable[[], None]:
+    """In a task's main thread (loky), SIGINT and SIGTERM are relayed to the child, not raised here."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None  # a Dask task's thread: only the channel reaches it
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in previous:
+        signal.signal(s, lambda signum, frame: received.append(signum))
+
+    def restore() -> None:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+    return restore
+
+
+def _cluster_threads() -> int:
+    """Torch threads for a worker on a Dask worker: its machine's cores over the Dask worker's threads."""
+    try:
+        from distributed import get_worker
+
+        tasks = get_worker().state.nthreads
+    except Exception:
+        tasks = 1
+    return max(1, (os.cpu_count() or 1) // max(1, tasks))
+
+
+# --- the launcher ------------------------------------------------------------------------------
+def connect(cluster: str):
+    """A Dask client for `dask://HOST:PORT`; one clear line when there is no such scheduler."""
+    address = scheduler_address(cluster)
+    try:
+        from distributed import Client
+    except ImportError:
+        raise SweepsError("--cluster needs Dask's distributed package: pip install -e '.[dask]'.") from None
+    try:
+        return Client(address, timeout="10s")
+    except (OSError, TimeoutError) as e:
+        raise SweepsError(f"--cluster {cluster}: no Dask scheduler answered at {address} ({e}); start one with "
+                          "`dask scheduler` (and workers with `dask worker ADDRESS`) or fix the address.") from None
+
+
+def scheduler_address(cluster: str) -> str:
+    parsed = urlparse(cluster)
+    if parsed.scheme != "dask" or not parsed.hostname or not parsed.port:
+        raise SweepsError(f"--cluster must look like dask://HOST:PORT (a Dask scheduler), got {cluster!r}.")
+    return f"tcp://{parsed.hostname}:{parsed.port}"
+
+
+def is_remote(cluster: str) -> bool:
+    return urlparse(cluster).hostname not in LOOPBACK
+
+
+def launch(jobs: list[WorkerJob], study: optuna.Study, budget: Budget,
+           on_progress: Callable[[dict], None], out=sys.stderr,
+           suggest: Callable[[optuna.Trial], object] | None = None, client=None) -> None:
+    """Run the jobs as joblib tasks, report progress, and stop them all on Ctrl+C or SIGTERM.
+
+    `client`: a Dask client (`connect`) to run them on its cluster; None: loky processes on
+    this machine. With reproducible jobs, `suggest` draws each trial's configuration here, in
+    rounds (`Rounds`). Raises `SweepsError` when workers failed and the study did not reach
+    its target.
+    """
+    rounds = None
+    if jobs and jobs[0].reproducible:
+        tasks, address = serve_round_tasks()
+        jobs = [replace(job, rounds=address) for job in jobs]
+        rounds = Rounds(study, suggest, budget, len(jobs), tasks)
+    with tempfile.TemporaryDirectory(prefix="sweeps-stop-") as folder:
+        channel = DaskStop(f"sweeps-stop-{uuid.uuid4().hex}") if client is not None else StopFile(folder)
+        outcomes: list = []  # what the tasks returned, appended by the thread that runs them
+        runner = threading.Thread(target=_run_tasks, args=(jobs, channel, client is not None, outcomes),
+                                  name="sweeps-launcher", daemon=True)
+        runner.start()
+        ended: list[int] = []  # exit codes of the tasks that ended, in the order they did
+        try:
+            while runner.is_alive() or len(outcomes) > len(ended):
+                if rounds is not None:
+                    rounds.step(workers=len(jobs) - len(ended))
+                _report(outcomes, ended, out, remote=client is not None)
+                on_progress(counts(study))
+                runner.join(timeout=0.5)
+            on_progress(counts(study))
+        except KeyboardInterrupt as interrupt:
+            channel.request(signal.SIGTERM if isinstance(interrupt, Terminated) else signal.SIGINT)
+            runner.join(timeout=60)  # each worker fails its running trial with the reason, then exits
+            raise
+        _report(outcomes, ended, out, remote=client is not None)
+    failed = [code for code in ended if code != 0]
+    c = counts(study)
+    if failed and c[TrialState.COMPLETE] + c[TrialState.PRUNED] < budget.target:
+        raise SweepsError(f"{len(failed)} of {len(jobs)} workers failed (exit codes {failed}; their "
+                          "messages are above) and the study is short of its target; finished trials are "
+                          "kept, fix the cause and rerun to resume.")
+
+
+def _run_tasks(jobs: list[WorkerJob], channel, on_dask: bool, outcomes: list) -> None:
+    import joblib
+
+    try:
+        with joblib.parallel_config(backend="dask" if on_dask else "loky", n_jobs=len(jobs)):
+            calls = (joblib.delayed(supervise)(job, channel) for job in jobs)
+            for outcome in joblib.Parallel(return_as="generator_unordered")(calls):
+                outcomes.append(outcome)
+    except BaseException as e:  # the backend itself failed (a lost scheduler, a broken pool)
+        outcomes.append(e)
+
+
+def _report(outcomes: list, ended: list[int], out, remote: bool) -> None:
+    for outcome in outcomes[len(ended):]:
+        if isinstance(outcome, BaseException):
+            ended.append(1)
+            print(f"\nsweeps: the worker tasks stopped: {type(outcome).__name__}: {outcome}; finished trials "
+                  "are kept.", file=out)
+            continue
+        index, pid, code, tail = outcome
+        ended.append(code)
+        if code != 0:
+            where = "" if not remote else f"; its last lines:\n{tail.rstrip()}"
+            print(f"\nsweeps: worker {index} (pid {pid}) ended with exit code {code}; the other workers go on, "
+                  f"and a trial it left running is retried after its heartbeat grace period{where}", file=out)

@@ -1,0 +1,254 @@
+"""One copy of the rows: every fold reads the same matrix and preprocesses what it reads.
+
+`make_folds` by default gives each fold its own preprocessed copy of its rows: k-1 copies
+of every training row and one of every validation row, k times the table in all. That is
+the fastest layout (a batch is a slice), and the right one while it fits. For a big table it
+does not: 5 folds of 5 million rows x 140 features would take 14 GiB. Here instead:
+
+- `SharedRows` holds the table's rows once: scaled numeric columns as float32 values (NaN
+  where missing), ranked ones (the quantile transform) as positions on a grid, categorical
+  columns as integer codes into each column's categories (over all rows; which of them a
+  fold keeps is still fitted on its training part), plus each fold's fitted preprocessing
+  as tensors (medians, centres, scales, probabilities on the grid, and a lookup from
+  category code to the fold's one-hot column);
+- `FoldRows` stands where `Folds.X_train` / `X_val` hold a tensor: row numbers per fold,
+  and indexing it gathers those rows and applies that fold's preprocessing, giving what
+  `Preprocessing.features` gives (`tests/test_shared.py`; to float32's resolution).
+
+The training loop reads an epoch in windows of `WINDOW_ROWS` rows per fold, so the
+transform's few dozen operations are paid once per window, not per step, and memory holds
+one window, not one epoch. Fitting is unchanged: each fold's preprocessing is fitted on its
+training part only (`Preprocessing.fit`, the same code as the copies).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
+
+from sweeps.preprocess import Preprocessing, _category_strings, normal_scores, quantile_probabilities
+
+WINDOW_ROWS = 16384  # rows per fold gathered and preprocessed at once by the training loop
+
+
+@dataclass
+class SharedRows:
+    """The rows, once, and every fold's preprocessing as tensors. Dimension 0 of a fitted tensor is the fold.
+
+    Numeric columns that some fold scales (standard, robust, or "auto"'s few-level columns)
+    are kept as float32 values. Columns that some fold ranks (the quantile transform) are
+    kept as a position on the column's grid, the sorted union of every fold's quantiles: the
+    interval a value falls in and how far into it (or exactly on a grid point). A fold's
+    probability is linear inside each such interval (its quantiles are grid points), so its
+    transform is table lookups and a linear step; the tables hold each fold's probabilities
+    at the grid points, computed by `preprocess.quantile_probabilities` itself.
+    """
+
+    numeric: torch.Tensor  # [rows, len(raw_columns)] float32 values, NaN where missing
+    raw_columns: torch.Tensor  # [c_raw] int64: their numeric output columns
+    fill: torch.Tensor  # [K, c_raw] training medians
+    center: torch.Tensor  # [K, c_raw]
+    scale: torch.Tensor  # [K, c_raw]
+    clip: torch.Tensor  # [K] bool: "robust" scaling's smooth clipping
+    grid_index: torch.Tensor  # [rows, r] int16: interval [g-1, g] of the column's grid; -1: missing
+    grid_frac: torch.Tensor  # [rows, r] float32: how far into it; -1: exactly on grid point g-1
+    p_at: torch.Tensor  # [K, M, r] float64: each fold's probability at each grid point
+    p_right: torch.Tensor  # [K, M, r] its limit just right of the point (they differ at ties)
+    p_left: torch.Tensor  # [K, M, r] its limit just left of the point
+    p_missing: torch.Tensor  # [K, r] the probability of the fold's median (a missing value)
+    rank_columns: torch.Tensor  # [r] int64: numeric output columns that some fold ranks
+    ranked: torch.Tensor  # [K, r] bool: the fold ranks it (else it scales the raw value)
+    codes: torch.Tensor  # [rows, n_categorical] int32: index into the column's categories, -1 missing
+    lookup: torch.Tensor  # [K, n_categorical, categories + 1] output column of a code, -1: none; last: missing
+    n_numeric: int
+    width: int  # output features (the widest fold's; narrower folds have zero columns at the end)
+
+    def transform(self, folds: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Features `[len(folds), n, width]` of `rows` `[len(folds), n]`, each row by its fold's preprocessing."""
+        k, n = rows.shape
+        out = torch.zeros(k, n, self.width, device=rows.device)
+        if self.raw_columns.numel():
+            x = self.numeric[rows]  # [k, n, c_raw]
+            x = torch.where(torch.isnan(x), self.fill[folds].unsqueeze(1), x)
+            z = (x - self.center[folds].unsqueeze(1)) / self.scale[folds].unsqueeze(1)
+            clip = self.clip[folds].view(k, 1, 1)
+            if bool(clip.any()):
+                z = torch.where(clip, z / torch.sqrt(1.0 + torch.square(z / 3.0)), z)
+            out[:, :, self.raw_columns] = z
+        if self.rank_columns.numel():
+            ranked = self.ranked[folds]  # [k, r]
+            z = self._ranks(folds, rows)
+            if not bool(ranked.all()):  # "auto" where folds disagree: the others scaled the raw value
+                z = torch.where(ranked.unsqueeze(1), z, out[:, :, self.rank_columns])
+            out[:, :, self.rank_columns] = z
+        if self.codes.shape[1]:
+            codes = self.codes[rows].long()  # [k, n, m]
+            slots = torch.where(codes < 0, self.lookup.shape[2] - 1, codes)
+            columns = self.lookup[folds].gather(2, slots.permute(0, 2, 1)).permute(0, 2, 1)  # [k, n, m]
+            out.scatter_add_(2, columns.clamp(min=0), (columns >= 0).to(out.dtype))  # a miss adds 0 to column 0
+        return out
+
+    def _ranks(self, folds: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """The quantile transform's normal scores `[k, n, r]` of the ranked columns."""
+        g = self.grid_index[rows].long()  # [k, n, r]
+        t = self.grid_frac[rows].double()
+        below, above = (g - 1).clamp(min=0), g.clamp(0, self.p_left.shape[1] - 1)  # above: unused on a point
+        p = torch.lerp(self.p_right[folds].gather(1, below), self.p_left[folds].gather(1, above), t.clamp(min=0))
+        on_point = t < 0
+        if bool(on_point.any()):
+            p = torch.where(on_point, self.p_at[folds].gather(1, below), p)
+        p = torch.where(g < 0, self.p_missing[folds].unsqueeze(1), p)
+        return torch.special.ndtri(p).clamp_(_LOWEST, -_LOWEST).to(torch.float32)
+
+    def select(self, folds: torch.Tensor) -> SharedRows:
+        """The same rows with only some folds' preprocessing (`Folds.select`)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name in PER_FOLD:
+            values[name] = values[name][folds]
+        return SharedRows(**values)
+
+
+PER_FOLD = ("fill", "center", "scale", "clip", "p_at", "p_right", "p_left", "p_missing", "ranked", "lookup")
+_LOWEST = float(normal_scores(np.array([0.0]))[0])  # where the copies clip a probability of 0
+
+
+class FoldRows:
+    """Row numbers of each fold into `SharedRows`: indexed like a `[k, rows, features]` tensor."""
+
+    def __init__(self, source: SharedRows, rows: torch.Tensor) -> None:
+        self.source, self.rows = source, rows  # rows: [k, n] int64; fold f uses source's fitted fold f
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((*self.rows.shape, self.source.width))
+
+    @property
+    def device(self) -> torch.device:
+        return self.rows.device
+
+    dtype = torch.float32
+
+    def __getitem__(self, key) -> torch.Tensor | FoldRows:
+        """`x[folds]` (a tensor of fold positions: a FoldRows), `x[f]` (one fold, `[n, d]`),
+        `x[:, a:b]` (a row range of every fold), `x[folds[:, None], order]` (rows per fold)."""
+        every = torch.arange(self.rows.shape[0], device=self.device)
+        if isinstance(key, int):
+            return self.source.transform(every[key:key + 1], self.rows[key:key + 1])[0]
+        if torch.is_tensor(key):
+            return FoldRows(self.source.select(key), self.rows[key])
+        first, second = key
+        if isinstance(first, slice) and first == slice(None):
+            return self.source.transform(every, self.rows[:, second])
+        folds = first.reshape(-1)
+        return self.source.transform(folds, self.rows[folds.unsqueeze(1), second])
+
+
+def make_shared(dataset, preps: list[Preprocessing], device: torch.device | str) -> SharedRows:
+    """The table's rows, once, and each fold's fitted preprocessing, as `SharedRows`."""
+    import pandas as pd
+
+    first = preps[0]
+    table = first.numeric_columns is not None
+    X = dataset.X
+    n_rows = len(X)
+
+    def column(j: int) -> np.ndarray:  # one numeric column as float64, as the copies read it
+        if table:
+            return X[first.numeric_columns[j]].to_numpy(dtype=np.float64, na_value=np.nan)
+        return np.asarray(X[:, j], dtype=np.float64)
+
+    ranked = np.array([_ranked(p) for p in preps])  # [K, c]
+    rank_columns = np.flatnonzero(ranked.any(0))
+    raw_columns = np.flatnonzero(~ranked.all(0))
+    numeric = np.empty((n_rows, len(raw_columns)), np.float32)
+    for i, j in enumerate(raw_columns):
+        numeric[:, i] = column(j)
+
+    grids = [np.unique(np.concatenate([p.quantiles[:, j] for p, r in zip(preps, ranked[:, j]) if r]))
+             for j in rank_columns]
+    grids = [g if len(g) > 1 else np.array([g[0], g[0] + 1.0]) for g in grids]  # a constant: one interval
+    M = max((len(g) for g in grids), default=1)
+    K, r = len(preps), len(rank_columns)
+    p_at, p_right, p_left = (np.zeros((K, M, r)) for _ in range(3))
+    p_missing = np.zeros((K, r))
+    grid_index = np.empty((n_rows, r), np.int16 if M < 2**15 else np.int32)
+    grid_frac = np.empty((n_rows, r), np.float32)
+    for i, (j, grid) in enumerate(zip(rank_columns, grids)):
+        x = column(j)
+        missing = np.isnan(x)
+        after = np.clip(np.searchsorted(grid, x, side="right"), 1, len(grid))  # first grid point above x
+        exact = x == grid[after - 1]  # exactly on a grid point: its own value (a tie's is the middle)
+        g = np.where(exact, after, np.minimum(after, len(grid) - 1))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            frac = np.clip((x - grid[g - 1]) / (grid[np.minimum(g, len(grid) - 1)] - grid[g - 1]), 0.0, 1.0)
+        frac[exact] = -1.0
+        grid_index[:, i] = np.where(missing, -1, g)
+        grid_frac[:, i] = np.where(missing, 0.0, frac)
+        padded = np.pad(grid, (0, M - len(grid)), mode="edge")
+        for f, prep in enumerate(preps):
+            if not ranked[f, j]:
+                continue
+            q = prep.quantiles[:, j]
+            ref = np.linspace(0, 1, len(q))
+            p_at[f, :, i] = quantile_probabilities(padded[:, None], q[:, None])[:, 0]
+            # Just right of a point the copies interpolate from the last quantile of a run of
+            # ties, just left of it from the first; outside the fold's range they clip (0, 1).
+            p_right[f, :, i] = np.where(padded < q[0], 0.0, np.interp(padded, q, ref))
+            p_left[f, :, i] = np.where(padded > q[-1], 1.0, -np.interp(-padded, -q[::-1], -ref[::-1]))
+            p_missing[f, i] = quantile_probabilities(np.array([[prep.fill[j]]]), q[:, None])[0, 0]
+
+    codes, vocabularies = [], []
+    for name in first.categorical_columns:
+        strings = _category_strings(X[name])
+        vocabulary = sorted(strings.dropna().unique().astype(str).tolist())
+        codes.append(pd.Index(vocabulary).get_indexer(strings.fillna("\x00missing\x00")).astype(np.int32))
+        vocabularies.append(vocabulary)
+    codes = np.stack(codes, axis=1) if codes else np.zeros((n_rows, 0), np.int32)
+    n_categories = max([len(v) for v in vocabularies], default=0)
+    lookup = np.full((K, len(vocabularies), n_categories + 1), -1, dtype=np.int64)
+    for f, prep in enumerate(preps):
+        offset = prep.n_numeric
+        for c, (kept, infrequent, most_frequent) in enumerate(zip(prep.categories, prep.infrequent,
+                                                                   prep.most_frequent)):
+            position = {name: i for i, name in enumerate(kept)}
+            for code, name in enumerate(vocabularies[c]):
+                i = position.get(name, len(kept) if infrequent else -1)
+                lookup[f, c, code] = offset + i if i >= 0 else -1
+            i = position.get(most_frequent, len(kept) if infrequent else -1)  # missing: the training mode
+            lookup[f, c, n_categories] = offset + i if i >= 0 else -1
+            offset += len(kept) + infrequent
+
+    def tensor(values, dtype=torch.float32) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(values), dtype=dtype, device=device)
+
+    return SharedRows(
+        numeric=tensor(numeric),
+        raw_columns=tensor(raw_columns, torch.int64),
+        fill=tensor([p.fill[raw_columns] for p in preps]).reshape(K, len(raw_columns)),
+        center=tensor([p.center[raw_columns] for p in preps]).reshape(K, len(raw_columns)),
+        scale=tensor([p.scale[raw_columns] for p in preps]).reshape(K, len(raw_columns)),
+        clip=tensor([p.scaling == "robust" for p in preps], torch.bool),
+        grid_index=torch.as_tensor(grid_index, device=device),
+        grid_frac=tensor(grid_frac),
+        p_at=tensor(p_at, torch.float64),
+        p_right=tensor(p_right, torch.float64),
+        p_left=tensor(p_left, torch.float64),
+        p_missing=tensor(p_missing, torch.float64),
+        rank_columns=tensor(rank_columns, torch.int64),
+        ranked=tensor(ranked[:, rank_columns], torch.bool).reshape(K, r),
+        codes=tensor(codes, torch.int32),
+        lookup=tensor(lookup, torch.int64),
+        n_numeric=first.n_numeric,
+        width=max(p.n_features for p in preps),
+    )
+
+
+def _ranked(p: Preprocessing) -> np.ndarray:
+    """[n_numeric] bool: the columns this fold's preprocessing ranks (the quantile transform)."""
+    if p.scaling == "quantile":
+        return np.ones(p.n_numeric, bool)
+    if p.scaling == "auto":
+        return np.asarray(p.ranked, bool)
+    return np.zeros(p.n_numeric, bool)

@@ -1,0 +1,126 @@
+"""One copy of the rows (`sweeps.shared`): the same features, the same training, a fraction of the memory."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import sweeps.folds
+import sweeps.shared
+from sweeps import Space, Table
+from sweeps.cache import cached_folds
+from sweeps.data import load_dataset
+from sweeps.evaluate import evaluate_study
+from sweeps.folds import make_folds
+from sweeps.run import run_study
+from sweeps.train import NetConfig, train_folds
+
+from conftest import digits_study
+
+DATA = Path(__file__).parent.parent / "studies" / "data"
+ADULT = ["age", "workclass", "fnlwgt", "education", "education-num", "marital-status", "occupation",
+         "relationship", "race", "sex", "capital-gain", "capital-loss", "hours-per-week", "native-country",
+         "income"]
+
+
+@pytest.fixture(scope="module")
+def adult_path(tmp_path_factory) -> Path:
+    """3,000 real adult rows, plus a column of 70 categories (rare ones: the infrequent column)
+    whose last category appears only among the last rows (unseen by some folds' training parts)."""
+    frame = pd.read_csv(DATA / "adult-train.csv.gz", header=None, names=ADULT, skipinitialspace=True, nrows=3000)
+    rng = np.random.default_rng(0)
+    many = rng.zipf(1.6, len(frame)).clip(max=69)
+    frame["many"] = [f"c{v}" for v in many]
+    frame.loc[frame.index[-3:], "many"] = "only-at-the-end"
+    frame.loc[frame.index[::37], "many"] = np.nan
+    path = tmp_path_factory.mktemp("adult") / "adult.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def adult_spec(path, scaling="auto", **changes):
+    return digits_study(name="adult-shared", data=Table(path, target="income"),
+                        space=Space(depth=1, width=(16, 32), lr=(1e-3, 1e-2), batch_size=128),
+                        preprocessing=scaling, folds=3, max_epochs=4, patience=2, n_trials=2, **changes)
+
+
+@pytest.mark.parametrize("scaling", ["auto", "standard", "robust", "quantile"])
+def test_shared_rows_give_the_features_of_the_copies(adult_path, scaling):
+    dataset = load_dataset(adult_spec(adult_path, scaling))
+    copies = make_folds(dataset, 3, 0, scaling=scaling, layout="copies")
+    shared = make_folds(dataset, 3, 0, scaling=scaling, layout="shared")
+    assert shared.shared and not copies.shared and shared.X_train.shape == copies.X_train.shape
+    # float32 arithmetic where the copies use float64: equal to float32's resolution
+    torch.testing.assert_close(shared.X_train[:, :], copies.X_train, atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(shared.X_val[:, :], copies.X_val, atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(shared.X_train[1], copies.X_train[1], atol=2e-5, rtol=1e-5)
+    some = torch.tensor([2, 0])
+    torch.testing.assert_close(shared.select([2, 0]).X_val[:, 5:50], copies.X_val[some, 5:50], atol=2e-5, rtol=1e-5)
+    order = torch.stack([torch.randperm(shared.X_train.shape[1])[:300] for _ in range(2)])
+    torch.testing.assert_close(shared.X_train[some.unsqueeze(1), order], copies.X_train[some.unsqueeze(1), order],
+                               atol=2e-5, rtol=1e-5)
+    one_hot = copies.X_train[:, :, copies.n_numeric:]
+    assert set(one_hot.unique().tolist()) == {0.0, 1.0}  # the categorical part is exact, not close
+    assert torch.equal(shared.X_train[:, :][:, :, copies.n_numeric:], one_hot)
+
+
+def test_training_on_shared_rows_matches_the_copies_across_windows(adult_path, monkeypatch):
+    monkeypatch.setattr(sweeps.shared, "WINDOW_ROWS", 512)  # 4 windows of 128-row batches per epoch
+    monkeypatch.setattr(sweeps.train, "WINDOW_ROWS", 512)
+    dataset = load_dataset(adult_spec(adult_path))
+    config = NetConfig(depth=2, width=32, dropout=0.1, weight_decay=1e-4, lr=3e-3, batch_size=128, noise=0.05)
+    results = [train_folds(make_folds(dataset, 3, 0, scaling="auto", layout=layout), config, max_epochs=4,
+                           patience=None, seed=3) for layout in ("copies", "shared")]
+    np.testing.assert_allclose(results[1].val_losses, results[0].val_losses, rtol=2e-4)
+    np.testing.assert_allclose(results[1].train_losses, results[0].train_losses, rtol=2e-4)
+
+
+def test_one_copy_of_the_rows_whatever_the_folds(adult_path):
+    dataset = load_dataset(adult_spec(adult_path))
+    copies = make_folds(dataset, 5, 0, scaling="auto", layout="copies")
+    shared = make_folds(dataset, 5, 0, scaling="auto", layout="shared")
+    copied = sum(t.numel() * t.element_size() for t in (copies.X_train, copies.X_val))
+    source = shared.X_train.source
+    per_row = (source.numeric, source.codes, source.grid_index, source.grid_frac)
+    rows = sum(t.numel() * t.element_size() for t in per_row)
+    design = len(dataset.y) * shared.n_features * 4  # the whole table, preprocessed, as float32
+    assert copied >= 5 * len(dataset.dev) * shared.n_features * 4  # k copies of every development row
+    assert rows < design / 2  # values, grid positions and category codes: less than half a preprocessed copy
+    numbers = shared.X_train.rows.numel() * 8 + shared.X_val.rows.numel() * 8
+    assert rows + numbers < copied / 3
+    # What each fold fitted does not grow with the rows: probabilities on a grid of at most
+    # k x 1,000 quantiles per ranked column, medians, scales, the category lookups.
+    fitted = sum(getattr(source, name).numel() * getattr(source, name).element_size()
+                 for name in sweeps.shared.PER_FOLD)
+    ranked = source.rank_columns.numel()
+    assert fitted < 5 * ranked * 5 * 1000 * 8 * 3 + 100_000
+
+
+def test_auto_shares_the_rows_of_big_tables_only(adult_path, monkeypatch):
+    dataset = load_dataset(adult_spec(adult_path))
+    assert not make_folds(dataset, 3, 0).shared
+    monkeypatch.setattr(sweeps.folds, "SHARED_ABOVE_BYTES", 1_000_000)
+    assert make_folds(dataset, 3, 0).shared
+    monkeypatch.setenv("SWEEPS_FOLD_ROWS", "copies")
+    assert not make_folds(dataset, 3, 0).shared
+
+
+def test_shared_folds_are_cached_and_a_study_runs_end_to_end_on_them(adult_path, tmp_path, monkeypatch):
+    monkeypatch.setenv("SWEEPS_FOLD_ROWS", "shared")
+    spec = adult_spec(adult_path)
+    dataset = load_dataset(spec)
+    fresh = cached_folds(dataset, 3, 0, scaling="auto")
+    again = cached_folds(dataset, 3, 0, scaling="auto")  # from the cache: the rows memory-mapped
+    assert again.shared and torch.equal(again.X_train[:, :], fresh.X_train[:, :])
+    assert torch.equal(again.X_val[:, :], fresh.X_val[:, :])
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    study = run_study(spec, dataset, storage=url, progress=False, out=io.StringIO())
+    assert study.best_trial.user_attrs["metric"] > 0.78  # majority class ~0.76
+    entry, _ = evaluate_study(spec, dataset, storage=url, model_path=str(tmp_path / "m.pt"),
+                              out=io.StringIO(), err=io.StringIO())
+    assert entry["metric"] > 0.78
