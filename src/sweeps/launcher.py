@@ -209,21 +209,25 @@ def launch(jobs: list[WorkerJob], study: optuna.Study, budget: Budget,
     with tempfile.TemporaryDirectory(prefix="sweeps-stop-") as folder:
         channel = DaskStop(f"sweeps-stop-{uuid.uuid4().hex}") if client is not None else StopFile(folder)
         outcomes: list = []  # what the tasks returned, appended by the thread that runs them
-        runner = threading.Thread(target=_run_tasks, args=(jobs, channel, client is not None, outcomes),
+        # An Event, not Thread.join, to wait on the runner: a Ctrl+C that interrupts
+        # Thread.join(timeout) makes CPython 3.11 mark the still-running thread as stopped
+        # (bpo-45274's cleanup), and the launcher would then stop waiting for its workers.
+        done = threading.Event()
+        runner = threading.Thread(target=_run_tasks, args=(jobs, channel, client is not None, outcomes, done),
                                   name="sweeps-launcher", daemon=True)
         runner.start()
         ended: list[int] = []  # exit codes of the tasks that ended, in the order they did
         try:
-            while runner.is_alive() or len(outcomes) > len(ended):
+            while not done.is_set() or len(outcomes) > len(ended):
                 if rounds is not None:
                     rounds.step(workers=len(jobs) - len(ended))
                 _report(outcomes, ended, out, remote=client is not None)
                 on_progress(counts(study))
-                runner.join(timeout=0.5)
+                done.wait(timeout=0.5)
             on_progress(counts(study))
         except KeyboardInterrupt as interrupt:
             channel.request(signal.SIGTERM if isinstance(interrupt, Terminated) else signal.SIGINT)
-            runner.join(timeout=60)  # each worker fails its running trial with the reason, then exits
+            done.wait(timeout=60)  # each worker fails its running trial with the reason, then exits
             raise
         _report(outcomes, ended, out, remote=client is not None)
     failed = [code for code in ended if code != 0]
@@ -234,7 +238,7 @@ def launch(jobs: list[WorkerJob], study: optuna.Study, budget: Budget,
                           "kept, fix the cause and rerun to resume.")
 
 
-def _run_tasks(jobs: list[WorkerJob], channel, on_dask: bool, outcomes: list) -> None:
+def _run_tasks(jobs: list[WorkerJob], channel, on_dask: bool, outcomes: list, done: threading.Event) -> None:
     import joblib
 
     try:
@@ -244,6 +248,8 @@ def _run_tasks(jobs: list[WorkerJob], channel, on_dask: bool, outcomes: list) ->
                 outcomes.append(outcome)
     except BaseException as e:  # the backend itself failed (a lost scheduler, a broken pool)
         outcomes.append(e)
+    finally:
+        done.set()
 
 
 def _report(outcomes: list, ended: list[int], out, remote: bool) -> None:

@@ -432,4 +432,8 @@ def _die_with_parent() -> None:
 
 
 if __name__ == "__main__":
+    # Started by `launcher.supervise` from a loky process, which ignores SIGINT (its pool leaves
+    # Ctrl+C to the parent) and so would pass the ignoring on through exec: the supervisor's
+    # relayed SIGINT must stop this worker, so take the default back before `stop.install`.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     worker_main(WorkerJob.from_json(sys.stdin.read()))
