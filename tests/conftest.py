@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,12 @@ from sweeps import Space, Study
 from sweeps._cli import quiet_optuna
 from sweeps.data import load_dataset
 from sweeps.folds import make_folds
+
+# The shipped tables (studies/data), and the adult table's columns (its CSV has no header).
+DATA = Path(__file__).parent.parent / "studies" / "data"
+ADULT = ["age", "workclass", "fnlwgt", "education", "education-num", "marital-status", "occupation",
+         "relationship", "race", "sex", "capital-gain", "capital-loss", "hours-per-week", "native-country",
+         "income"]
 
 
 @pytest.fixture(autouse=True)

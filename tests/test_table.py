@@ -18,12 +18,8 @@ from sweeps.folds import make_folds
 from sweeps.run import main as run_main, run_study
 from sweeps.study import load_study_file
 
-from conftest import digits_study
+from conftest import ADULT, DATA, digits_study
 
-DATA = Path(__file__).parent.parent / "studies" / "data"
-ADULT = ["age", "workclass", "fnlwgt", "education", "education-num", "marital-status", "occupation",
-         "relationship", "race", "sex", "capital-gain", "capital-loss", "hours-per-week", "native-country",
-         "income"]
 
 
 @pytest.fixture(scope="module")

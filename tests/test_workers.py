@@ -108,6 +108,23 @@ def test_three_workers_on_postgresql_total_is_exact(tmp_path, postgres):
         optuna.delete_study(study_name=name, storage=postgres)
 
 
+def running_worker_after(name: str, url: str, completed: int, timeout: float = 240) -> tuple[list[int], int]:
+    """Once `completed` trials are complete and one is running: (the complete trials' numbers,
+    the pid of the worker process running the latest running trial)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        time.sleep(0.3)
+        try:
+            trials = optuna.load_study(study_name=name, storage=url).trials
+        except KeyError:
+            continue
+        done = [t.number for t in trials if t.state == TrialState.COMPLETE]
+        running = [t for t in trials if t.state == TrialState.RUNNING and "worker" in t.user_attrs]
+        if len(done) >= completed and running:
+            return done, int(running[-1].user_attrs["worker"].rsplit(":", 1)[1])
+    raise AssertionError("never saw a running trial to kill")
+
+
 def worker_pids(launcher: int) -> list[int]:
     """The worker processes (`python -m sweeps.workers`) the launcher started, however deep."""
     parents, commands = {}, {}
@@ -135,20 +152,8 @@ def test_a_sigkilled_worker_is_failed_by_heartbeat_and_retried(tmp_path, postgre
     try:
         process = sweeps_run(path, "--workers", "3", "--storage", postgres, "--heartbeat-interval", "1",
                              "--grace-period", "4", cwd=tmp_path)
-        deadline = time.time() + 240
-        victim = None
-        while time.time() < deadline and victim is None:
-            time.sleep(0.3)
-            try:
-                trials = optuna.load_study(study_name=name, storage=postgres).trials
-            except KeyError:
-                continue
-            done = sum(t.state == TrialState.COMPLETE for t in trials)
-            running = [t for t in trials if t.state == TrialState.RUNNING and "worker" in t.user_attrs]
-            if done >= 6 and running:
-                victim = int(running[-1].user_attrs["worker"].rsplit(":", 1)[1])
-                os.kill(victim, signal.SIGKILL)  # the process of a running trial: killed mid-trial
-        assert victim is not None, "never saw a running trial to kill"
+        _, victim = running_worker_after(name, postgres, completed=6)
+        os.kill(victim, signal.SIGKILL)  # the process of a running trial: killed mid-trial
         out, err = process.communicate(timeout=400)
         assert process.returncode == 0, err
         assert f"pid {victim}) ended with exit code -9" in err
@@ -370,21 +375,8 @@ def test_a_dask_cluster_runs_the_study_exactly_and_a_killed_dask_worker_loses_no
     try:
         process = sweeps_run(path, "--cluster", dask_cluster, "--storage", postgres, "--heartbeat-interval", "1",
                              "--grace-period", "4", cwd=tmp_path)
-        deadline = time.time() + 240
-        killed_at = None
-        while time.time() < deadline and killed_at is None:
-            time.sleep(0.3)
-            try:
-                trials = optuna.load_study(study_name=name, storage=postgres).trials
-            except KeyError:
-                continue
-            done = [t.number for t in trials if t.state == TrialState.COMPLETE]
-            running = [t for t in trials if t.state == TrialState.RUNNING and "worker" in t.user_attrs]
-            if len(done) >= 4 and running:
-                sweeps_worker = int(running[-1].user_attrs["worker"].rsplit(":", 1)[1])
-                os.kill(parent_of(sweeps_worker), signal.SIGKILL)  # the Dask worker running that trial
-                killed_at = done
-        assert killed_at is not None, "never saw a running trial to kill"
+        killed_at, sweeps_worker = running_worker_after(name, postgres, completed=4)
+        os.kill(parent_of(sweeps_worker), signal.SIGKILL)  # the Dask worker running that trial
         out, err = process.communicate(timeout=400)
         assert process.returncode == 0, err
         assert f"with 2 workers on {dask_cluster}" in out

@@ -13,6 +13,7 @@ may end training by returning a reason.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -520,9 +521,17 @@ def _domain_step(head: DomainHead, optimizer: StackedAdamW, cache, model: Stacke
     `optimizer`, and the reversed gradient for the network (`StackedMLP.backward`'s extra_dh)."""
     hidden = cache.activations[-1]  # [k, members * 2B, width]: each member's B training rows, then B target rows
     alpha = model._backward_scale(True)[0]  # dropout's rescale, as the output head applies it
-    is_target = torch.cat([torch.zeros(n_source), torch.ones(n_source)]).repeat(members).to(hidden.device)
-    _, d_logits = head.loss_and_grad(head.forward(hidden, alpha), is_target.view(1, -1, 1))
+    is_target = _domain_labels(n_source, members, hidden.device)
+    _, d_logits = head.loss_and_grad(head.forward(hidden, alpha), is_target)
     return head.backward(hidden, d_logits, optimizer.grads, reversal, alpha)
+
+
+@functools.lru_cache(maxsize=8)
+def _domain_labels(n_source: int, members: int, device: torch.device) -> torch.Tensor:
+    """[1, members * 2B, 1]: 0 for each member's B training rows, 1 for its B target rows (built
+    once per batch size, not every step)."""
+    labels = torch.cat([torch.zeros(n_source), torch.ones(n_source)]).repeat(members)
+    return labels.to(device).view(1, -1, 1)
 
 
 def _window_steps(batch_size: int) -> int:
