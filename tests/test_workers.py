@@ -396,6 +396,9 @@ def test_cluster_refuses_sqlite_on_other_machines_and_an_unreachable_scheduler(t
     process = sweeps_run(path, "--cluster", "dask://10.255.255.1:8786", cwd=tmp_path)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 2 and "cannot share an SQLite file" in err and "Traceback" not in err
+    process = sweeps_run(path, "--cluster", "http://10.255.255.1:8786", cwd=tmp_path)  # the address, named first
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 2 and "must look like dask://HOST:PORT" in err and "Traceback" not in err
     process = sweeps_run(path, "--cluster", f"dask://127.0.0.1:{free_port()}", cwd=tmp_path)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 2 and "no Dask scheduler answered" in err and "Traceback" not in err

@@ -29,7 +29,7 @@ from sweeps.objective import make_objective, prepare, transfer
 from sweeps.storage import describe, open_storage, resolve_url, study_exists, use_wal
 from sweeps.study import Study
 from sweeps.search import default_batch, default_pruner, default_sampler
-from sweeps.launcher import connect, is_remote, launch
+from sweeps.launcher import connect, is_remote, launch, scheduler_address
 from sweeps.workers import Budget, WorkerJob, counts, optimize_until
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -52,6 +52,7 @@ def run_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
     """
     url = resolve_url(spec.name, storage)
     if cluster is not None:
+        scheduler_address(cluster)  # a malformed address first: the checks below read its host
         if url.startswith("sqlite") and is_remote(cluster):
             raise SweepsError(f"--cluster {cluster} runs workers on other machines, and they cannot share an "
                               "SQLite file safely (file locks do not hold over a network); give every machine "
