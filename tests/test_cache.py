@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 import torch
 
 import sweeps.cache
-from sweeps import Space, Table
+from sweeps import Space, SweepsError, Table
 from sweeps.cache import cache_dir, cached_folds, entries, folds_key
 from sweeps.data import load_dataset
 from sweeps.folds import Folds, make_folds
@@ -136,3 +137,58 @@ def test_the_command_shows_and_clears_the_cache(digits_dataset):
     cleared = subprocess.run([sys.executable, "-m", "sweeps.cache", "--clear"], capture_output=True, text=True,
                              check=True)
     assert "Cleared 1 entries" in cleared.stdout and entries(cache_dir()) == []
+
+
+def test_the_cache_touches_only_its_own_entries(digits_dataset, tmp_path, monkeypatch):
+    root = tmp_path / "shared-folder"
+    monkeypatch.setenv("SWEEPS_CACHE_DIR", str(root))
+    monkeypatch.setenv("SWEEPS_CACHE_GB", "0")  # evict everything it may
+    foreign = [root / "notes", root / ("0" * 32), root / "project"]
+    for folder in foreign:  # another tool's folders, one named like a key, with a meta.json each
+        folder.mkdir(parents=True)
+        (folder / "meta.json").write_text('{"format": 3}')
+        (folder / "keep.txt").write_text("mine")
+    (root / "link").symlink_to(tmp_path / "nowhere")  # a dangling link
+    cached_folds(digits_dataset, 3, 0)
+    cached_folds(digits_dataset, 3, 1)
+    assert [e.name for e, _, _ in entries(root)] == [folds_key(digits_dataset, 3, 1, "standard")]
+    shown = subprocess.run([sys.executable, "-m", "sweeps.cache", "--clear"], capture_output=True, text=True,
+                           env={**os.environ, "SWEEPS_CACHE_DIR": str(root)})
+    assert shown.returncode == 0 and "Cleared 1 entries" in shown.stdout, shown.stderr
+    assert all((folder / "keep.txt").read_text() == "mine" for folder in foreign) and (root / "link").is_symlink()
+
+
+def test_an_altered_entry_is_prepared_again(digits_dataset):
+    fresh = cached_folds(digits_dataset, 3, 0)
+    (entry,) = [e for e, _, _ in entries(cache_dir())]
+    y = np.load(entry / "y_val.npy")
+    np.save(entry / "y_val.npy", (y + 1) % 10, allow_pickle=False)  # loadable, well-formed, and wrong
+    again = cached_folds(digits_dataset, 3, 0)
+    assert torch.equal(again.y_val, fresh.y_val)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "1e400", "-1", "lots"])
+def test_a_bad_size_setting_is_one_line(digits_dataset, monkeypatch, value, tmp_path):
+    monkeypatch.setenv("SWEEPS_CACHE_GB", value)
+    with pytest.raises(SweepsError, match=rf"SWEEPS_CACHE_GB must be a number of GiB, at least 0, got '{value}'"):
+        cached_folds(digits_dataset, 3, 0)
+    shown = subprocess.run([sys.executable, "-m", "sweeps.cache"], capture_output=True, text=True)
+    assert shown.returncode == 2 and "SWEEPS_CACHE_GB" in shown.stderr and "Traceback" not in shown.stderr
+
+
+def test_unfinished_folders_of_stopped_writers_are_shown_counted_and_cleared(digits_dataset):
+    cached_folds(digits_dataset, 3, 0)
+    root = cache_dir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()  # a pid that has ended
+    left = root / f".{'a' * 32}.{dead}.partial"
+    writing = root / f".{'b' * 32}.{os.getpid()}.partial"  # this process: still writing
+    for folder in (left, writing):
+        folder.mkdir()
+        (folder / "X_train.npy").write_bytes(b"0" * 2048)
+    shown = subprocess.run([sys.executable, "-m", "sweeps.cache"], capture_output=True, text=True, check=True)
+    assert "2 unfinished folder(s), 1 of them left by stopped processes" in shown.stdout
+    cleared = subprocess.run([sys.executable, "-m", "sweeps.cache", "--clear"], capture_output=True, text=True,
+                             check=True)
+    assert "and 1 unfinished folder(s)" in cleared.stdout
+    assert not left.exists() and writing.exists()

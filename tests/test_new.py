@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -65,3 +67,97 @@ def test_what_table_would_refuse_is_one_line(tmp_path, monkeypatch, capsys, args
     err = capsys.readouterr().err
     assert re.search(message, err) and err.count("\n") == 1
     assert not (tmp_path / "studies").exists()
+
+
+# --- a table is untrusted: its strings never become code -------------------------------------
+HOSTILE = [
+    '"""\nopen("PWNED", "w").close()\n"""', "'''\nopen('PWNED', 'w').close()\n'''", '"', "'", "\\", "bad\\N{",
+    "\\x00", "a\nb", "\x00", "\r", "\u2028", "\ud800", "é", "{}", "#", "x" * 3000,
+    '"""; import os; os.system("touch PWNED"); """', "\\u0022\\u0022\\u0022", "\\", "\\\n", "end\\",
+]
+
+
+def hostile_text():
+    from hypothesis import strategies as st
+
+    return st.one_of(st.sampled_from(HOSTILE), st.text(min_size=1, max_size=120))
+
+
+def generated_namespace(text: str, tmp_path: Path) -> dict:
+    """Run a generated file as `load_study_file` would, in a folder where an injected payload would leave a mark."""
+    from sweeps.new import check_generated
+
+    check_generated(text)
+    path = tmp_path / "generated.py"
+    path.write_text(text, encoding="utf-8")
+    namespace: dict = {}
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        exec(compile(path.read_text(encoding="utf-8"), str(path), "exec"), namespace)
+        load_study_file(path)
+    finally:
+        os.chdir(cwd)
+    assert not (tmp_path / "PWNED").exists()
+    return namespace
+
+
+def test_hostile_names_from_a_table_stay_strings(tmp_path):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from sweeps.new import study_file
+
+    @settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+    @given(target=hostile_text(), columns=st.lists(hostile_text(), min_size=1, max_size=4, unique=True),
+           labels=st.lists(hostile_text(), min_size=2, max_size=3, unique=True),
+           file_name=st.text(st.characters(blacklist_characters="/\x00", blacklist_categories=("Cs",)),
+                             min_size=1, max_size=60),
+           with_header=st.booleans())
+    def check(target, columns, labels, file_name, with_header):
+        facts = {"rows": 1000, "columns": columns, "task": "classification", "numeric": columns[:1],
+                 "categorical": columns[1:], "missing": {c: 3 for c in columns[:2]},
+                 "classes": {label: round(1 / len(labels), 4) for label in labels}, "rare": False}
+        text = study_file(tmp_path / "data" / file_name, tmp_path / "studies" / "s.py", "s", target,
+                          None if with_header else columns, columns[2:3], facts)
+        namespace = generated_namespace(text, tmp_path)
+        assert namespace["TARGET"] == target and namespace["study"].data.target == target
+        assert list(namespace["CLASSES"]) == labels and namespace["NUMERIC"] + namespace["CATEGORICAL"] == columns
+        assert list(namespace["study"].data.drop) == columns[2:3]
+        assert Path(namespace["study"].data.path).name == file_name
+        if not with_header:
+            assert namespace["COLUMNS"] == columns
+        expected = {"__builtins__", "__doc__", "Space", "Study", "Table", "TARGET", "NUMERIC", "CATEGORICAL", "MISSING",
+                    "CLASSES", "study", *(() if with_header else ("COLUMNS",))}
+        assert set(namespace) == expected
+
+    check()
+
+
+def test_the_checker_refuses_anything_but_a_declaration():
+    from sweeps.new import check_generated
+
+    good = 'from sweeps import Space, Study, Table\nX = ["a", 1, -2.0]\nstudy = Study(name="s", data=Table("t", target=X[0]))\n'
+    with pytest.raises(ValueError, match="Subscript"):
+        check_generated(good)  # a subscript: not a literal
+    for bad in ['import os\n', 'from sweeps import Study\nStudy.x = 1\n', 'x = open("f")\n',
+                'from sweeps import Study\nx = Study(**{"a": 1})\n', 'x = (lambda: 1)()\n', 'x = y\n',
+                'from sweeps import Study as S\n', 'from sweeps.run import main\n', '"""doc"""\nx = 1\n"""x"""\n']:
+        with pytest.raises(ValueError):
+            check_generated(bad)
+    check_generated('"""doc"""\nfrom sweeps import Space, Study, Table\nX = {"a": (1, None)}\n'
+                    'study = Study(name="s", data=Table("t", target="y"), space=Space(depth=(1, 2)))\n')
+
+
+def test_a_hostile_csv_gives_a_study_file_that_runs_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    payload = '"""\nopen("PWNED", "w").close()\n"""'
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({payload: rng.normal(size=60), "bad\\N{": rng.normal(size=60),
+                          "q'\"": rng.choice(["a", "b"], 60), "lab\"\"\"el": rng.choice([payload, "x\\"], 60)})
+    frame.to_csv(tmp_path / 'we"""ird.csv', index=False)
+    assert new_main([str(tmp_path / 'we"""ird.csv'), "--target", 'lab"""el', "--output", "studies/h.py"]) == 0
+    spec = load_study_file(tmp_path / "studies" / "h.py")
+    assert not (tmp_path / "PWNED").exists()
+    X, y = spec.data()
+    assert list(X.columns) == [payload, "bad\\N{", "q'\""] and set(y) == {payload, "x\\"}

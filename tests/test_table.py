@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 import sweeps
+from sweeps.trained import UnseenCategoryWarning
 from sweeps import Space, SweepsError, Table
 from sweeps.data import load_dataset
 from sweeps.evaluate import evaluate_study
@@ -54,10 +55,22 @@ def test_mixed_types_and_missing_values_train_end_to_end(adult_sample, tmp_path)
                                   out=io.StringIO(), err=io.StringIO())
     X_test = dataset.rows(dataset.test)
     reloaded = sweeps.load_model(tmp_path / "m.pt")
-    np.testing.assert_array_equal(reloaded.predict_proba(X_test), model.predict_proba(X_test))
+    # Test rows with categories no fold kept ("Without-pay"): counted in the report, and warned of
+    # once per call by predict.
+    assert entry["unseen_categories"] >= 1
+    with pytest.warns(UnseenCategoryWarning, match=rf"{entry['unseen_categories']} value\(s\)") as caught:
+        np.testing.assert_array_equal(reloaded.predict_proba(X_test), model.predict_proba(X_test))
+    assert len(caught) == 2  # one per call
     assert set(reloaded.predict(X_test.head(20))) <= {"<=50K", ">50K"}
     with pytest.raises(SweepsError, match=r"missing \['age'\]"):
         reloaded.predict(X_test.drop(columns=["age"]))
+    reordered = X_test[list(reversed(X_test.columns))]
+    with pytest.warns(UnseenCategoryWarning):
+        np.testing.assert_array_equal(reloaded.predict_proba(reordered), model.predict_proba(X_test))
+    with pytest.raises(SweepsError, match=r"extra \['id'\]"):
+        reloaded.predict(X_test.assign(id=1))
+    with pytest.raises(SweepsError, match=r"column 'age' was numeric in training, but holds 'old'"):
+        reloaded.predict(X_test.head(3).assign(age=["old", "30", None]))
 
 
 def torch_has_nan(tensor) -> bool:

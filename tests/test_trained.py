@@ -59,7 +59,7 @@ def test_a_file_that_would_run_code_is_refused_and_runs_nothing(tmp_path, save):
 
 
 @pytest.mark.parametrize("metadata, message", [
-    ({"format": "sweeps-model-2", "model": "{not json"}, r"not a sweeps model file \(JSONDecodeError"),
+    ({"format": "sweeps-model-2", "model": "{not json"}, r"not a sweeps model file, or a damaged one \(JSONDecodeError"),
     ({"format": "something-else"}, r"not a sweeps model file"),
     ({"format": "sweeps-model-2", "model": json.dumps({"task": "classification"})}, r"not a sweeps model file"),
 ])

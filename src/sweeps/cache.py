@@ -26,8 +26,11 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import math
 import os
+import re
 import shutil
+import stat
 import sys
 import time
 from pathlib import Path
@@ -35,7 +38,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sweeps import _cli
 from sweeps.data import Dataset, encode_for_hashing, is_table
+from sweeps.errors import SweepsError
 from sweeps.folds import Folds, fold_layout, make_folds
 from sweeps.preprocess import Preprocessing
 from sweeps.shared import FoldRows, SharedRows
@@ -59,17 +64,25 @@ def cache_dir() -> Path | None:
 
 
 def limit_bytes() -> int:
+    """`SWEEPS_CACHE_GB` in bytes: a finite number of GiB >= 0 (0: keep only the newest entry)."""
+    text = os.environ.get("SWEEPS_CACHE_GB")
+    if text is None or not text.strip():
+        return int(DEFAULT_GB * 2**30)
     try:
-        gb = float(os.environ.get("SWEEPS_CACHE_GB", DEFAULT_GB))
+        gb = float(text)
     except ValueError:
-        gb = DEFAULT_GB
-    return int(max(gb, 0.0) * 2**30)
+        gb = math.nan
+    if not (math.isfinite(gb) and 0 <= gb <= 2**30):
+        raise SweepsError(f"SWEEPS_CACHE_GB must be a number of GiB, at least 0, got {text!r}; e.g. "
+                          f"SWEEPS_CACHE_GB=8 (unset: {DEFAULT_GB:g}).")
+    return int(gb * 2**30)
 
 
 def folds_key(dataset: Dataset, folds: int, seed: int, scaling: str) -> str:
     """Everything the prepared folds depend on, hashed."""
     digest = hashlib.sha256()
-    parts = {"format": FORMAT, "data": dataset.data_hash, "test": dataset.test_hash, "folds": folds,
+    parts = {"format": FORMAT, "data": dataset.data_hash, "columns": dataset.columns_hash,
+             "test": dataset.test_hash, "folds": folds,
              "seed": seed, "scaling": scaling, "groups": dataset.group_names, "layout": fold_layout()}
     digest.update(json.dumps(parts, sort_keys=True).encode())
     if dataset.groups is not None:
@@ -86,24 +99,55 @@ def cached_folds(dataset: Dataset, folds: int, seed: int, device: torch.device |
     root = cache_dir()
     if root is None:
         return make_folds(dataset, folds, seed, device, scaling=scaling)
-    entry = root / folds_key(dataset, folds, seed, scaling)
-    if (entry / "meta.json").exists():
+    limit = limit_bytes()  # a bad setting is refused before the minute of preparing
+    key = folds_key(dataset, folds, seed, scaling)
+    entry = root / key
+    if _ours(entry):
         try:
-            loaded = _load(entry, device)
+            loaded = _load(entry, device, key, dataset.columns_hash)
             os.utime(entry / "meta.json")  # recently used: evicted last
             return loaded
-        except Exception:  # corrupt or from an older layout: prepare it again
+        except Exception:  # damaged, altered, or of an older layout: prepare it again
             shutil.rmtree(entry, ignore_errors=True)
     prepared = make_folds(dataset, folds, seed, device, scaling=scaling)
+    if entry.exists() or entry.is_symlink():
+        return prepared  # something that is not ours has our entry's name: left alone, not cached
     try:
-        _store(prepared, entry)
-        _evict(root, keep=entry)
+        _store(prepared, entry, key, dataset.columns_hash)
+        _evict(root, keep=entry, limit=limit)
     except OSError:  # a full or read-only disk: the cache is an optimisation, the sweep goes on
         pass
     return prepared
 
 
-def _store(folds: Folds, entry: Path) -> None:
+# An entry is a folder named by its key, holding a meta.json that says it is this cache's:
+# only such folders are ever read, evicted or cleared. A cache folder shared with other
+# things (SWEEPS_CACHE_DIR=~/.cache, say) keeps everything else as it is.
+OWNER = "sweeps fold cache"
+_KEY = re.compile(r"[0-9a-f]{32}\Z")
+_PARTIAL = re.compile(r"\.([0-9a-f]{32})\.(\d+)\.partial\Z")
+
+
+def _ours(entry: Path) -> bool:
+    """A real folder (not a link) named like a key, whose meta.json says it is this cache's."""
+    if not _KEY.match(entry.name) or entry.is_symlink() or not entry.is_dir():
+        return False
+    meta = entry / "meta.json"
+    try:
+        return not meta.is_symlink() and json.loads(meta.read_text()).get("owner") == OWNER
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _checksum(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _store(folds: Folds, entry: Path, key: str, columns_hash: str) -> None:
     entry.parent.mkdir(parents=True, exist_ok=True)
     partial = entry.parent / f".{entry.name}.{os.getpid()}.partial"
     shutil.rmtree(partial, ignore_errors=True)
@@ -130,7 +174,9 @@ def _store(folds: Folds, entry: Path) -> None:
             preps.append({"meta": meta, "arrays": sorted(arrays)})
             for name, array in arrays.items():
                 np.save(partial / f"prep_{f}_{name}.npy", np.asarray(array), allow_pickle=False)
-        meta = {"format": FORMAT, "k": folds.k, "n_outputs": folds.n_outputs, "fold_ids": folds.fold_ids,
+        files = {f.name: _checksum(f) for f in sorted(partial.iterdir())}  # an altered file is refused
+        meta = {"owner": OWNER, "key": key, "columns_sha256": columns_hash, "files": files,
+                "format": FORMAT, "k": folds.k, "n_outputs": folds.n_outputs, "fold_ids": folds.fold_ids,
                 "n_numeric": folds.n_numeric, "group_names": list(folds.group_names), "preprocessings": preps,
                 "shared_width": folds.X_train.source.width if folds.shared else None,
                 "shared_numeric_columns": folds.X_train.source.n_numeric if folds.shared else None}
@@ -144,10 +190,14 @@ def _store(folds: Folds, entry: Path) -> None:
         shutil.rmtree(partial, ignore_errors=True)
 
 
-def _load(entry: Path, device: torch.device | str) -> Folds:
+def _load(entry: Path, device: torch.device | str, key: str, columns_hash: str) -> Folds:
     meta = json.loads((entry / "meta.json").read_text())
-    if meta.get("format") != FORMAT:
-        raise ValueError("another format")
+    if meta.get("format") != FORMAT or meta.get("key") != key or meta.get("columns_sha256") != columns_hash:
+        raise ValueError("another format, or another dataset's entry")
+    present = {f.name for f in entry.iterdir()} - {"meta.json"}
+    if present != set(meta["files"]) or any(_checksum(entry / name) != digest
+                                            for name, digest in meta["files"].items()):
+        raise ValueError("a file was changed, added or removed since the entry was written")
 
     def array(name: str, mapped: bool = False):
         path = entry / f"{name}.npy"
@@ -177,20 +227,49 @@ def _load(entry: Path, device: torch.device | str) -> Folds:
                  tensors["train_importance"], tensors["target_X"])
 
 
+def _size(folder: Path) -> int:
+    """Bytes of the plain files in `folder` (links, dangling or not, are not followed)."""
+    total = 0
+    for f in folder.iterdir():
+        try:
+            info = f.lstat()
+        except OSError:
+            continue
+        total += info.st_size if stat.S_ISREG(info.st_mode) else 0
+    return total
+
+
 def entries(root: Path) -> list[tuple[Path, int, float]]:
-    """(folder, bytes, last used) of each whole entry, least recently used first."""
+    """(folder, bytes, last used) of each whole entry of this cache, least recently used first."""
     found = []
     for entry in root.iterdir() if root.is_dir() else []:
-        if entry.name.startswith(".") or not (entry / "meta.json").exists():
-            continue
-        size = sum(f.stat().st_size for f in entry.iterdir())
-        found.append((entry, size, (entry / "meta.json").stat().st_mtime))
+        if _ours(entry):
+            found.append((entry, _size(entry), (entry / "meta.json").stat().st_mtime))
     return sorted(found, key=lambda e: e[2])
 
 
-def _evict(root: Path, keep: Path) -> None:
+def partials(root: Path) -> list[tuple[Path, bool]]:
+    """Folders of entries being written, or left by a killed process: (folder, whether its writer
+    is gone). A writer is gone when its process no longer runs, or an hour has passed."""
+    found = []
+    for folder in root.iterdir() if root.is_dir() else []:
+        match = _PARTIAL.match(folder.name)
+        if not match or folder.is_symlink() or not folder.is_dir():
+            continue
+        try:
+            os.kill(int(match.group(2)), 0)
+            alive = time.time() - folder.stat().st_mtime < 3600
+        except ProcessLookupError:
+            alive = False
+        except (PermissionError, OverflowError):
+            alive = time.time() - folder.stat().st_mtime < 3600
+        found.append((folder, not alive))
+    return found
+
+
+def _evict(root: Path, keep: Path, limit: int) -> None:
     found = entries(root)
-    total, limit = sum(size for _, size, _ in found), limit_bytes()
+    total = sum(size for _, size, _ in found)
     for entry, size, _ in found:
         if total <= limit:
             break
@@ -204,25 +283,34 @@ def main(argv: list[str] | None = None) -> int:
                                 description="Show, or clear, the cache of prepared folds (README: 'Big tables').")
     p.add_argument("--clear", action="store_true", help="delete every cached entry")
     args = p.parse_args(argv)
-    root = cache_dir()
-    if root is None:
-        print("The cache is off (SWEEPS_CACHE_DIR=off).")
+    def body() -> int:
+        root = cache_dir()
+        if root is None:
+            print("The cache is off (SWEEPS_CACHE_DIR=off).")
+            return 0
+        limit = limit_bytes()
+        found, unfinished = entries(root), partials(root)
+        left = [folder for folder, gone in unfinished if gone]
+        total = sum(size for _, size, _ in found)
+        if args.clear:
+            for entry, _, _ in found:
+                shutil.rmtree(entry, ignore_errors=True)
+            for folder in left:  # left by a killed process; one being written now is left alone
+                shutil.rmtree(folder, ignore_errors=True)
+            print(f"Cleared {len(found)} entries ({total / 2**20:.1f} MiB) and {len(left)} unfinished "
+                  f"folder(s) left by stopped processes from {root}.")
+            return 0
+        print(f"Cache: {root}: {len(found)} entries, {total / 2**20:.1f} MiB "
+              f"(limit {limit / 2**30:.1f} GiB, SWEEPS_CACHE_GB; least recently used go first).")
+        for entry, size, used in reversed(found):
+            print(f"  {entry.name}  {size / 2**20:9.1f} MiB  last used "
+                  f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(used))}")
+        if unfinished:
+            print(f"  {len(unfinished)} unfinished folder(s), {len(left)} of them left by stopped processes "
+                  f"({sum(_size(f) for f, _ in unfinished) / 2**20:.1f} MiB; --clear removes those)")
         return 0
-    found = entries(root)
-    total = sum(size for _, size, _ in found)
-    if args.clear:
-        for entry, _, _ in found:
-            shutil.rmtree(entry, ignore_errors=True)
-        for partial in root.glob(".*.partial") if root.is_dir() else []:
-            if time.time() - partial.stat().st_mtime > 3600:  # left by a crash, not being written now
-                shutil.rmtree(partial, ignore_errors=True)
-        print(f"Cleared {len(found)} entries ({total / 2**20:.1f} MiB) from {root}.")
-        return 0
-    print(f"Cache: {root}: {len(found)} entries, {total / 2**20:.1f} MiB "
-          f"(limit {limit_bytes() / 2**30:.1f} GiB, SWEEPS_CACHE_GB; least recently used go first).")
-    for entry, size, used in reversed(found):
-        print(f"  {entry.name}  {size / 2**20:9.1f} MiB  last used {time.strftime('%Y-%m-%d %H:%M', time.localtime(used))}")
-    return 0
+
+    return _cli.guarded(body)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ data and the same test rows.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +40,11 @@ class Dataset:
     groups: np.ndarray | None = None  # per row, its source's index into group_names (-1: not known)
     group_names: tuple[str, ...] = ()
     target: object = None  # Study(target_data=): unlabeled rows of the deployment distribution (features only)
+    # The features' names in order (None: an array without names) and how each is treated:
+    # "numeric" or "categorical" (`column_kinds`). With the values, they are the data's identity:
+    # the same numbers under swapped names are other data.
+    columns: tuple[str, ...] | None = None
+    kinds: tuple[str, ...] = ()
 
     @property
     def is_table(self) -> bool:
@@ -48,21 +55,49 @@ class Dataset:
         return self.X.iloc[index] if self.is_table else self.X[index]
 
     @property
+    def columns_hash(self) -> str:
+        """SHA-256 of the features' names, order and kinds (for an array: its width)."""
+        schema = {"columns": list(self.columns), "kinds": list(self.kinds)} if self.columns is not None \
+            else {"array": int(self.X.shape[1])}
+        return hashlib.sha256(json.dumps(schema, ensure_ascii=False).encode()).hexdigest()
+
+    @property
     def fingerprint(self) -> dict:
-        """What the study stores to recognise its data and its test rows later."""
+        """What the study stores to recognise its data and its test rows later.
+
+        `data_sha256` covers the values and targets, `columns_sha256` the names, order and
+        kinds of the columns: a study is the same data only when both match.
+        """
         return {
             "data_sha256": self.data_hash,
             "test_rows_sha256": self.test_hash,
+            "columns_sha256": self.columns_hash,
+            "columns": None if self.columns is None else list(self.columns),
             "n_rows": int(len(self.y)),
             "n_features": int(self.X.shape[1]),
             "n_test": int(len(self.test)),
         }
+
+    def in_column_order(self, columns: list[str]) -> Dataset:
+        """The same data with its columns in the order `columns` (the same names, reordered),
+        and its fingerprints computed again (`record.check_same_study`)."""
+        position = {name: i for i, name in enumerate(self.columns)}
+        order = [position[c] for c in columns]
+        X = self.X[list(columns)] if self.is_table else self.X[:, order]
+        target = self.target
+        if target is not None:
+            target = target[list(columns)] if is_table(target) else target[:, order]
+        data_hash = _data_hash(X, self.y)
+        test_hash = _sha256(np.sort(self.test).astype(np.int64), data_hash.encode())
+        return dataclasses.replace(self, X=X, data_hash=data_hash, test_hash=test_hash, target=target,
+                                   columns=tuple(columns), kinds=tuple(self.kinds[i] for i in order))
 
 
 def load_dataset(spec: Study) -> Dataset:
     """Call the study's data loader, validate what it returns, and split off the test set."""
     X, y = _unpack(spec.data() if callable(spec.data) else spec.data)
     raw_groups = _group_column(spec.groups, X, "data", len(y) if hasattr(y, "__len__") else None)
+    columns, kinds = column_schema(X)
     X = _features(X)
     if len(X) != len(y):
         raise SweepsError(
@@ -72,6 +107,7 @@ def load_dataset(spec: Study) -> Dataset:
     if spec.test_data is not None:  # a separate test set: appended, then held out whole
         X_test, y_test = _unpack(spec.test_data() if callable(spec.test_data) else spec.test_data)
         test_groups = _group_column(spec.groups, X_test, "test_data", None) if isinstance(spec.groups, str) else None
+        _same_columns(columns, kinds, X_test, "test_data")
         X_test = _features(X_test, "test_data")
         if len(X_test) != len(y_test):
             raise SweepsError(f"test_data: X has {len(X_test)} rows but y has {len(y_test)}.")
@@ -79,12 +115,13 @@ def load_dataset(spec: Study) -> Dataset:
             raise SweepsError(f"test_data: has {X_test.shape[1]} features, data has {X.shape[1]}; "
                               "they must have the same columns.")
         if is_table(X) != is_table(X_test):
-            raise SweepsError("test_data: give it in the same form as data (both tables or both arrays).")
+            if columns is None:
+                raise SweepsError("test_data: give it in the same form as data (both tables or both arrays).")
+            # One side is complete and numeric (read as an array), the other is not: both as tables.
+            X, X_test = (x if is_table(x) else _named_table(x, columns) for x in (X, X_test))
         if is_table(X):
             import pandas as pd
 
-            if list(X.columns) != list(X_test.columns):
-                raise SweepsError(f"test_data: columns {list(X_test.columns)} differ from data's {list(X.columns)}.")
             X = pd.concat([X, X_test], ignore_index=True)
         else:
             X = np.concatenate([X, X_test])
@@ -103,45 +140,102 @@ def load_dataset(spec: Study) -> Dataset:
     else:
         dev, test = _held_out_split(len(y), y if classes is not None else None, spec)
     _check_fold_sizes(y, dev, classes, spec.folds)
-    data_hash = _sha256(encode_for_hashing(X) if is_table(X) else X, y)
+    data_hash = _data_hash(X, y)
     test_hash = _sha256(np.sort(test).astype(np.int64), data_hash.encode())
-    target = _target_rows(spec, X, test) if spec.target_data is not None else None
+    target = _target_rows(spec, X, test, columns, kinds) if spec.target_data is not None else None
     groups, names = None, ()
     if raw_groups is not None:
         if spec.test_data is not None:  # the separate test rows: their column, or not known
             raw_groups = np.concatenate([raw_groups, test_groups if test_groups is not None
                                          else np.full(len(y) - n_dev, None, dtype=object)])
         groups, names = _group_codes(raw_groups)
-    return Dataset(X, y, classes, dev, test, data_hash, test_hash, groups, names, target)
+    return Dataset(X, y, classes, dev, test, data_hash, test_hash, groups, names, target, columns, kinds)
 
 
-def _row_hashes(X: object) -> np.ndarray:
+def column_schema(X: object) -> tuple[tuple[str, ...] | None, tuple[str, ...]]:
+    """The names of a table's columns and how each is treated ("numeric" or "categorical");
+    (None, ()) for an array, whose columns have no names."""
+    if not is_table(X):
+        return None, ()
     import pandas as pd
 
-    frame = X if is_table(X) else pd.DataFrame(np.asarray(X, dtype=np.float64))
-    return pd.util.hash_pandas_object(frame.reset_index(drop=True), index=False).to_numpy()
+    kinds = tuple("numeric" if pd.api.types.is_numeric_dtype(X[c]) or pd.api.types.is_bool_dtype(X[c])
+                  else "categorical" for c in X.columns)
+    return tuple(str(c) for c in X.columns), kinds
 
 
-def _target_rows(spec: Study, X: object, test: np.ndarray) -> object:
+def _same_columns(columns: tuple[str, ...] | None, kinds: tuple[str, ...], other: object, where: str) -> None:
+    """`other` must have data's column names, in the same order, treated the same way."""
+    names, other_kinds = column_schema(other)
+    if columns is None or names is None:
+        return  # an array on either side: only the widths can be compared (_features, below)
+    if names != columns:
+        raise SweepsError(f"{where}: columns {list(names)} differ from data's {list(columns)}; give the same "
+                          "columns in the same order.")
+    differ = [c for c, a, b in zip(columns, kinds, other_kinds) if a != b]
+    if differ:
+        raise SweepsError(f"{where}: column {differ[0]!r} is {dict(zip(names, other_kinds))[differ[0]]} there "
+                          f"but {dict(zip(columns, kinds))[differ[0]]} in data; give it the same type in both.")
+
+
+def _data_hash(X: object, y: np.ndarray) -> str:
+    """SHA-256 of the feature values and the targets (the columns' names: `Dataset.columns_hash`)."""
+    return _sha256(encode_for_hashing(X) if is_table(X) else X, y)
+
+
+def _row_hashes(X: object, kinds: tuple[str, ...]) -> np.ndarray:
+    """One hash per row, of its values as the study reads them: numeric columns as float64
+    (an integer column and the same numbers with a missing value hash alike), categorical
+    ones as strings. So two rows hash alike exactly when they are the same row to the study."""
+    import pandas as pd
+
+    if not is_table(X):
+        frame = pd.DataFrame(np.asarray(X, dtype=np.float64))
+    else:
+        frame = pd.DataFrame({i: (X.iloc[:, i].to_numpy(dtype=np.float64, na_value=np.nan) if kind == "numeric"
+                                  else X.iloc[:, i].astype("string"))
+                              for i, kind in enumerate(kinds or ("numeric",) * X.shape[1])})
+    return pd.util.hash_pandas_object(frame, index=False).to_numpy()
+
+
+def _target_rows(spec: Study, X: object, test: np.ndarray, columns: tuple[str, ...] | None,
+                 kinds: tuple[str, ...]) -> object:
     """Study(target_data=): its feature rows, checked like the data's and disjoint from the
     held-out test rows (the test set must stay unseen, even unlabeled)."""
     raw = spec.target_data() if callable(spec.target_data) else spec.target_data
     if isinstance(raw, (tuple, list)) and len(raw) == 2:
         raw = raw[0]  # (X, y) from a loader such as Table: the labels are not used
+    _same_columns(columns, kinds, raw, "target_data")
     T = _features(raw, "target_data")
     if is_table(T) != is_table(X):
-        raise SweepsError("target_data: give it in the same form as data (both tables or both arrays).")
-    if T.shape[1] != X.shape[1] or (is_table(T) and list(T.columns) != list(X.columns)):
+        T = _as_table_like(T, X)  # complete numeric target rows, where data needs a table (or the reverse)
+    if T.shape[1] != X.shape[1]:
         raise SweepsError(f"target_data: its columns differ from data's ({T.shape[1]} against {X.shape[1]}); "
                           "target rows need the same features.")
     rows = X.iloc[test] if is_table(X) else X[test]
-    shared = np.isin(_row_hashes(T), _row_hashes(rows)).sum()
+    shared = np.isin(_row_hashes(T, kinds), _row_hashes(rows, kinds)).sum()
     if shared:
         raise SweepsError(f"target_data: {shared} of its {len(T)} rows equal held-out test rows (all features "
                           "identical); the test set must stay unseen by training, labeled or not: give target "
                           "rows disjoint from the test rows (where the data repeats rows, drop from target_data "
                           "those equal to a test row).")
     return T
+
+
+def _named_table(X: np.ndarray, columns: tuple[str, ...]):
+    """A table read as an array (complete and numeric: the fast path) as a table again."""
+    import pandas as pd
+
+    return pd.DataFrame(X, columns=list(columns))
+
+
+def _as_table_like(T: object, X: object) -> object:
+    """Target rows in the form of the data's features: a complete numeric table is read as an
+    array (the fast path), so one side may be a table and the other an array of the same columns."""
+    if is_table(X):
+        return _named_table(T, tuple(X.columns)).astype({c: X[c].dtype for c in X.columns})
+    raise SweepsError("target_data: has missing or non-numeric values where data has none; give target rows "
+                      "like the data's (impute them, or drop those rows).")
 
 
 MAX_GROUPS = 50  # per-group records are a few numbers per group per trial

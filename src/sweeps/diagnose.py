@@ -360,7 +360,7 @@ def diagnose_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
                    output: str | None = None, out: TextIO = sys.stdout) -> Diagnosis:
     """Diagnose a stored study; print, save as Markdown, and attach the report to the study."""
     study, url = load_existing_study(spec.name, storage)
-    record.check_same_study(study, spec, dataset, describe(url))
+    dataset = record.check_same_study(study, spec, dataset, describe(url))
     spec = spec.replace(preprocessing=record.stored_settings(study)["preprocessing"])  # as the trials had it
     path = Path(output) if output else output_path(url, spec.name, "-diagnosis.md")
     check_writable(path, "diagnosis report")

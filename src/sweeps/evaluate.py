@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -37,7 +38,7 @@ from sweeps.objective import transfer, trial_seed
 from sweeps.storage import attach, check_writable, describe, load_existing_study, output_path
 from sweeps.study import Study
 from sweeps.train import NetConfig
-from sweeps.trained import TrainedModel
+from sweeps.trained import TrainedModel, UnseenCategoryWarning
 
 
 def choose(study: optuna.Study, spec: Study, config_path: str | None) -> dict[str, Any]:
@@ -77,8 +78,12 @@ def choose(study: optuna.Study, spec: Study, config_path: str | None) -> dict[st
 def score(model: TrainedModel, dataset: Dataset) -> dict[str, Any]:
     """Loss and metrics of `model` on the held-out test rows (the only place they are used)."""
     X, y = dataset.rows(dataset.test), dataset.y[dataset.test]
+    with warnings.catch_warnings():  # counted, and stated in the report, instead
+        warnings.simplefilter("ignore", UnseenCategoryWarning)
+        outputs = model.log_proba(X).cpu() if model.task == "classification" else model.predict(X)
+    unseen = {"unseen_categories": model.unseen_categories} if model.unseen_categories else {}
     if model.task == "classification":
-        log_p = model.log_proba(X).cpu()
+        log_p = outputs
         loss = float(-log_p[torch.arange(len(y)), torch.as_tensor(y)].mean())
         pred = log_p.argmax(-1).numpy()
         labels = list(range(len(dataset.classes)))
@@ -94,14 +99,14 @@ def score(model: TrainedModel, dataset: Dataset) -> dict[str, Any]:
             "macro_f1": float(report["macro avg"]["f1-score"]),
             "confusion_matrix": confusion_matrix(y, pred, labels=labels).tolist(),
             "classes": names,
-            "per_class": {n: {k: round(float(v), 4) for k, v in report[n].items()} for n in names},
+            "per_class": {n: {k: round(float(v), 4) for k, v in report[n].items()} for n in names}, **unseen,
         }
-    pred = model.predict(X)
+    pred = outputs
     p = model.preprocessing
     return {
         "loss": float(np.mean(((pred - y) / p.y_std) ** 2)),  # the CV loss's units: standardized MSE
         "metric_name": "rmse", "metric": float(np.sqrt(np.mean((pred - y) ** 2))),
-        "mae": float(mean_absolute_error(y, pred)), "r2": float(r2_score(y, pred)),
+        "mae": float(mean_absolute_error(y, pred)), "r2": float(r2_score(y, pred)), **unseen,
     }
 
 
@@ -114,7 +119,7 @@ def evaluate_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
     Returns the recorded test result and the trained model (also saved to its file).
     """
     study, url = load_existing_study(spec.name, storage)
-    record.check_same_study(study, spec, dataset, describe(url))
+    dataset = record.check_same_study(study, spec, dataset, describe(url))
     chosen = choose(study, spec, config_path)
     path = Path(model_path) if model_path else output_path(url, spec.name, "-model.pt")
     check_writable(path, "model")  # before training, not after the test set was scored
@@ -194,6 +199,9 @@ def report(spec: Study, e: dict[str, Any]) -> str:
     else:
         lines.append(f"  {'mae':10s} {e['mae']:10.4f}")
         lines.append(f"  {'r2':10s} {e['r2']:10.4f}")
+    if e.get("unseen_categories"):
+        lines += ["", f"{e['unseen_categories']} categorical value(s) of the test rows were never seen in training: "
+                      "each was encoded as no category of its column."]
     lines += ["", f"Saved model: {e['model_path']}  (sweeps.load_model(path).predict(X))",
               f"Recorded on study '{spec.name}' as test evaluation #{e['evaluation']}."]
     return "\n".join(lines)

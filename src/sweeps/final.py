@@ -70,7 +70,9 @@ def train_final(strategy: str, dataset: Dataset, config: NetConfig, *, settings:
     if result.diverged:
         raise SweepsError(f"the final fit of {source} {result.diverged}; nothing was recorded.")
     classes = [c.item() if hasattr(c, "item") else c for c in dataset.classes] if dataset.classes is not None else None
-    model = TrainedModel(task, dict(params), preprocessings, result.model, members, classes)
+    model = TrainedModel(task, dict(params), preprocessings, result.model, members, classes,
+                         columns=None if dataset.columns is None else list(dataset.columns),
+                         kinds=list(dataset.kinds) or None)
     model.info["final_model"] = strategy
     return model, result
 

@@ -243,6 +243,9 @@ class StackedMLP:
     def clone(self) -> StackedMLP:
         return self._with([t.clone() for t in self.params])
 
+    def to(self, device: torch.device | str) -> StackedMLP:
+        return self._with([t.to(device) for t in self.params])
+
     def tiled(self, k: int, device: torch.device | str) -> StackedMLP:
         """k copies of this stack's first fold-model (transfer learning: every fold starts from it)."""
         return self._with([t[:1].to(device).expand(k, *t.shape[1:]).clone() for t in self.params])

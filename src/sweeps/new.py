@@ -10,24 +10,34 @@ with one line naming the column and the fix), and writes a commented study file 
 settings sized to the table: the task (from the target's values, or `--task`), a class
 weight to search when a class is rare, batches and epochs by row count, and the recipe's
 defaults for the rest. `python -m sweeps.run` then runs it unchanged.
+
+A table is data from anywhere, and a study file is code that every verb runs. So nothing
+taken from the table (its file name, column names, class labels, the target's name) is
+ever pasted into the file's text: each enters only as a Python literal written by `repr`,
+never inside the docstring or a comment, and the finished text is compiled and its syntax
+tree checked (`check_generated`: only the expected import, assignments of literals, and
+calls of `Study`, `Space`, `Table` and `Categorical`) before anything is written.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 from sweeps import _cli
 from sweeps.errors import SweepsError
-from sweeps.storage import STUDY_NAME
+from sweeps.storage import STUDY_NAME, write_text_atomic
 from sweeps.table import Table
 
 LARGE = 10_000  # rows: above, batches of 256 and 30 epochs (patience 4); below, 64 and 100 (patience 10)
 MAX_CLASS_LEVELS = 10  # an integer target with at most this many values is taken as classes
 RARE = 0.10  # a class below this share gets class weights searched
+LINE = 100  # columns of the generated file
 
 
 def inspect(path: Path, target: str, columns: list[str] | None, drop: list[str], task: str | None) -> dict:
@@ -40,10 +50,10 @@ def inspect(path: Path, target: str, columns: list[str] | None, drop: list[str],
         numeric = pd.api.types.is_numeric_dtype(y) and not pd.api.types.is_bool_dtype(y)
         whole = numeric and bool((y.dropna() == y.dropna().round()).all())
         task = "regression" if numeric and not (whole and y.nunique() <= MAX_CLASS_LEVELS) else "classification"
-    facts = {"rows": len(y), "columns": list(X.columns), "task": task,
-             "numeric": [c for c in X.columns if pd.api.types.is_numeric_dtype(X[c])],
-             "missing": {c: int(n) for c, n in X.isna().sum().items() if n}}
-    facts["categorical"] = [c for c in X.columns if c not in facts["numeric"]]
+    facts = {"rows": len(y), "columns": [str(c) for c in X.columns], "task": task,
+             "numeric": [str(c) for c in X.columns if pd.api.types.is_numeric_dtype(X[c])],
+             "missing": {str(c): int(n) for c, n in X.isna().sum().items() if n}}
+    facts["categorical"] = [c for c in facts["columns"] if c not in facts["numeric"]]
     if task == "classification":
         shares = y.astype(str).value_counts(normalize=True)
         if len(shares) < 2:
@@ -57,46 +67,172 @@ def inspect(path: Path, target: str, columns: list[str] | None, drop: list[str],
     return facts
 
 
+# --- writing source from data: literals only ----------------------------------------------
+def literal(value: Any, indent: int = 0) -> str:
+    """`value` (str, number, bool, None, or lists/tuples/dicts of them) as Python source.
+
+    Every string goes through `repr`, which escapes quotes, backslashes, newlines, NUL and
+    unprintable characters: whatever a name holds, it stays one string literal. Long
+    collections are wrapped one element per line.
+    """
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return repr(value)
+    if isinstance(value, dict):
+        items = [f"{literal(k)}: {literal(v, indent + 4)}" for k, v in value.items()]
+        opening, closing = "{", "}"
+    elif isinstance(value, (list, tuple)):
+        items = [literal(v, indent + 4) for v in value]
+        opening, closing = ("[", "]") if isinstance(value, list) else ("(", ",)" if len(value) == 1 else ")")
+    else:
+        raise TypeError(f"no literal for {type(value).__name__}")
+    flat = opening + ", ".join(items) + closing
+    if indent + len(flat) <= LINE and "\n" not in flat:
+        return flat
+    # Filled like prose: as many items per line as fit, each line indented one step.
+    pad = " " * (indent + 4)
+    rows, row = [], ""
+    for item in items:
+        piece = item + ","
+        if row and (len(pad) + len(row) + 1 + len(piece) > LINE or "\n" in item):
+            rows.append(row)
+            row = ""
+        row = f"{row} {piece}" if row else piece
+    rows.append(row)
+    return opening + "\n" + "".join(f"{pad}{r}\n" for r in rows) + " " * indent + closing[-1]
+
+
+SWEEPS_NAMES = {"Categorical", "Space", "Study", "Table"}
+
+
+def check_generated(text: str) -> None:
+    """Refuse generated source that does anything but declare a study.
+
+    Allowed: a module docstring; `from sweeps import` some of `SWEEPS_NAMES`; assignments
+    to plain names of literals (constants, lists, tuples, dicts), of names assigned before,
+    and of calls of the imported names with such arguments. Anything else (another
+    statement, an attribute, a subscript, a lambda, a call of anything else) is a bug in
+    this module, caught here before a file is written. Raises `ValueError`.
+    """
+    tree = ast.parse(text)  # a SyntaxError here is a bug too
+    compile(tree, "<generated study file>", "exec")
+    known: set[str] = set()
+
+    def expression(node: ast.AST) -> None:
+        if isinstance(node, ast.Constant) and isinstance(node.value, (str, int, float, bool, type(None))):
+            return
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant):
+            return expression(node.operand)
+        if isinstance(node, (ast.List, ast.Tuple)):
+            for element in node.elts:
+                expression(element)
+            return None
+        if isinstance(node, ast.Dict):
+            for key, value in zip(node.keys, node.values):
+                if key is None:
+                    raise ValueError("a ** unpacking in a dict")
+                expression(key)
+                expression(value)
+            return None
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id in known:
+            return None
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in SWEEPS_NAMES \
+                and node.func.id in known:
+            for arg in node.args:
+                expression(arg)
+            for keyword in node.keywords:
+                if keyword.arg is None:
+                    raise ValueError("a ** unpacking in a call")
+                expression(keyword.value)
+            return None
+        raise ValueError(f"unexpected {type(node).__name__} at line {getattr(node, 'lineno', '?')}")
+
+    for i, statement in enumerate(tree.body):
+        if i == 0 and isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Constant) \
+                and isinstance(statement.value.value, str):
+            continue  # the docstring
+        if isinstance(statement, ast.ImportFrom) and statement.module == "sweeps" and statement.level == 0:
+            names = {alias.name for alias in statement.names}
+            if not names <= SWEEPS_NAMES or any(alias.asname for alias in statement.names):
+                raise ValueError(f"unexpected import of {sorted(names - SWEEPS_NAMES)}")
+            known |= names
+            continue
+        if isinstance(statement, ast.Assign) and len(statement.targets) == 1 \
+                and isinstance(statement.targets[0], ast.Name):
+            expression(statement.value)
+            known.add(statement.targets[0].id)
+            continue
+        raise ValueError(f"unexpected {type(statement).__name__} statement at line {statement.lineno}")
+
+
 def study_file(data: Path, output: Path, name: str, target: str, columns: list[str] | None, drop: list[str],
                facts: dict) -> str:
-    """The text of the study file."""
+    """The text of the study file (checked by `check_generated`)."""
     large = facts["rows"] > LARGE
     relative = Path(os.path.relpath(data.resolve(), output.resolve().parent))
-    lines = [f'"""{name}: predict {target!r} ({facts["task"]}) from {data.name}.', "",
-             f"Written by python -m sweeps.new from {facts['rows']:,} rows x {len(facts['columns'])} columns "
-             f"({len(facts['numeric'])} numeric, {len(facts['categorical'])} categorical).",
-             "Run it with: python -m sweeps.run " + str(output)]
+    task = facts["task"]
+    # The docstring holds numbers and fixed words only: the table's own strings go below, as literals.
+    counts = (f"{facts['rows']:,} rows x {len(facts['columns'])} columns ({len(facts['numeric'])} numeric, "
+              f"{len(facts['categorical'])} categorical)")
+    doc = [f"A {task} study written by python -m sweeps.new from a table of {counts}.", ""]
+    if task == "classification":
+        smallest = min(facts["classes"].values())
+        doc.append(f"{len(facts['classes'])} classes, the smallest {smallest:.1%} of the rows (CLASSES below).")
+    else:
+        low, high = facts["target_range"]
+        doc.append(f"The target ranges from {low:.6g} to {high:.6g}.")
     if facts["missing"]:
-        lines += ["", "Missing values (filled per fold: numeric with the median, categorical with the most frequent): "
-                  + ", ".join(f"{c} {n}" for c, n in facts["missing"].items()) + "."]
-    if facts["task"] == "classification":
-        lines += ["", "Classes: " + ", ".join(f"{c} {share:.1%}" for c, share in facts["classes"].items()) + "."]
-    lines += ['"""', ""]
+        doc.append(f"{len(facts['missing'])} column(s) have missing values (MISSING below), filled per fold: "
+                   "numeric columns with the median, categorical ones with the most frequent value.")
+    doc += ["Names are written exactly as the table has them. Run it with python -m sweeps.run and this "
+            "file's path."]
+    lines = ['"""' + "\n".join(_wrap(doc)) + '\n"""', ""]
     imports = "Categorical, Space, Study, Table" if facts.get("rare") else "Space, Study, Table"
     lines += [f"from sweeps import {imports}", ""]
-    table_args = [repr(str(relative)), f"target={target!r}"]
+    lines += ["# What the table holds, as sweeps.new found it (for reading; the study below uses TARGET",
+              "# and, for a file without a header row, COLUMNS).",
+              f"TARGET = {literal(target)}"]
     if columns:
-        lines += [f"COLUMNS = {columns!r}", ""]
+        lines.append(f"COLUMNS = {literal(list(columns))}")
+    lines += ["# Numeric columns are scaled per fold (Study.preprocessing), categorical ones one-hot encoded.",
+              f"NUMERIC = {literal(facts['numeric'])}",
+              f"CATEGORICAL = {literal(facts['categorical'])}"]
+    if facts["missing"]:
+        lines += ["# Rows with a missing value, per column.", f"MISSING = {literal(facts['missing'])}"]
+    if task == "classification":
+        lines += ["# Each class's share of the rows.", f"CLASSES = {literal(facts['classes'])}"]
+    lines.append("")
+    table_args = [literal(str(relative)), "target=TARGET"]
+    if columns:
         table_args.append("columns=COLUMNS")
     if drop:
-        table_args.append(f"drop={drop!r}")
+        table_args.append(f"drop={literal(list(drop))}")
     space = ["depth=(1, 3), width=(16, 256), dropout=(0.0, 0.5), weight_decay=(1e-6, 1e-2), lr=(3e-4, 1e-2)",
              f"batch_size={256 if large else 64}"]
-    comments = [f"# {'More' if large else 'Fewer'} than {LARGE:,} rows: "
-                f"{'batches of 256, 30 epochs, patience 4' if large else 'batches of 64, 100 epochs, patience 10'}."]
+    lines.append(f"# {'More' if large else 'Fewer'} than {LARGE:,} rows: "
+                 f"{'batches of 256, 30 epochs, patience 4' if large else 'batches of 64, 100 epochs, patience 10'}.")
     if facts.get("rare"):
         space.append('class_weight=Categorical(["none", "balanced"])')
-        comments.append(f"# A class under {RARE:.0%} of the rows: whether to weigh classes is searched, and every "
-                        "trial is scored by the class-balanced loss.")
-    lines += comments
+        lines.append(f"# A class under {RARE:.0%} of the rows: whether to weigh classes is searched, and every "
+                     "trial is scored by the class-balanced loss.")
     lines += ["study = Study(",
-              f"    name={name!r},",
-              f"    task={facts['task']!r},",
+              f"    name={literal(name)},",
+              f"    task={literal(task)},",
               f"    data=Table({', '.join(table_args)}),",
               "    space=Space(" + ",\n                ".join(space) + "),",
               f"    folds=5, max_epochs={30 if large else 100}, patience={4 if large else 10}, n_trials=25, seed=0,",
               ")", ""]
-    return "\n".join(lines)
+    text = "\n".join(lines)
+    check_generated(text)
+    return text
+
+
+def _wrap(paragraph: list[str]) -> list[str]:
+    import textwrap
+
+    out = []
+    for line in paragraph:
+        out += textwrap.wrap(line, LINE - 4) if line else [""]
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         facts = inspect(data, args.target, columns, drop, args.task)
         text = study_file(data, output, name, args.target, columns, drop, facts)
         output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text)
+        write_text_atomic(output, text)
         print(f"Wrote {output}: {facts['task']} of {args.target!r} on {facts['rows']:,} rows. Run it with:\n"
               f"  python -m sweeps.run {output}")
         return 0

@@ -17,7 +17,7 @@ def study_note(study: optuna.Study) -> str:
     lines = [f"# sweeps study '{study.study_name}'", "",
              "| setting | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in settings.items()]
-    lines += [f"| {k} | `{v}` |" for k, v in fingerprint.items()]
+    lines += [f"| {k} | `{v}` |" for k, v in fingerprint.items() if v is not None and not isinstance(v, list)]  # not the names
     if a.get("sweeps_version"):
         lines.append(f"| sweeps version | {a['sweeps_version']} |")
     if a.get("stop_reason"):

@@ -209,8 +209,10 @@ def stored_settings(study: optuna.Study) -> dict[str, Any]:
 
 
 def check_same_study(study: optuna.Study, spec: Study, dataset: Dataset, storage_url: str,
-                     accept_changed_settings: bool | None = None) -> None:
-    """Refuse to continue a stored study whose data, test rows or settings differ from `spec`.
+                     accept_changed_settings: bool | None = None) -> Dataset:
+    """Refuse to continue a stored study whose data, columns, test rows or settings differ from
+    `spec`; return the dataset to use: `dataset`, or the same data with its columns put back in
+    the study's order when only their order changed (same names, same values under each name).
 
     `accept_changed_settings`: None only reads (evaluate, diagnose: the value settings do
     not matter there); False refuses a change of `VALUE_SETTINGS`; True lets it through
@@ -220,6 +222,7 @@ def check_same_study(study: optuna.Study, spec: Study, dataset: Dataset, storage
     fix = (f"to keep both, give this study another name; to start over, delete study "
            f"'{spec.name}' from {storage_url}")
     fingerprint = stored.get("fingerprint")
+    dataset = _same_columns(spec, dataset, fingerprint or {}, storage_url, fix)
     if fingerprint and fingerprint.get("data_sha256") != dataset.data_hash:
         raise SweepsError(
             f"study '{spec.name}' in {storage_url} was made with different data "
@@ -250,6 +253,37 @@ def check_same_study(study: optuna.Study, spec: Study, dataset: Dataset, storage
                 f"study '{spec.name}' in {storage_url} was run with {was}, the study file now says {now}: "
                 f"new trials' values would not be comparable with the stored ones; {fix}; or rerun with "
                 "--accept-changed-settings to go on and record the change.")
+    return dataset
+
+
+def _same_columns(spec: Study, dataset: Dataset, fingerprint: dict, storage_url: str, fix: str) -> Dataset:
+    """The columns' names, order and kinds must be the study's. Only reordered (the same names,
+    the same values under each name): the data in the study's order. A study made before
+    columns were recorded (sweeps 0.2.0) is checked on its values alone."""
+    stored_hash, stored = fingerprint.get("columns_sha256"), fingerprint.get("columns")
+    if stored_hash is None or stored_hash == dataset.columns_hash:
+        return dataset
+    now = None if dataset.columns is None else list(dataset.columns)
+    if stored is not None and now is not None and sorted(stored) == sorted(now) and stored != now:
+        aligned = dataset.in_column_order(stored)
+        if aligned.columns_hash == stored_hash and aligned.data_hash == fingerprint.get("data_sha256"):
+            return aligned  # the same table with its columns in another order: read in the study's
+        if aligned.columns_hash == stored_hash:
+            moved = [c for c, d in zip(stored, now) if c != d]
+            raise SweepsError(
+                f"study '{spec.name}' in {storage_url} was made with columns {stored}; the data now names them "
+                f"in another order ({now}), and under those names the values differ (were the names of "
+                f"{', '.join(repr(c) for c in moved[:4])} swapped?); the model would read crossed columns; fix "
+                f"the data's header, or {fix}.")
+    if stored is None or now is None:
+        raise SweepsError(f"study '{spec.name}' in {storage_url} was made with "
+                          f"{'an array' if stored is None else 'columns ' + str(stored)}, the data now has "
+                          f"{'an array' if now is None else 'columns ' + str(now)}; {fix}.")
+    added, removed = [c for c in now if c not in stored], [c for c in stored if c not in now]
+    change = (f"added {added}" if added else "") + ("; " if added and removed else "") + (
+        f"removed {removed}" if removed else "") or "a column's type changed (numeric against categorical)"
+    raise SweepsError(f"study '{spec.name}' in {storage_url} was made with other columns ({change}); its trials "
+                      f"would not be comparable, and a model would read the wrong columns; {fix}.")
 
 
 # --- the held-out test set's uses --------------------------------------------------------------

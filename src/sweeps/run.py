@@ -75,7 +75,10 @@ def run_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
     if study_exists(rdb, spec.name):
         existing = optuna.load_study(study_name=spec.name, storage=rdb)
         record.check_sweeps_study(existing, describe(url))
-        record.check_same_study(existing, spec, dataset, describe(url), accept_changed_settings)
+        aligned = record.check_same_study(existing, spec, dataset, describe(url), accept_changed_settings)
+        if aligned is not dataset:  # the same table with its columns in another order: read in the study's
+            dataset = aligned
+            folds = cached_folds(dataset, spec.folds, spec.seed, device, scaling=spec.preprocessing)
     use_wal(rdb)
     n_existing = len(existing.trials) if existing else 0
 

@@ -113,7 +113,7 @@ def write_text_atomic(path: Path, text: str) -> Path:
     """Write a whole file or nothing: a crash or a full disk leaves no half-written file."""
     partial = path.with_name(path.name + ".partial")
     try:
-        partial.write_text(text)
+        partial.write_text(text, encoding="utf-8")
         partial.replace(path)
     except OSError as e:
         partial.unlink(missing_ok=True)

@@ -18,7 +18,9 @@ members: class probabilities, or regression outputs in the target's units.
 from __future__ import annotations
 
 import json
+import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,10 +55,18 @@ class TrainedModel(BaseEstimator):
     member_preprocessing: list[int] | None = None  # per member: its index in `preprocessings`
     classes: list | None = None
     info: dict[str, Any] = field(default_factory=dict)  # study name, fingerprint, test result...
+    # The training data's columns, in order, and how each was treated ("numeric" or
+    # "categorical"); None for data given as an array without names. `predict` reads a table
+    # by these names, whatever its column order.
+    columns: list[str] | None = None
+    kinds: list[str] | None = None
+    unseen_categories: int = field(default=0, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.member_preprocessing is None:
             self.member_preprocessing = [0] * self.net.k
+        if self.columns is None and self.preprocessing.columns is not None:
+            self.columns = list(self.preprocessing.columns)  # a model file of sweeps 0.2.0
 
     def __repr__(self) -> str:
         kind = "classifier" if self.task == "classification" else "regressor"
@@ -90,10 +100,9 @@ class TrainedModel(BaseEstimator):
 
     @property
     def feature_names_in_(self) -> np.ndarray:
-        columns = self.preprocessing.columns
-        if columns is None:
+        if self.columns is None:
             raise AttributeError("feature_names_in_: the model was trained on an array, not a table")
-        return np.asarray(columns, dtype=object)
+        return np.asarray(self.columns, dtype=object)
 
     def fit(self, X: Any, y: Any = None) -> TrainedModel:
         raise SweepsError("a sweeps model is trained by python -m sweeps.evaluate (or sweeps.evaluate()), "
@@ -117,8 +126,9 @@ class TrainedModel(BaseEstimator):
 
     @property
     def n_features(self) -> int:
-        columns = self.preprocessing.columns
-        return len(columns) if columns is not None else self.preprocessing.n_numeric
+        if self.columns is not None:
+            return len(self.columns)
+        return self.preprocessing.n_numeric
 
     def member_outputs(self, X: Any) -> torch.Tensor:
         """Raw outputs of every member `[members, rows, outputs]`: logits or standardized targets."""
@@ -159,21 +169,81 @@ class TrainedModel(BaseEstimator):
         return self._target_units(self.member_outputs(X)).cpu().numpy()
 
     def _check(self, X: Any):
-        columns = self.preprocessing.columns
-        if columns is not None:
-            missing = [c for c in columns if c not in getattr(X, "columns", [])]
-            if missing:
-                raise SweepsError(f"predict: X must be a table with the training columns; missing {missing}.")
-            return X[columns]
+        """Rows as the preprocessing reads them: a table by the training columns' names (in any
+        order; missing or extra columns refused), or an array of the training width. Missing
+        numeric values are filled as in training; categories never seen are counted and warned of."""
+        tabular = self.preprocessing.columns is not None  # the preprocessing reads named columns
+        if hasattr(X, "columns") and self.columns is not None:
+            X = self._by_name(X)
+            if tabular:
+                self._warn_unseen(X)
+                return X
+        elif tabular:
+            raise SweepsError(f"predict: X must be a table (a pandas DataFrame) with the training columns "
+                              f"{_preview(self.columns)}; this model encodes categorical columns by name.")
         try:
-            X = np.asarray(X, dtype=np.float32)
+            X = np.asarray(X.to_numpy(dtype=np.float64, na_value=np.nan) if hasattr(X, "to_numpy") else X,
+                           dtype=np.float64)
         except (TypeError, ValueError):
             raise SweepsError("predict: X must be numeric, like the training data.") from None
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise SweepsError(f"predict: X must have shape (rows, {self.n_features}), got {X.shape}.")
-        if not np.isfinite(X).all():
-            raise SweepsError("predict: X has NaN or infinite values; impute them first.")
+        if np.isinf(X).any():
+            raise SweepsError("predict: X has infinite values; replace them, or mark them missing (NaN: filled "
+                              "with the training median).")
         return X
+
+    def _by_name(self, X):
+        """The table's columns in training order, each checked for its kind."""
+        import pandas as pd
+
+        names = [str(c) for c in X.columns]
+        missing = [c for c in self.columns if c not in names]
+        extra = [c for c in names if c not in self.columns]
+        if missing or extra:
+            what = "; ".join(part for part in (f"missing {_preview(missing)}" if missing else "",
+                                               f"extra {_preview(extra)}" if extra else "") if part)
+            raise SweepsError(f"predict: X's columns differ from the training columns ({what}); give a table with "
+                              f"exactly the training columns {_preview(self.columns)}, in any order.")
+        if len(set(names)) != len(names):
+            raise SweepsError("predict: X has repeated column names; give each training column once.")
+        X = X.set_axis(names, axis=1)[self.columns]
+        for column, kind in zip(self.columns, self.kinds or ["numeric"] * len(self.columns)):
+            values = X[column]
+            if kind == "numeric" and not (pd.api.types.is_numeric_dtype(values) or
+                                          pd.api.types.is_bool_dtype(values)):
+                converted = pd.to_numeric(values, errors="coerce")
+                bad = values[converted.isna() & values.notna()]
+                if len(bad):
+                    raise SweepsError(f"predict: column {column!r} was numeric in training, but holds "
+                                      f"{bad.iloc[0]!r}; give numbers (or leave the cell empty: filled with the "
+                                      "training median).")
+                X = X.assign(**{column: converted})
+            elif kind == "numeric" and np.isinf(values.to_numpy(dtype=np.float64, na_value=np.nan)).any():
+                raise SweepsError(f"predict: column {column!r} has infinite values; replace them, or leave the "
+                                  "cells empty (filled with the training median).")
+        return X
+
+    def _warn_unseen(self, X) -> None:
+        """One warning per call, counting the categories no member's encoder kept and that have no
+        shared 'infrequent' column to go to: they are encoded as no category at all."""
+        from sweeps.preprocess import _category_strings
+
+        unseen, example = 0, None
+        for c, column in enumerate(self.preprocessing.categorical_columns):
+            if any(p.infrequent[c] for p in self.preprocessings if c < len(p.infrequent)):
+                continue  # rare and unseen categories share that column, as in training
+            known = set().union(*(p.categories[c] for p in self.preprocessings if c < len(p.categories)))
+            values = _category_strings(X[column]).dropna()
+            new = values[~values.isin(known)]
+            unseen += len(new)
+            if len(new) and example is None:
+                example = (new.iloc[0], column)
+        self.unseen_categories = unseen  # of the latest call: evaluate reports it
+        if unseen:
+            warnings.warn(f"predict: {unseen} value(s) are categories never seen in training (e.g. "
+                          f"{example[0]!r} in column {example[1]!r}); each is encoded as no category of its "
+                          "column (all its one-hot inputs 0).", UnseenCategoryWarning, stacklevel=4)
 
     # --- file ----------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
@@ -192,7 +262,7 @@ class TrainedModel(BaseEstimator):
                             for name, a in arrays.items()})
         header = {"task": self.task, "params": self.params, "classes": self.classes, "info": self.info,
                   "net": net_meta, "preprocessings": preprocessing_meta,
-                  "member_preprocessing": self.member_preprocessing}
+                  "member_preprocessing": self.member_preprocessing, "columns": self.columns, "kinds": self.kinds}
         partial = path.with_name(path.name + ".partial")
         try:
             save_file(tensors, str(partial), metadata={"format": FORMAT, "model": json.dumps(header)})
@@ -204,10 +274,16 @@ class TrainedModel(BaseEstimator):
 
 
 def load_model(path: str | Path, device: str = "cpu") -> TrainedModel:
-    """Load a model saved by `python -m sweeps.evaluate`; nothing in the file is executed."""
+    """Load a model saved by `python -m sweeps.evaluate`; nothing in the file is executed.
+
+    The file's JSON header is checked against its tensors before anything is built (shapes,
+    classes, which preprocessing each member reads, finite weights, known scalings): a file
+    edited by hand, or damaged, is refused with one line instead of predicting garbage.
+    """
     from safetensors import safe_open
 
     path = Path(path)
+    device = _device(device)
     if not path.is_file():
         raise SweepsError(f"{path}: no such model file; python -m sweeps.evaluate STUDY_FILE writes one.")
     with open(path, "rb") as f:
@@ -217,7 +293,7 @@ def load_model(path: str | Path, device: str = "cpu") -> TrainedModel:
                           "opening it could run code, so sweeps refuses it; save the model again with "
                           "python -m sweeps.evaluate STUDY_FILE.")
     try:
-        with safe_open(str(path), framework="pt", device=str(device)) as f:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
             header = f.metadata() or {}
             tensors = {name: f.get_tensor(name) for name in f.keys()}
         if header.get("format") != FORMAT:
@@ -225,13 +301,100 @@ def load_model(path: str | Path, device: str = "cpu") -> TrainedModel:
         model = json.loads(header["model"])
         net = StackedMLP.from_state(model["net"], {k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
         preprocessings = [
-            Preprocessing.from_state(meta, {k.split(".", 2)[2]: v.cpu().numpy() for k, v in tensors.items()
+            Preprocessing.from_state(meta, {k.split(".", 2)[2]: v.numpy() for k, v in tensors.items()
                                             if k.startswith(f"preprocessing.{i}.")})
             for i, meta in enumerate(model["preprocessings"])]
-        return TrainedModel(str(model["task"]), dict(model["params"]), preprocessings, net,
-                            [int(i) for i in model["member_preprocessing"]], model["classes"], model["info"])
+        loaded = TrainedModel(str(model["task"]), dict(model["params"]), preprocessings, net,
+                              [int(i) for i in model["member_preprocessing"]], model["classes"], dict(model["info"]),
+                              model.get("columns"), model.get("kinds"))
+        check_model(loaded)
     except SweepsError:
         raise
     except Exception as e:  # a truncated, foreign or hand-edited file
-        raise SweepsError(f"{path}: not a sweeps model file ({type(e).__name__}: {e}); "
+        raise SweepsError(f"{path}: not a sweeps model file, or a damaged one ({type(e).__name__}: {e}); "
                           "python -m sweeps.evaluate STUDY_FILE writes one.") from None
+    loaded.net = loaded.net.to(device)
+    return loaded
+
+
+def _device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise SweepsError(f"load_model: device {name!r} is not a device; use 'cpu' or 'cuda'.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SweepsError(f"load_model: device {name!r}: no CUDA device is available here; use device='cpu'.")
+    return device
+
+
+def check_model(model: TrainedModel) -> None:
+    """Raise `ValueError` naming the first way the model's description and its tensors disagree."""
+    from sweeps.preprocess import SCALINGS
+
+    net, preps = model.net, model.preprocessings
+    if model.task not in ("classification", "regression"):
+        raise ValueError(f"task {model.task!r}")
+    if model.task == "classification":
+        if not isinstance(model.classes, list) or len(model.classes) < 2 or len(model.classes) != net.n_outputs \
+                or len({json.dumps(c) for c in model.classes}) != len(model.classes):
+            raise ValueError(f"{net.n_outputs} outputs, but classes {model.classes!r}")
+    elif model.classes is not None or net.n_outputs != 1:
+        raise ValueError("a regression model has one output and no classes")
+    if not preps:
+        raise ValueError("no preprocessing")
+    if len(model.member_preprocessing) != net.k or not all(
+            isinstance(i, int) and 0 <= i < len(preps) for i in model.member_preprocessing):
+        raise ValueError(f"member_preprocessing {model.member_preprocessing!r} for {net.k} members and "
+                         f"{len(preps)} preprocessing(s)")
+    if not all(bool(torch.isfinite(t).all()) for t in net.params):
+        raise ValueError("non-finite weights")
+    dropout = net.dropout
+    if not isinstance(dropout, float) or not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout {dropout!r}")
+    for i, p in enumerate(preps):
+        n = p.n_numeric
+        if p.scaling not in SCALINGS:
+            raise ValueError(f"preprocessing {i}: unknown scaling {p.scaling!r}")
+        arrays = {"center": p.center, "scale": p.scale, "fill": p.fill}
+        if any(a.shape != (n,) or not np.isfinite(a).all() for a in arrays.values()) or (p.scale == 0).any():
+            raise ValueError(f"preprocessing {i}: center, scale and fill must be {n} finite numbers (scale non-zero)")
+        if p.scaling in ("quantile", "auto") and n:
+            q = p.quantiles
+            if q is None or q.ndim != 2 or q.shape[1] != n or len(q) < 1 or not np.isfinite(q).all() \
+                    or (np.diff(q, axis=0) < 0).any():
+                raise ValueError(f"preprocessing {i}: quantiles must be [levels, {n}], finite and non-decreasing")
+        if p.scaling == "auto" and n and (p.ranked is None or p.ranked.shape != (n,)):
+            raise ValueError(f"preprocessing {i}: 'auto' needs which of its {n} columns are ranked")
+        columns = len(p.categorical_columns)
+        if not len(p.categories) == len(p.infrequent) == len(p.most_frequent) == columns:
+            raise ValueError(f"preprocessing {i}: {columns} categorical columns but other category lists")
+        if p.numeric_columns is not None and len(p.numeric_columns) != n:
+            raise ValueError(f"preprocessing {i}: {len(p.numeric_columns)} numeric column names for {n} columns")
+        if p.n_features > net.n_inputs:
+            raise ValueError(f"preprocessing {i} gives {p.n_features} features, the network takes {net.n_inputs}")
+        if not (math.isfinite(p.y_mean) and math.isfinite(p.y_std) and p.y_std > 0):
+            raise ValueError(f"preprocessing {i}: target mean and std must be finite (std > 0)")
+        if net.embedding is not None and net.n_numeric != n:
+            raise ValueError(f"the embeddings take {net.n_numeric} numeric inputs, preprocessing {i} gives {n}")
+    columns = model.columns
+    if columns is not None:
+        if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns) \
+                or len(set(columns)) != len(columns):
+            raise ValueError("columns must be distinct names")
+        if model.kinds is not None and (len(model.kinds) != len(columns)
+                                        or not set(model.kinds) <= {"numeric", "categorical"}):
+            raise ValueError("kinds must say 'numeric' or 'categorical' for each column")
+        needed = preps[0].columns if preps[0].columns is not None else None
+        if needed is not None and sorted(needed) != sorted(columns):
+            raise ValueError("the preprocessing reads other columns than the model's")
+        if needed is None and len(columns) != preps[0].n_numeric:
+            raise ValueError(f"{len(columns)} columns for {preps[0].n_numeric} numeric inputs")
+
+
+def _preview(names: list[str], most: int = 8) -> str:
+    shown = ", ".join(repr(n) for n in names[:most])
+    return f"[{shown}{', ...' if len(names) > most else ''}] ({len(names)})" if len(names) > most else f"[{shown}]"
+
+
+class UnseenCategoryWarning(UserWarning):
+    """`predict` met categories that training never saw (counted in the message)."""

@@ -368,7 +368,7 @@ def worker_main(job: WorkerJob) -> None:
                                   pruner=spec.pruner or default_pruner())
         # This process loaded the data itself: it must be the data, and the held-out rows, that
         # the study was made with, or its trials could train on test rows.
-        record.check_same_study(study, spec, dataset, describe(job.storage))
+        dataset = record.check_same_study(study, spec, dataset, describe(job.storage))
         folds = cached_folds(dataset, spec.folds, spec.seed, job.device, scaling=spec.preprocessing)
         if job.reproducible:
             serve(study, make_objective(spec, folds), round_tasks(job.rounds))
