@@ -391,6 +391,115 @@ def test_a_dask_cluster_runs_the_study_exactly_and_a_killed_dask_worker_loses_no
         optuna.delete_study(study_name=name, storage=postgres)
 
 
+@pytest.fixture
+def lone_dask_worker(tmp_path):
+    """A real Dask scheduler with one Dask worker and no nanny: when that worker dies, none is left."""
+    dask = str(Path(sys.executable).parent / "dask")
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    logs = open(tmp_path / "dask.log", "w")
+    scheduler = subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+                                 cwd=tmp_path, stdout=logs, stderr=logs)
+    started: list[subprocess.Popen] = []
+
+    def start_worker() -> subprocess.Popen:
+        from distributed import Client
+
+        worker = subprocess.Popen([dask, "worker", f"tcp://{address}", "--nthreads", "1", "--no-nanny",
+                                   "--no-dashboard"], cwd=tmp_path, stdout=logs, stderr=logs)
+        started.append(worker)
+        with Client(f"tcp://{address}", timeout="30s") as client:
+            client.wait_for_workers(1, timeout=60)
+        return worker
+
+    time.sleep(2)
+    try:
+        yield f"dask://{address}", start_worker
+    finally:
+        for p in [*started, scheduler]:
+            p.kill()
+            p.wait(timeout=30)
+        logs.close()
+
+
+def test_a_cluster_that_loses_its_only_worker_ends_in_one_line_and_sigterm_always_stops(
+        tmp_path, lone_dask_worker):
+    cluster, start_worker = lone_dask_worker
+    name = "lone"
+    path = write_study(tmp_path, name, n_trials=30, epochs=40)
+    url = f"sqlite:///{tmp_path / 'storage' / 'lone.db'}"
+    worker = start_worker()
+    process = sweeps_run(path, "--cluster", cluster, "--heartbeat-interval", "1", "--grace-period", "3", cwd=tmp_path)
+    running_worker_after(name, url, completed=0)
+    os.kill(worker.pid, signal.SIGKILL)
+    killed = time.time()
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 2 and "Traceback" not in err
+    assert "the Dask cluster has had no worker for 3 s" in err and err.strip().count("\n") == 0, err
+    assert time.time() - killed < 30  # noticed within a bound, not waited on forever
+    trials = optuna.load_study(study_name=name, storage=url).trials
+    lost = [t for t in trials if t.state == TrialState.FAIL]
+    assert lost and all("sent no heartbeat" in t.user_attrs["fail_reason"] for t in lost)
+    assert [t for t in trials if t.state == TrialState.WAITING]  # queued again for the next run
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+
+    # SIGTERM stops the launcher at once, workers or not.
+    worker = start_worker()
+    process = sweeps_run(path, "--cluster", cluster, "--heartbeat-interval", "1", "--grace-period", "60",
+                         cwd=tmp_path)
+    running_worker_after(name, url, completed=0)
+    os.kill(worker.pid, signal.SIGKILL)
+    process.send_signal(signal.SIGTERM)
+    signalled = time.time()
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 143 and "terminated (SIGTERM)" in err and "Traceback" not in err, err
+    assert time.time() - signalled < 30
+
+
+@pytest.mark.parametrize("cluster, message", [
+    ("dask://:abc", "Port could not be cast to integer value"), ("dask://h:99999", "Port out of range"),
+    ("dask://[::1", "Invalid IPv6 URL"), ("dask://host", "must look like dask://HOST:PORT"),
+])
+def test_malformed_cluster_addresses_are_one_line_before_the_data_loads(tmp_path, monkeypatch, capsys, cluster,
+                                                                          message):
+    from sweeps.run import main as run_main
+
+    (tmp_path / "s.py").write_text("from sweeps import Study\nstudy = Study(name='c', task='regression', "
+                                   "data=lambda: 1 / 0)\n")  # loading the data would fail
+    monkeypatch.chdir(tmp_path)
+    assert run_main([str(tmp_path / "s.py"), "--cluster", cluster]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "ZeroDivisionError" not in err
+
+
+def test_something_that_is_not_a_scheduler_is_refused_within_a_bound():
+    import socket
+    import threading
+
+    from sweeps import SweepsError
+    from sweeps.launcher import connect
+
+    silent, chatty = socket.create_server(("127.0.0.1", 0)), socket.create_server(("127.0.0.1", 0))
+    held = []
+
+    def serve(server: socket.socket, answer: bytes | None) -> None:
+        connection, _ = server.accept()
+        held.append(connection)
+        if answer is not None:
+            connection.recv(1024)
+            connection.sendall(answer)
+
+    threading.Thread(target=serve, args=(silent, None), daemon=True).start()
+    threading.Thread(target=serve, args=(chatty, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"),
+                     daemon=True).start()
+    started = time.time()
+    with pytest.raises(SweepsError, match="did not answer as a Dask scheduler within 1 s"):
+        connect(f"dask://127.0.0.1:{silent.getsockname()[1]}", timeout=1)
+    assert time.time() - started < 10
+    with pytest.raises(SweepsError, match="is not a Dask scheduler"):
+        connect(f"dask://127.0.0.1:{chatty.getsockname()[1]}", timeout=5)
+
+
 def test_cluster_refuses_sqlite_on_other_machines_and_an_unreachable_scheduler(tmp_path):
     path = write_study(tmp_path, "cluster-refused", n_trials=2)
     process = sweeps_run(path, "--cluster", "dask://10.255.255.1:8786", cwd=tmp_path)

@@ -74,6 +74,12 @@ def guarded(body: Callable[[], int], prefix: str | None = None) -> int:
 
 def load(study_file: str, **overrides) -> tuple[Study, Dataset]:
     """Load and validate the study file and its data; nothing is written yet."""
+    spec = load_spec(study_file, **overrides)
+    return spec, load_data(study_file, spec)
+
+
+def load_spec(study_file: str, **overrides) -> Study:
+    """The study file's `Study`, with command-line overrides (validated again)."""
     spec = load_study_file(study_file)
     changes = {k: v for k, v in overrides.items() if v is not None}
     if changes:
@@ -81,13 +87,17 @@ def load(study_file: str, **overrides) -> tuple[Study, Dataset]:
             spec = spec.replace(**changes)
         except SweepsError as e:
             raise SweepsError(f"command line: {e}") from None
+    return spec
+
+
+def load_data(study_file: str, spec: Study) -> Dataset:
+    """The study's data, validated, with its held-out rows carved (the slow part of loading)."""
     try:
-        dataset = load_dataset(spec)
+        return load_dataset(spec)
     except SweepsError as e:
         raise SweepsError(f"{study_file}: {e}") from None
     except Exception as e:  # the user's loader raised
         raise SweepsError(f"{study_file}: the data loader failed: {type(e).__name__}: {e}") from None
-    return spec, dataset
 
 
 def resolve_device(name: str) -> torch.device:

@@ -28,6 +28,7 @@ import tempfile
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -69,13 +70,19 @@ class DaskStop:
 
     local = False
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    def __init__(self, name: str, client=None) -> None:
+        self.name, self.client = name, client
 
     def request(self, signum: int) -> None:
         from distributed import Variable
 
-        Variable(self.name).set(int(signum))
+        try:  # bounded: a stop must stop the launcher even when the scheduler no longer answers
+            Variable(self.name, client=self.client).set(int(signum), timeout="5 s")
+        except Exception:
+            pass
+
+    def __getstate__(self) -> dict:
+        return {"name": self.name, "client": None}  # tasks find their worker's own client
 
     def requested(self) -> int | None:
         from distributed import Variable
@@ -166,40 +173,77 @@ def _cluster_threads() -> int:
 
 
 # --- the launcher ------------------------------------------------------------------------------
-def connect(cluster: str):
-    """A Dask client for `dask://HOST:PORT`; one clear line when there is no such scheduler."""
+HANDSHAKE_SECONDS = 10.0  # a Dask scheduler answers its handshake in milliseconds; anything slower is not one
+
+
+def connect(cluster: str, timeout: float = HANDSHAKE_SECONDS):
+    """A Dask client for `dask://HOST:PORT`; one clear line when there is no such scheduler.
+
+    The handshake is bounded: distributed's own `Client(timeout=)` waits forever on a server that
+    accepts the connection and says nothing, and misreads another protocol's answer (an HTTP
+    server's) as a frame of exabytes. So the client is made in a thread given `timeout` seconds,
+    and any failure of it is "not a Dask scheduler", in one line.
+    """
     address = scheduler_address(cluster)
     try:
         from distributed import Client
     except ImportError:
         raise SweepsError("--cluster needs Dask's distributed package: pip install -e '.[dask]'.") from None
-    try:
-        return Client(address, timeout="10s")
-    except (OSError, TimeoutError) as e:
-        raise SweepsError(f"--cluster {cluster}: no Dask scheduler answered at {address} ({e}); start one with "
-                          "`dask scheduler` (and workers with `dask worker ADDRESS`) or fix the address.") from None
+    made: list = []
+
+    def handshake() -> None:
+        try:
+            made.append(Client(address, timeout=f"{timeout}s"))
+        except BaseException as e:  # noqa: BLE001 - whatever it is, it is reported below in one line
+            made.append(e)
+
+    thread = threading.Thread(target=handshake, name="sweeps-dask-handshake", daemon=True)
+    thread.start()
+    thread.join(timeout + 2.0)
+    fix = ("start one with `dask scheduler` (and workers with `dask worker ADDRESS`), or fix the address")
+    if not made:
+        raise SweepsError(f"--cluster {cluster}: something at {address} accepted the connection but did not answer "
+                          f"as a Dask scheduler within {timeout:g} s; {fix}.")
+    if isinstance(made[0], (OSError, TimeoutError)):
+        raise SweepsError(f"--cluster {cluster}: no Dask scheduler answered at {address} ({made[0]}); {fix}.")
+    if isinstance(made[0], BaseException):
+        raise SweepsError(f"--cluster {cluster}: what answered at {address} is not a Dask scheduler "
+                          f"({type(made[0]).__name__}); {fix}.")
+    return made[0]
 
 
 def scheduler_address(cluster: str) -> str:
-    parsed = urlparse(cluster)
-    if parsed.scheme != "dask" or not parsed.hostname or not parsed.port:
+    """`tcp://HOST:PORT` of `dask://HOST:PORT`; one line for anything else (no traceback)."""
+    if not isinstance(cluster, str):
         raise SweepsError(f"--cluster must look like dask://HOST:PORT (a Dask scheduler), got {cluster!r}.")
-    return f"tcp://{parsed.hostname}:{parsed.port}"
+    try:
+        parsed = urlparse(cluster)
+        host, port = parsed.hostname, parsed.port
+    except ValueError as e:  # a port beyond 65535 or not a number, an unclosed [IPv6 bracket
+        raise SweepsError(f"--cluster {cluster!r}: {e}; it must look like dask://HOST:PORT.") from None
+    if parsed.scheme != "dask" or not host or not port:
+        raise SweepsError(f"--cluster must look like dask://HOST:PORT (a Dask scheduler), got {cluster!r}.")
+    return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
 
 
 def is_remote(cluster: str) -> bool:
     return urlparse(cluster).hostname not in LOOPBACK
 
 
+STOP_WAIT = 60.0  # seconds a stop waits for the workers to fail their running trials and exit
+
+
 def launch(jobs: list[WorkerJob], study: optuna.Study, budget: Budget,
            on_progress: Callable[[dict], None], out=sys.stderr,
-           suggest: Callable[[optuna.Trial], object] | None = None, client=None) -> None:
+           suggest: Callable[[optuna.Trial], object] | None = None, client=None, grace: float = 60.0) -> None:
     """Run the jobs as joblib tasks, report progress, and stop them all on Ctrl+C or SIGTERM.
 
     `client`: a Dask client (`connect`) to run them on its cluster; None: loky processes on
     this machine. With reproducible jobs, `suggest` draws each trial's configuration here, in
-    rounds (`Rounds`). Raises `SweepsError` when workers failed and the study did not reach
-    its target.
+    rounds (`Rounds`). While it waits, the launcher fails the trials of workers that stopped
+    sending heartbeats for `grace` seconds (each is queued again), and a cluster left without
+    any worker for that long ends the run with one line. Raises `SweepsError` when workers
+    failed and the study did not reach its target.
     """
     rounds = None
     if jobs and jobs[0].reproducible:
@@ -207,7 +251,7 @@ def launch(jobs: list[WorkerJob], study: optuna.Study, budget: Budget,
         jobs = [replace(job, rounds=address) for job in jobs]
         rounds = Rounds(study, suggest, budget, len(jobs), tasks)
     with tempfile.TemporaryDirectory(prefix="sweeps-stop-") as folder:
-        channel = DaskStop(f"sweeps-stop-{uuid.uuid4().hex}") if client is not None else StopFile(folder)
+        channel = DaskStop(f"sweeps-stop-{uuid.uuid4().hex}", client) if client is not None else StopFile(folder)
         outcomes: list = []  # what the tasks returned, appended by the thread that runs them
         # An Event, not Thread.join, to wait on the runner: a Ctrl+C that interrupts
         # Thread.join(timeout) makes CPython 3.11 mark the still-running thread as stopped
@@ -215,19 +259,23 @@ def launch(jobs: list[WorkerJob], study: optuna.Study, budget: Budget,
         done = threading.Event()
         runner = threading.Thread(target=_run_tasks, args=(jobs, channel, client is not None, outcomes, done),
                                   name="sweeps-launcher", daemon=True)
-        runner.start()
         ended: list[int] = []  # exit codes of the tasks that ended, in the order they did
+        watch = _Watch(study, grace, client)
         try:
+            runner.start()
             while not done.is_set() or len(outcomes) > len(ended):
                 if rounds is not None:
                     rounds.step(workers=len(jobs) - len(ended))
                 _report(outcomes, ended, out, remote=client is not None)
                 on_progress(counts(study))
+                watch.check()
                 done.wait(timeout=0.5)
             on_progress(counts(study))
         except KeyboardInterrupt as interrupt:
             channel.request(signal.SIGTERM if isinstance(interrupt, Terminated) else signal.SIGINT)
-            done.wait(timeout=60)  # each worker fails its running trial with the reason, then exits
+            # Each worker fails its running trial with the reason, then exits; a cluster without
+            # workers has nothing to wait for.
+            done.wait(timeout=0 if watch.workerless else STOP_WAIT)
             raise
         _report(outcomes, ended, out, remote=client is not None)
     failed = [code for code in ended if code != 0]
@@ -236,6 +284,59 @@ def launch(jobs: list[WorkerJob], study: optuna.Study, budget: Budget,
         raise SweepsError(f"{len(failed)} of {len(jobs)} workers failed (exit codes {failed}; their "
                           "messages are above) and the study is short of its target; finished trials are "
                           "kept, fix the cause and rerun to resume.")
+
+
+class _Watch:
+    """What the launcher looks after while its workers run.
+
+    - Trials whose worker stopped sending heartbeats (killed, out of memory, its machine
+      lost) are failed with that reason and queued again, even when no other worker is left
+      to notice (`optuna.storages.fail_stale_trials`, every few seconds).
+    - A Dask cluster that has had no worker for `grace` seconds cannot finish anything: Dask
+      would wait for a worker forever. That ends the run, in one line.
+    """
+
+    EVERY = 2.0  # seconds between looks
+
+    def __init__(self, study: optuna.Study, grace: float, client=None) -> None:
+        self.study, self.grace, self.client = study, grace, client
+        self.last = 0.0
+        self.empty_since: float | None = None
+
+    @property
+    def workerless(self) -> bool:
+        return self.empty_since is not None
+
+    def check(self) -> None:
+        now = time.monotonic()
+        if now - self.last < self.EVERY:
+            return
+        self.last = now
+        self._fail_stale()
+        if self.client is None:
+            return
+        try:
+            workers = len(self.client.scheduler_info(n_workers=-1).get("workers", {}))
+        except Exception:  # the scheduler itself is gone: as good as no worker
+            workers = 0
+        if workers:
+            self.empty_since = None
+            return
+        self.empty_since = self.empty_since or now
+        if now - self.empty_since >= self.grace:
+            self._fail_stale()
+            raise SweepsError(
+                f"the Dask cluster has had no worker for {self.grace:g} s (--grace-period), so no trial can run; "
+                "the trials its workers were running were failed with that reason and queued again; finished "
+                "trials are kept; start Dask workers (dask worker ADDRESS) and rerun to resume.")
+
+    def _fail_stale(self) -> None:
+        storage = self.study._storage
+        get = getattr(storage, "get_heartbeat_interval", None)
+        if get and get():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(self.study)
 
 
 def _run_tasks(jobs: list[WorkerJob], channel, on_dask: bool, outcomes: list, done: threading.Event) -> None:

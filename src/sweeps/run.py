@@ -41,32 +41,47 @@ def run_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
               study_file: str | None = None, overrides: dict | None = None,
               heartbeat: tuple[int, int] = (10, 60), accept_changed_settings: bool = False,
               until_converged: bool | None = None, reproducible: bool = False,
-              batch: int | None = None, cluster: str | None = None) -> optuna.Study:
+              batch: int | None = None, cluster: str | None = None, client=None) -> optuna.Study:
     """Create or resume `spec`'s Optuna study and run trials until its target is reached.
 
     With `workers` > 1, that many processes run trials together; each loads `study_file`
     (with `overrides`) itself. `cluster` ("dask://HOST:PORT") runs them on a Dask cluster
     (`workers` of them; 1: as many as the cluster has threads). `heartbeat` is (interval,
     grace period) in seconds. Everything that can be refused is checked before the storage
-    is written.
+    is written. `client`: a Dask client already connected to `cluster` (the command line
+    connects before it loads the data); it is closed when the sweep ends.
     """
     url = resolve_url(spec.name, storage)
-    if cluster is not None:
-        scheduler_address(cluster)  # a malformed address first: the checks below read its host
-        if url.startswith("sqlite") and is_remote(cluster):
-            raise SweepsError(f"--cluster {cluster} runs workers on other machines, and they cannot share an "
-                              "SQLite file safely (file locks do not hold over a network); give every machine "
-                              "one database with --storage postgresql://USER@HOST/DB.")
-        if reproducible:
-            raise SweepsError("--reproducible hands out its rounds from this machine to local workers; "
-                              "drop --cluster to reproduce a sweep, or --reproducible to run it on the cluster.")
-        if study_file is None:
-            raise SweepsError("--cluster needs the study file's path: each worker loads it itself.")
+    if cluster is not None and client is None:
+        check_cluster(cluster, url, reproducible, study_file)
         client = connect(cluster)  # an unreachable scheduler is refused before anything is written
-        if workers == 1:
+    try:
+        if client is not None and workers == 1:
             workers = max(1, sum(client.nthreads().values()))
-    else:
-        client = None
+        return _run_study(spec, dataset, url, n_trials, timeout, device, progress, out, workers, study_file,
+                          overrides, heartbeat, accept_changed_settings, until_converged, reproducible, batch,
+                          cluster, client)
+    finally:
+        if client is not None:
+            client.close(timeout=10)
+
+
+def check_cluster(cluster: str, url: str, reproducible: bool, study_file: str | None) -> None:
+    """What --cluster cannot go with, refused before anything slow."""
+    scheduler_address(cluster)  # a malformed address first: the checks below read its host
+    if url.startswith("sqlite") and is_remote(cluster):
+        raise SweepsError(f"--cluster {cluster} runs workers on other machines, and they cannot share an "
+                          "SQLite file safely (file locks do not hold over a network); give every machine "
+                          "one database with --storage postgresql://USER@HOST/DB.")
+    if reproducible:
+        raise SweepsError("--reproducible hands out its rounds from this machine to local workers; "
+                          "drop --cluster to reproduce a sweep, or --reproducible to run it on the cluster.")
+    if study_file is None:
+        raise SweepsError("--cluster needs the study file's path: each worker loads it itself.")
+
+
+def _run_study(spec, dataset, url, n_trials, timeout, device, progress, out, workers, study_file, overrides,
+               heartbeat, accept_changed_settings, until_converged, reproducible, batch, cluster, client):
     spec.check_space()  # a space function that raises or returns bad values fails here
     folds = cached_folds(dataset, spec.folds, spec.seed, device, scaling=spec.preprocessing)
     transfer(spec, folds.n_features, folds.n_outputs)  # a wrong init_from fails before anything is written
@@ -124,11 +139,8 @@ def run_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
                               cwd=os.getcwd())
                     for i in range(workers)]
             prepared, _ = prepare(spec, folds)  # the space as the workers' objectives see it
-            try:
-                launch(jobs, study, budget, on_progress=shown, suggest=prepared.suggest, client=client)
-            finally:
-                if client is not None:
-                    client.close()
+            launch(jobs, study, budget, on_progress=shown, suggest=prepared.suggest, client=client,
+                   grace=heartbeat[1])
     return study
 
 
@@ -231,7 +243,17 @@ def main(argv: list[str] | None = None) -> int:
         _cli.quiet_optuna()
         _cli.set_threads(args.workers)
         device = _cli.resolve_device(args.device)
-        spec, dataset = _cli.load(args.study_file, seed=args.seed)
+        spec = _cli.load_spec(args.study_file, seed=args.seed)
+        client = None
+        if args.cluster is not None:  # the address and the scheduler, before the data's load
+            check_cluster(args.cluster, resolve_url(spec.name, args.storage), args.reproducible, args.study_file)
+            client = connect(args.cluster)
+        try:
+            dataset = _cli.load_data(args.study_file, spec)
+        except BaseException:
+            if client is not None:
+                client.close(timeout=10)
+            raise
         started = time.perf_counter()
         study = run_study(spec, dataset, storage=args.storage, n_trials=args.n_trials,
                           timeout=args.timeout, device=str(device), progress=not args.no_progress,
@@ -240,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
                           heartbeat=(args.heartbeat_interval, args.grace_period),
                           accept_changed_settings=args.accept_changed_settings,
                           until_converged=True if args.until_converged else None,
-                          reproducible=args.reproducible, batch=args.batch, cluster=args.cluster)
+                          reproducible=args.reproducible, batch=args.batch, cluster=args.cluster, client=client)
         print(summary(study, resolve_url(spec.name, args.storage), time.perf_counter() - started))
         return 0
 
