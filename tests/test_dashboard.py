@@ -147,8 +147,9 @@ def test_pruned_trial_shows_its_reason(browser, dashboard):
     assert "pruned by MedianPruner at epoch" in text and "validation loss" in text  # the per-fold table
 
 
-def request(url: str, method: str, body: bytes = b"{}") -> int:
-    req = urllib.request.Request(url, data=body, method=method, headers={"Content-Type": "application/json"})
+def request(url: str, method: str, body: bytes = b"{}", host: str | None = None) -> int:
+    headers = {"Content-Type": "application/json", **({"Host": host} if host else {})}
+    req = urllib.request.Request(url, data=body if method != "GET" else None, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=10) as response:
             return response.status
@@ -175,6 +176,82 @@ def test_the_dashboard_is_read_only_without_allow_writes(dashboard):
     assert after.user_attrs == note and "x" not in after.trials[-1].user_attrs
     assert request(f"{base}/api/studies/{study._study_id}", "GET") == 200  # reading still works
     study.tell(running, state=optuna.trial.TrialState.FAIL)
+
+
+def test_requests_for_another_host_name_are_refused(dashboard):
+    """DNS rebinding: a page of evil.example, its name pointed at 127.0.0.1, reaches the dashboard
+    with `Host: evil.example`; only the names of the dashboard itself are answered."""
+    base, _, _ = dashboard
+    port = base.rsplit(":", 1)[1]
+    assert request(f"{base}/api/studies", "GET", host=f"evil.example:{port}") == 403
+    assert request(f"{base}/api/studies", "GET", host=f"evil.example") == 403
+    for name in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"):
+        assert request(f"{base}/api/studies", "GET", host=name) == 200
+
+
+def test_allowed_host_names_are_answered():
+    from sweeps.dashboard import host_checked, host_names
+
+    app = host_checked(lambda environ, start: (start("200 OK", []), [b"ok"])[1],
+                       host_names("127.0.0.1", ["tunnel.example"]))
+    status = []
+    for host in ("tunnel.example:8080", "TUNNEL.example", "other.example", ""):
+        app({"HTTP_HOST": host}, lambda code, headers: status.append(code.split()[0]))
+    assert status == ["200", "200", "403", "403"]
+
+
+def test_a_trial_finished_from_the_dashboard_is_left_finished_and_the_sweep_goes_on(tmp_path):
+    """--allow-writes lets a person mark a running trial finished; the sweep that trains it
+    says so in one line, writes nothing more to it, and runs its other trials."""
+    (tmp_path / "dash.py").write_text(STUDY_FILE.replace("max_epochs=8", "max_epochs=400").replace(
+        "patience=3", "patience=400").replace("MedianPruner(n_startup_trials=2, n_warmup_steps=2)", "NopPruner()")
+        .replace("n_trials=5", "n_trials=3"))
+    sweep = subprocess.Popen([sys.executable, "-m", "sweeps.run", str(tmp_path / "dash.py"), "--no-progress"],
+                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=default_signals)
+    url = f"sqlite:///{tmp_path / 'storage' / 'dash.db'}"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    board = None
+    try:
+        deadline = time.time() + 120
+
+        def running_trial():
+            while time.time() < deadline:
+                time.sleep(0.2)
+                try:
+                    trials = optuna.load_study(study_name="dash", storage=url).trials
+                except Exception:  # not made yet
+                    continue
+                found = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING and t.intermediate_values]
+                if found:
+                    return found[0]
+            raise AssertionError("no running trial seen")
+
+        running_trial()  # the study exists: the dashboard can open it
+        board = subprocess.Popen([sys.executable, "-m", "sweeps.dashboard", str(tmp_path / "dash.py"), "--port",
+                                  str(port), "--allow-writes"], cwd=tmp_path, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, preexec_fn=default_signals)
+        while time.time() < deadline:
+            try:
+                request(f"{base}/api/studies", "GET")
+                break
+            except OSError:
+                time.sleep(0.3)
+        running = running_trial()
+        assert request(f"{base}/api/trials/{running._trial_id}/tell", "POST",
+                       b'{"state": "Complete", "values": [0.123]}') == 204
+        out, err = sweep.communicate(timeout=300)
+    finally:
+        if board is not None:
+            board.kill()
+        sweep.kill()
+    assert sweep.returncode == 0, err
+    assert f"trial #{running.number} was finished outside this sweep while it trained (it is COMPLETE now" in err
+    assert "Traceback" not in err and err.count("\n") == 1
+    trials = optuna.load_study(study_name="dash", storage=url).trials
+    assert trials[running.number].value == 0.123 and "fold_val_losses" not in trials[running.number].user_attrs
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) == 3  # the target, all the same
 
 
 def test_the_saved_model_is_an_artifact_of_the_study(dashboard):

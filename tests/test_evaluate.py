@@ -261,3 +261,35 @@ def test_ensemble_final_models_are_what_evaluate_scored_and_reload(study_url, tm
     np.testing.assert_allclose(probabilities, np.mean(singles, 0), rtol=1e-5, atol=1e-6)
     if final_model == "folds":  # the trial's own fold-models: three preprocessings, one per fold
         assert len(reloaded.preprocessings) == 3 and reloaded.member_preprocessing == [0, 1, 2]
+
+
+def test_a_disk_that_cannot_take_the_model_leaves_the_test_set_unused(study_url, tmp_path, monkeypatch):
+    """Full at the first write (before scoring): nothing recorded. Full at the second (the copy with
+    the test result): the score is printed and recorded with its use, and the first copy stays."""
+    from sweeps.trained import TrainedModel
+
+    real_save = TrainedModel.save
+    calls = []
+
+    def full_after(n):
+        def save(self, path):
+            calls.append(path)
+            if len(calls) > n:
+                raise OSError(28, "No space left on device")
+            return real_save(self, path)
+        return save
+
+    before = snapshot(study_url)
+    monkeypatch.setattr(TrainedModel, "save", full_after(0))
+    with pytest.raises(SweepsError, match=r"the model cannot be written \(No space left on device\); .* the held-out "
+                                          r"test set was not used"):
+        evaluate(study_url, model_path=str(tmp_path / "m.pt"))
+    assert snapshot(study_url) == before and not (tmp_path / "m.pt").exists()
+
+    calls.clear()
+    monkeypatch.setattr(TrainedModel, "save", full_after(1))
+    entry, _, out, err = evaluate(study_url, model_path=str(tmp_path / "m.pt"))
+    assert f"{entry['loss']:10.4f}" in out  # printed
+    assert snapshot(study_url)["test_evaluations"] == 1 == entry["evaluation"]  # recorded with its use
+    assert "could not be written or attached (No space left on device)" in err and "evaluation #1" in err
+    assert sweeps.load_model(tmp_path / "m.pt").info.get("study") == SPEC.name  # the copy saved before scoring

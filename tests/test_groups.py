@@ -114,10 +114,37 @@ def test_groups_from_a_table_column_reach_the_test_rows_too():
     (dict(groups="source"), r"Study.groups: 'source' is not a column of the data table \(it returned an array"),
     (dict(groups=[1, 2, 3]), r"Study.groups: has 3 entries, data has 1797 rows"),
     (dict(groups=np.arange(1797)), r"Study.groups: 1797 distinct groups; at most 50"),
+    (dict(groups=np.full(1797, None, dtype=object)), r"Study.groups: no row outside the held-out test set has a group"),
+    (dict(groups=np.full(1797, np.nan)), r"every row outside the held-out test set with a group is in 'missing'"),
+    (dict(groups=np.where(np.arange(1797) < 900, "a", None)), r"with a group is in 'a'; monitoring per group needs"),
 ])
 def test_bad_groups_are_one_line(changes, message):
     with pytest.raises(SweepsError, match=message):
         load_dataset(digits_study(**changes))
+
+
+def test_groups_on_fewer_rows_than_folds_are_refused():
+    dev = load_dataset(digits_study()).dev
+    groups = np.full(1797, None, dtype=object)
+    groups[dev[:2]] = ["a", "b"]
+    with pytest.raises(SweepsError, match=r"only 2 row\(s\) outside the held-out test set have a group, fewer "
+                                          r"than folds=3"):
+        load_dataset(digits_study(groups=groups))
+
+
+def test_degenerate_groups_are_refused_by_the_command_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    from sweeps.run import main as run_main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "g.py").write_text(
+        "import numpy as np\nfrom sklearn.datasets import load_digits\nfrom sweeps import Study, Space\n"
+        "X, y = load_digits(return_X_y=True)\n"
+        "study = Study(name='g', task='classification', data=(X, y), groups=np.full(len(y), None, dtype=object),\n"
+        "              space=Space(depth=1, width=16), folds=3, max_epochs=2, n_trials=1)\n")
+    assert run_main([str(tmp_path / "g.py"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "Study.groups: no row outside the held-out test set has a group" in err and err.count("\n") == 1
+    assert not (tmp_path / "storage").exists()
 
 
 def test_worst_group_needs_groups_and_early_stopping_takes_two_values():

@@ -114,6 +114,25 @@ def test_importance_is_searchable_and_a_chosen_trial_evaluates(tmp_path):
     assert 0 < entry["metric"] <= 1
 
 
+def test_target_rows_equal_to_test_rows_are_found_whatever_their_dtypes():
+    """The same rows as the study reads them, in a table with one more missing value (an integer
+    column becomes float64) or as strings of the same category: still the held-out rows."""
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"n": rng.integers(0, 1000, 600), "x": rng.normal(size=600),
+                          "c": rng.choice(["u", "v", "w"], 600)})
+    label = (frame["x"] > 0).astype(int).to_numpy()
+    spec = digits_study(data=(frame, label), space=Space(importance="density_ratio"), target_data=frame.iloc[:1])
+    test = load_dataset(digits_study(data=(frame, label))).test  # the same split: seed, size and labels
+    target = frame.iloc[test[:5]].copy()
+    target.loc[target.index[0], "x"] = np.nan  # one missing value elsewhere in the target rows...
+    target = pd.concat([target, frame.iloc[:1].assign(n=np.nan)])  # ...and an integer column turned float
+    assert target["n"].dtype == np.float64 and frame["n"].dtype == np.int64
+    with pytest.raises(SweepsError, match=r"target_data: 4 of its 6 rows equal held-out test rows"):
+        load_dataset(spec.replace(target_data=target))
+
+
 def test_target_rows_that_are_test_rows_are_refused_and_importance_needs_them():
     spec = shifted_spec()
     test_rows = spec.test_data[0]

@@ -17,6 +17,7 @@ login either way, so it listens on 127.0.0.1 unless `--host` says otherwise.
 from __future__ import annotations
 
 import json
+import socket
 import socketserver
 import sys
 from collections.abc import Callable, Iterable
@@ -28,6 +29,7 @@ from sweeps.storage import artifact_folder, describe, load_existing_study
 from sweeps.study import load_study_file
 
 READ_METHODS = ("GET", "HEAD", "OPTIONS")
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
 
 def read_only(app: Callable) -> Callable:
@@ -43,6 +45,52 @@ def read_only(app: Callable) -> Callable:
         return app(environ, start_response)
 
     return guarded
+
+
+def host_names(host: str, allowed: Iterable[str] = ()) -> set[str]:
+    """The names a browser may use for this dashboard (its requests' `Host`): the address it
+    listens on, this machine's loopback names when that is loopback, this machine's names and
+    addresses when it listens on every interface, and the names given with --allowed-host."""
+    names = {host.strip("[]").lower(), *(name.strip("[]").lower() for name in allowed)}
+    if host in LOOPBACK_NAMES or host.startswith("127."):
+        names |= set(LOOPBACK_NAMES)
+    if host in ("0.0.0.0", "::", ""):
+        names |= set(LOOPBACK_NAMES)
+        try:
+            hostname = socket.gethostname()
+            names |= {hostname.lower(), socket.getfqdn().lower()}
+            names |= set(socket.gethostbyname_ex(hostname)[2])
+        except OSError:
+            pass
+    return names
+
+
+def host_checked(app: Callable, names: set[str]) -> Callable:
+    """A WSGI app that answers only requests whose `Host` is one of `names` (any port).
+
+    Without it, a web page of any site could make the browser of someone running the dashboard
+    read and, with --allow-writes, change their studies: it points its own domain at 127.0.0.1
+    (DNS rebinding) and the requests arrive with that domain as their Host.
+    """
+    def guarded(environ: dict, start_response: Callable) -> Iterable[bytes]:
+        host = environ.get("HTTP_HOST", "")
+        if _name_of(host) not in names:
+            reason = json.dumps({"reason": f"Host {host!r} is not a name of this dashboard; if it is the name you "
+                                           "browse it by, restart python -m sweeps.dashboard with --allowed-host "
+                                           "NAME"}).encode()
+            start_response("403 Forbidden", [("Content-Type", "application/json"),
+                                              ("Content-Length", str(len(reason)))])
+            return [reason]
+        return app(environ, start_response)
+
+    return guarded
+
+
+def _name_of(host: str) -> str:
+    """The name in a Host header, without its port: 'h:8080' -> 'h', '[::1]:8080' -> '::1'."""
+    if host.startswith("["):
+        return host[1:host.find("]")].lower() if "]" in host else host.lower()
+    return (host.rsplit(":", 1)[0] if host.count(":") == 1 else host).lower()
 
 
 class _ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
@@ -63,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
                         "it (and lets them change them, with --allow-writes); prefer an SSH tunnel")
     p.add_argument("--allow-writes", action="store_true",
                    help="let the browser change the storage (notes, trial values, deleting studies)")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="another name the dashboard is browsed by (a proxy's, an SSH tunnel's); requests for "
+                        "any name but these and the address it listens on are refused")
     args = p.parse_args(argv)
 
     def body() -> int:
@@ -82,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         app = wsgi(study._storage, artifact_store=store)
         if not args.allow_writes:
             app = read_only(app)
+        app = host_checked(app, host_names(args.host, args.allowed_host))
         try:
             server = make_server(args.host, args.port, app, server_class=_ThreadingServer,
                                  handler_class=_QuietHandler)

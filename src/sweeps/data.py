@@ -149,6 +149,7 @@ def load_dataset(spec: Study) -> Dataset:
             raw_groups = np.concatenate([raw_groups, test_groups if test_groups is not None
                                          else np.full(len(y) - n_dev, None, dtype=object)])
         groups, names = _group_codes(raw_groups)
+        _check_groups(groups[dev], names, spec.folds)
     return Dataset(X, y, classes, dev, test, data_hash, test_hash, groups, names, target, columns, kinds)
 
 
@@ -269,6 +270,23 @@ def _group_codes(values: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
     out = np.full(len(values), -1, dtype=np.int64)
     out[known] = codes
     return out, tuple(str(u) for u in unique)
+
+
+def _check_groups(dev_groups: np.ndarray, names: tuple[str, ...], folds: int) -> None:
+    """Per-group monitoring needs groups among the rows the sweep sees: at least two of them, and
+    a known group on at least one row per fold. Checked before anything is written."""
+    known = dev_groups[dev_groups >= 0]
+    fix = "give each row its source (a column name of the table, or one entry per row), or remove groups="
+    if len(known) == 0:
+        raise SweepsError(f"Study.groups: no row outside the held-out test set has a group (every entry is None); "
+                          f"{fix}.")
+    present = sorted({names[g] for g in np.unique(known)})
+    if len(present) < 2:
+        raise SweepsError(f"Study.groups: every row outside the held-out test set with a group is in "
+                          f"{present[0]!r}; monitoring per group needs at least two groups; {fix}.")
+    if len(known) < folds:
+        raise SweepsError(f"Study.groups: only {len(known)} row(s) outside the held-out test set have a group, "
+                          f"fewer than folds={folds}; every fold needs rows of some group; {fix}.")
 
 
 def _is_missing(value: object) -> bool:

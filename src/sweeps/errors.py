@@ -1,5 +1,7 @@
 """The one exception type a user sees."""
 
+import sys
+
 
 class SweepsError(Exception):
     """A problem with the user's input or environment, explained in one line.
@@ -19,3 +21,13 @@ class Terminated(KeyboardInterrupt):
 
 class TrialFailed(Exception):
     """A failure that ends one trial, not the sweep (out of memory); its reason is recorded."""
+
+
+class FinishedElsewhere(Exception):
+    """A trial this process was training was finished by another (the dashboard with
+    --allow-writes, a script): its training stops, nothing more is written to it, and the
+    sweep goes on."""
+
+    def say(self) -> None:
+        """The one line that tells the user, on stderr."""
+        print(f"sweeps: {self}.", file=sys.stderr, flush=True)

@@ -134,8 +134,12 @@ def evaluate_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
                                 expected_cv_loss=chosen["cv_loss"] if chosen["trial"] is not None else None,
                                 source=chosen["source"])
 
-    # The test set's use is counted in the storage, atomically, before it is looked at; a stop
-    # (Ctrl+C) waits until the use is recorded.
+    # The model is written before the test set is looked at: a disk that cannot take it stops
+    # the evaluation here, with nothing recorded and the test set unused.
+    model.info.update(study=spec.name, fingerprint=dataset.fingerprint)
+    _save(model, path)
+    # The test set's use is counted in the storage, atomically, before it is looked at; the score
+    # is recorded with it and printed, whatever happens after (a stop waits until both are done).
     with stop.deferred():
         evaluation, ledger, ledger_trial = record.reserve_test_evaluation(study)
         if evaluation > 1:
@@ -156,12 +160,26 @@ def evaluate_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
             "final_model": spec.final_model, "members": model.n_members, "model_path": str(path), **test,
         }
         record.write_test_evaluation(study, ledger, ledger_trial, entry)
-        model.info.update(study=spec.name, fingerprint=dataset.fingerprint, test_result=entry)
-        model.save(path)
-    attach(study, path, url)
-    notes.refresh(study)
     print(report(spec, entry), file=out)
+    # What follows only adds to what is recorded and printed: a failure is one line, and loses nothing.
+    model.info["test_result"] = entry
+    try:
+        model.save(path)  # the model with its test result; the one saved above stays if this fails
+        attach(study, path, url)
+    except (OSError, SweepsError) as e:
+        print(f"sweeps: warning: the model with its test result could not be written or attached "
+              f"({e.strerror if isinstance(e, OSError) else e}); the result above is recorded on the study "
+              f"(evaluation #{evaluation}), and {path} holds the model as saved before scoring.", file=err)
+    notes.refresh(study)
     return entry, model
+
+
+def _save(model: TrainedModel, path: Path) -> None:
+    try:
+        model.save(path)
+    except OSError as e:
+        raise SweepsError(f"{path}: the model cannot be written ({e.strerror}); free space or pass another "
+                          "--output; the held-out test set was not used.") from None
 
 
 def _pm(mean: float | None, std: float | None) -> str:

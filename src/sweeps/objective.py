@@ -20,7 +20,7 @@ import optuna
 from optuna.trial import TrialState
 
 from sweeps import notes, pruners, record, stop
-from sweeps.errors import SweepsError, Terminated, TrialFailed
+from sweeps.errors import FinishedElsewhere, SweepsError, Terminated, TrialFailed
 from sweeps.storage import explain as storage_explain, heartbeat_failure
 from sweeps.folds import Folds
 from sweeps.model import StackedMLP
@@ -103,8 +103,11 @@ class Trainer:
 
     # --- the pieces ----------------------------------------------------------------------
     def fail(self, trial: optuna.Trial, reason: str) -> None:
-        record.write_fail_reason(trial, reason)
-        notes.save_trial_note(trial, notes.trial_note(None, self.spec.task, f"failed: {reason}"))
+        try:
+            record.write_fail_reason(trial, reason)
+            notes.save_trial_note(trial, notes.trial_note(None, self.spec.task, f"failed: {reason}"))
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # finished elsewhere meanwhile: its own state stands
 
     def configure(self, trial: optuna.Trial) -> NetConfig:
         """The trial's configuration (drawn now), checked to fit in memory (`TrialFailed` if not)."""
@@ -128,7 +131,10 @@ class Trainer:
                 raise failure  # the heartbeat thread could not write to the storage: stop here
             pruners.report_folds(trial, fold_losses)  # for FoldPairedPruner, in this process
             with stop.deferred():  # a write that a stop must not cut in half
-                trial.report(mean_val_loss, step=epoch)
+                try:
+                    trial.report(mean_val_loss, step=epoch)
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    return FINISHED_ELSEWHERE  # its training stops; `finish` says so
                 prune = trial.should_prune()
             if prune:
                 pruner = trial.study.pruner
@@ -170,8 +176,17 @@ class Trainer:
                 pruners.forget(trial)
 
     def finish(self, trial: optuna.Trial, result) -> float:
-        """Record a trained trial; its value, or `TrialPruned` with the reason."""
-        attrs = record.write_trial(trial, result, self.spec.task, self.folds.group_names)  # stored before pruning
+        """Record a trained trial; its value, or `TrialPruned` with the reason (`FinishedElsewhere`
+        when another process finished it meanwhile: nothing is written)."""
+        try:
+            if result.interrupted == FINISHED_ELSEWHERE:
+                raise optuna.exceptions.UpdateFinishedTrialError()
+            attrs = record.write_trial(trial, result, self.spec.task, self.folds.group_names)  # before pruning
+        except optuna.exceptions.UpdateFinishedTrialError:
+            state = trial.study._storage.get_trial(trial._trial_id).state.name
+            raise FinishedElsewhere(f"trial #{trial.number} was finished outside this sweep while it trained "
+                                    f"(it is {state} now: the dashboard with --allow-writes, or a script); its "
+                                    "training stopped there, and the sweep goes on") from None
         reason = result.diverged or result.interrupted
         notes.save_trial_note(trial, notes.trial_note(result, self.spec.task, reason, attrs))
         if reason:
@@ -221,7 +236,13 @@ class Trainer:
                     outcomes[trial.number] = (TrialState.COMPLETE, self.finish(trial, result))
                 except optuna.TrialPruned:
                     outcomes[trial.number] = (TrialState.PRUNED, None)
+                except FinishedElsewhere as e:
+                    e.say()
+                    outcomes[trial.number] = (None, None)  # not told: it is finished already
         return [(t, *outcomes[t.number]) for t in trials]
+
+
+FINISHED_ELSEWHERE = "finished outside this sweep"  # the epoch hook's reason when a report is refused
 
 
 SMALL_WIDTH = 64  # units: below, a trial's step is PyTorch's dispatch, not arithmetic, so padding is free

@@ -45,7 +45,7 @@ import optuna
 from optuna.trial import TrialState
 
 from sweeps import stop
-from sweeps.errors import SweepsError, Terminated, TrialFailed
+from sweeps.errors import FinishedElsewhere, SweepsError, TrialFailed
 from sweeps.search import converged
 
 LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
@@ -95,18 +95,8 @@ def optimize_until(study: optuna.Study, objective: Callable[[optuna.Trial], floa
     rejected = False
     failures: list[str] = []  # reasons of this process's latest trials that failed in a row
 
-    def admitted(trial: optuna.Trial) -> float:
-        nonlocal rejected
-        try:
-            admit(study, trial, budget.target)
-        except NotNeeded as e:
-            rejected = True
-            trial.set_user_attr("fail_reason", str(e))
-            raise
-        return objective(trial)
-
     def count_failures(s: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if trial.state == TrialState.FAIL and not rejected:
+        if trial.state == TrialState.FAIL:
             failures.append(trial.user_attrs.get("fail_reason", "no reason recorded"))
         else:
             failures.clear()
@@ -140,7 +130,53 @@ def optimize_until(study: optuna.Study, objective: Callable[[optuna.Trial], floa
             rejected = _run_batch(study, objective, budget, min(batch, room), callbacks)
             continue
         with stop.deferred():  # a stop waits for Optuna's writes; training itself stops at once
-            study.optimize(admitted, n_trials=1, callbacks=callbacks, catch=(NotNeeded, TrialFailed))
+            rejected = _run_one(study, objective, budget, callbacks)
+
+
+def ask(study: optuna.Study) -> optuna.Trial:
+    """`study.ask()` outside `study.optimize`: sweeps starts each trial's heartbeat itself
+    (`get_heartbeat_thread`), so Optuna's warning that it will not is not for us."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+        return study.ask()
+
+
+def _run_one(study: optuna.Study, objective: Callable[[optuna.Trial], float], budget: Budget,
+             callbacks: list) -> bool:
+    """Ask one trial, run `objective` with heartbeats, tell its outcome; True when it was not admitted.
+
+    Optuna's `study.optimize` would do the same, but it tells a trial whatever happened to it
+    meanwhile: one finished from the dashboard while it trained made it raise. Here such a
+    trial (`FinishedElsewhere`) is left as it was finished, in one line, and the sweep goes on.
+    """
+    from optuna.storages._heartbeat import get_heartbeat_thread
+
+    trial = ask(study)
+    try:
+        admit(study, trial, budget.target)
+    except NotNeeded as e:
+        trial.set_user_attr("fail_reason", str(e))
+        study.tell(trial, state=TrialState.FAIL)
+        return True
+    value, state = None, TrialState.FAIL
+    with get_heartbeat_thread(trial._trial_id, study._storage):
+        try:
+            value, state = objective(trial), TrialState.COMPLETE
+        except optuna.TrialPruned:
+            state = TrialState.PRUNED
+        except TrialFailed:
+            pass
+        except FinishedElsewhere as e:
+            e.say()
+            state = None
+        except BaseException:
+            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            raise
+    frozen = study.tell(trial, value, state=state, skip_if_finished=True) if state is not None \
+        else study._storage.get_trial(trial._trial_id)
+    for callback in callbacks:
+        callback(study, frozen)
+    return False
 
 
 def _run_batch(study: optuna.Study, trainer, budget: Budget, size: int, callbacks: list) -> bool:
@@ -153,9 +189,7 @@ def _run_batch(study: optuna.Study, trainer, budget: Budget, size: int, callback
     trials = []
     with stop.deferred():
         for _ in range(size):
-            with warnings.catch_warnings():  # the heartbeat runs: `_run_batch` starts it for every trial
-                warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
-                trial = study.ask()  # TPE's constant liar: each sees the batch's earlier ones as running
+            trial = ask(study)  # TPE's constant liar: each sees the batch's earlier ones as running
             try:
                 admit(study, trial, budget.target)
             except NotNeeded as e:
@@ -174,7 +208,9 @@ def _run_batch(study: optuna.Study, trainer, budget: Budget, size: int, callback
             outcomes = trainer.run_batch(trials)
         with stop.deferred():
             for trial, state, value in outcomes:
-                study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
+                if state is not None:  # None: finished elsewhere, left as it is
+                    study.tell(trial, value if state == TrialState.COMPLETE else None, state=state,
+                               skip_if_finished=True)
                 told.add(trial.number)
                 frozen = study._storage.get_trial(trial._trial_id)
                 for callback in callbacks:
@@ -183,7 +219,7 @@ def _run_batch(study: optuna.Study, trainer, budget: Budget, size: int, callback
         with stop.deferred():  # the batch's trials not told yet end as failed (their reason is recorded)
             for trial in trials:
                 if trial.number not in told:
-                    study.tell(trial, state=TrialState.FAIL)
+                    study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
         raise
     return rejected
 
@@ -238,7 +274,7 @@ class Rounds:
         trials = []
         with stop.deferred():
             for _ in range(min(self.size, remaining)):
-                trial = self.study.ask()
+                trial = ask(self.study)
                 self.suggest(trial)  # the configuration is drawn here, in order
                 trials.append(trial)
         first = trials[0].number
@@ -299,15 +335,18 @@ def run_trial(study: optuna.Study, trial_id: int, objective: Callable[[optuna.Tr
         try:
             value = objective(trial)
         except optuna.TrialPruned:
-            study.tell(trial, state=TrialState.PRUNED)
+            study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
             return
         except TrialFailed:
-            study.tell(trial, state=TrialState.FAIL)
+            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            return
+        except FinishedElsewhere as e:
+            e.say()
             return
         except BaseException:
-            study.tell(trial, state=TrialState.FAIL)
+            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
             raise
-        study.tell(trial, value)
+        study.tell(trial, value, skip_if_finished=True)
 
 
 # --- worker processes ------------------------------------------------------------------------
