@@ -134,3 +134,12 @@ def test_a_fresh_run_prints_no_warning(tmp_path):
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stderr == "", result.stderr
+
+
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path):
+    """`python -m sweeps.cache | head -0`: the reader leaves before the output is written."""
+    process = subprocess.Popen([sys.executable, "-m", "sweeps.cache"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env={**os.environ, "SWEEPS_CACHE_DIR": str(tmp_path)})
+    process.stdout.close()
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 141 and err == "", err

@@ -50,6 +50,15 @@ def test_the_onnx_graph_predicts_what_load_model_predicts(tmp_path, monkeypatch,
     assert parity_gap(model, theirs, ours) <= 1e-5  # probabilities, or target standard deviations
     meta = session.get_modelmeta().custom_metadata_map
     assert meta["task"] == task and meta["members"] == "3"
+    if task == "classification":  # a hand-edited file is refused before any graph is built
+        from test_trained import edited
+
+        edited(model, tmp_path / "storage", lambda h, t: h.update(member_preprocessing=[0, 1, 7]))
+        (tmp_path / "storage" / "onnx.onnx").unlink()
+        assert export_main([str(tmp_path / "s.py"), "--model", "onnx", "--model-file", "storage/m.pt"]) == 2
+        err = capsys.readouterr().err
+        assert "member_preprocessing [0, 1, 7]" in err and err.count("\n") == 1
+        assert not (tmp_path / "storage" / "onnx.onnx").exists()
 
 
 def test_categorical_columns_are_refused_with_the_fix(tmp_path, monkeypatch, capsys):

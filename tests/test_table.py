@@ -126,6 +126,12 @@ def test_bad_files_and_targets(adult_sample, tmp_path):
     frame.to_csv(tmp_path / "one.csv", index=False)
     with pytest.raises(SweepsError, match=r"single class \('<=50K'\)"):
         load_dataset(adult_study(tmp_path / "one.csv"))
+    pd.read_csv(adult_sample).head(0).to_csv(tmp_path / "header.csv", index=False)
+    with pytest.raises(SweepsError, match=r"header.csv: has column names but no rows of data"):
+        load_dataset(adult_study(tmp_path / "header.csv"))
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(SweepsError, match=r"empty.csv: the file is empty"):
+        load_dataset(adult_study(tmp_path / "empty.csv"))
 
 
 def test_cli_bad_table_is_exit_2_and_nothing_written(tmp_path, monkeypatch, capsys):

@@ -123,3 +123,47 @@ def test_a_loaded_model_is_a_fitted_scikit_learn_estimator(tmp_path):
     assert is_regressor(regressor) and -5 < regressor.score(Xr, yr) < 1
     with pytest.raises(AttributeError):
         regressor.classes_
+
+
+def edited(model, tmp_path, change) -> str:
+    """The model saved, then its JSON header edited by `change` (a hand edit), written back."""
+    from safetensors import safe_open
+
+    path = model.save(tmp_path / "m.pt")
+    with safe_open(str(path), framework="pt") as f:
+        metadata, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    header = json.loads(metadata["model"])
+    change(header, tensors)
+    save_file(tensors, str(path), metadata={**metadata, "model": json.dumps(header)})
+    return path
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda h, t: h.update(classes=[0, 1, 2]), r"10 outputs, but classes \[0, 1, 2\]"),
+    (lambda h, t: h.update(classes=[0] * 10), r"10 outputs, but classes"),
+    (lambda h, t: h.update(member_preprocessing=[0, 5]), r"member_preprocessing \[0, 5\]"),
+    (lambda h, t: h.update(member_preprocessing=[0]), r"member_preprocessing \[0\] for 2 members"),
+    (lambda h, t: h.update(task="clustering"), r"task 'clustering'"),
+    (lambda h, t: h["preprocessings"][0].update(scaling="magic"), r"unknown scaling 'magic'"),
+    (lambda h, t: h["net"].update(dropout=1.5), r"dropout 1.5"),
+    (lambda h, t: t["net.w1"].fill_(float("nan")), r"non-finite weights"),
+    (lambda h, t: t.update({"net.w1": t["net.w1"][:, :3].contiguous()}), r"layer shapes do not chain"),
+    (lambda h, t: t.update({"preprocessing.0.scale": torch.zeros(64, dtype=torch.float64)}),
+     r"scale non-zero"),
+    (lambda h, t: t.update({"preprocessing.0.center": torch.zeros(3, dtype=torch.float64)}),
+     r"center, scale and fill must be 3 finite numbers"),
+    (lambda h, t: h.update(columns=["a"] * 64), r"columns must be distinct names"),
+])
+def test_a_hand_edited_model_file_is_refused_in_one_line(model, tmp_path, change, message):
+    path = edited(model, tmp_path, change)
+    with pytest.raises(SweepsError, match=rf"not a sweeps model file, or a damaged one \(ValueError: .*{message}"):
+        sweeps.load_model(path)
+
+
+def test_a_device_that_is_not_there_is_one_line(model, tmp_path):
+    path = model.save(tmp_path / "m.pt")
+    if not torch.cuda.is_available():
+        with pytest.raises(SweepsError, match=r"device 'cuda': no CUDA device is available here; use device='cpu'"):
+            sweeps.load_model(path, device="cuda")
+    with pytest.raises(SweepsError, match=r"device 'gpu0' is not a device"):
+        sweeps.load_model(path, device="gpu0")

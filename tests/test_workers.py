@@ -318,12 +318,24 @@ def test_reproducible_workers_give_the_same_trials_whatever_the_timing(tmp_path,
             process = sweeps_run(str(path), "--workers", "2", "--reproducible", "--storage", url, cwd=tmp_path)
             out, err = process.communicate(timeout=400)
             assert process.returncode == 0, err
+            assert "warn" not in err.lower() and "Heartbeat" not in err, err  # the launcher asks, quietly
             records.append(trial_record(name, url))
         finally:
             if backend == "postgresql":
                 optuna.delete_study(study_name=name, storage=url)
     assert len(records[0]) == 8
     assert records[0] == records[1]
+
+
+def test_a_worker_interrupted_while_it_starts_exits_quietly(tmp_path):
+    """Stopped before its own handlers are in place (here: still reading its job), a worker exits
+    with 130 and no traceback; its launcher reports the stop for every worker."""
+    worker = subprocess.Popen([sys.executable, "-m", "sweeps.workers"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_signals)
+    time.sleep(3)  # it waits for its job on stdin
+    worker.send_signal(signal.SIGINT)
+    out, err = worker.communicate(timeout=30)
+    assert worker.returncode == 130 and err == "", err
 
 
 def free_port() -> int:

@@ -37,6 +37,32 @@ def __dir__() -> list[str]:
 
 __version__ = "0.2.0"
 
+
+def _interrupts_in_one_line() -> None:
+    """`python -m sweeps.<verb>`: a Ctrl+C while the command is still starting (importing torch
+    takes seconds, and a worker starts the same way) ends it in one line, as one that comes
+    later does, not with a traceback of whatever module was being imported. Only uncaught
+    interrupts reach this hook: once a verb runs, `_cli.guarded` handles them itself."""
+    import os
+    import sys
+
+    previous = sys.excepthook
+
+    def hook(kind, value, traceback) -> None:
+        if not issubclass(kind, KeyboardInterrupt):
+            return previous(kind, value, traceback)
+        if not sys.argv[0].endswith("workers.py"):  # a worker's launcher says it for all of them
+            print("\nsweeps: interrupted; every finished trial is kept in storage.", file=sys.stderr, flush=True)
+        os._exit(143 if kind.__name__ == "Terminated" else 130)
+
+    sys.excepthook = hook
+
+
+# While `python -m sweeps.X` locates its module, Python sets argv[0] to "-m" (then to the
+# module's path): only the command line installs the hook, never `import sweeps` in a program.
+if __import__("sys").argv[:1] == ["-m"]:
+    _interrupts_in_one_line()
+
 __all__ = [
     "AnyPruner", "Categorical", "Float", "FoldPairedPruner", "Int", "Space", "Study", "SweepsError", "Table",
     "TrainedModel", "__version__", "api", "load_model", "optimize",

@@ -61,6 +61,11 @@ def guarded(body: Callable[[], int], prefix: str | None = None) -> int:
         print(f"\n{lead}interrupted; every finished trial is kept in storage. "
               "Run the same command again to resume.", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of our output left (`| head -1`; the only pipe a command writes itself):
+        # stop quietly, as Unix tools do, with what SIGPIPE's exit code would be.
+        _silence_stdout()
+        return 141
     except Exception as e:
         message = explain(e)
         if message is None:
@@ -70,6 +75,13 @@ def guarded(body: Callable[[], int], prefix: str | None = None) -> int:
     finally:
         if installed:
             stop.uninstall()
+
+
+def _silence_stdout() -> None:
+    """Later writes to stdout go nowhere (Python would otherwise complain once more when it
+    flushes stdout at exit)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 def load(study_file: str, **overrides) -> tuple[Study, Dataset]:

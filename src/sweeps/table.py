@@ -74,7 +74,13 @@ class Table:
             raise SweepsError(f"Table {path}: {e}; for Parquet files install pyarrow "
                               "(pip install 'sweeps[parquet]').") from None
         except Exception as e:
+            if type(e).__name__ == "EmptyDataError":
+                raise SweepsError(f"Table {path}: the file is empty; give a table with a header row and data "
+                                  "rows.") from None
             raise SweepsError(f"Table {path}: cannot be read ({type(e).__name__}: {e}).") from None
+        if len(frame) == 0:
+            raise SweepsError(f"Table {path}: has column names but no rows of data; give a table with at least "
+                              "one row per fold.")
         return frame
 
     def __call__(self):

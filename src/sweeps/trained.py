@@ -182,8 +182,10 @@ class TrainedModel(BaseEstimator):
             raise SweepsError(f"predict: X must be a table (a pandas DataFrame) with the training columns "
                               f"{_preview(self.columns)}; this model encodes categorical columns by name.")
         try:
+            # float32, as the training rows were held (`data.Dataset`): a value on one of the fitted
+            # quantiles must fall on it here too, not a float64 hair beside it.
             X = np.asarray(X.to_numpy(dtype=np.float64, na_value=np.nan) if hasattr(X, "to_numpy") else X,
-                           dtype=np.float64)
+                           dtype=np.float64).astype(np.float32)
         except (TypeError, ValueError):
             raise SweepsError("predict: X must be numeric, like the training data.") from None
         if X.ndim != 2 or X.shape[1] != self.n_features:
