@@ -269,3 +269,24 @@ def test_transfer_from_a_model_with_other_features_is_refused_before_writing(sou
     with pytest.raises(SweepsError, match=r"no such model file"):
         run_study(digits_study(init_from=str(tmp_path / "nope.pt")), load_dataset(digits_study()),
                   storage=f"sqlite:///{url}", progress=False, out=io.StringIO())
+
+
+def test_transfer_reads_the_saved_model_s_columns_by_name(tmp_path):
+    frame = load_diabetes(as_frame=True).frame
+    X, y = frame.drop(columns="target"), frame["target"]
+    spec = diabetes_spec(name="named", data=(X, y), n_trials=1, max_epochs=3)
+    url = f"sqlite:///{tmp_path / 'n.db'}"
+    run_study(spec, load_dataset(spec), storage=url, progress=False, out=io.StringIO())
+    evaluate_study(spec, load_dataset(spec), storage=url, model_path=str(tmp_path / "named.pt"), out=io.StringIO(),
+                   err=io.StringIO())
+    reordered = diabetes_spec(name="reordered", data=(X[list(reversed(X.columns))], y),
+                              init_from=str(tmp_path / "named.pt"))
+    never = tmp_path / "never.db"
+    with pytest.raises(SweepsError, match=r"was trained on columns \['age', 'sex'.* put the data's columns in the "
+                                          r"model's order"):
+        run_study(reordered, load_dataset(reordered), storage=f"sqlite:///{never}", progress=False, out=io.StringIO())
+    renamed = diabetes_spec(name="renamed", data=(X.rename(columns={"age": "years"}), y),
+                            init_from=str(tmp_path / "named.pt"))
+    with pytest.raises(SweepsError, match=r"transfer needs the same features, named alike"):
+        run_study(renamed, load_dataset(renamed), storage=f"sqlite:///{never}", progress=False, out=io.StringIO())
+    assert not never.exists()

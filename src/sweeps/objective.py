@@ -28,18 +28,26 @@ from sweeps.study import Categorical, Int, Study
 from sweeps.train import NetConfig, available_memory, groupable, memory_needed, train_trials
 
 
-def transfer(spec: Study, n_features: int, n_outputs: int) -> tuple[Study, StackedMLP | None]:
+def transfer(spec: Study, n_features: int, n_outputs: int,
+             columns: tuple[str, ...] | None = None) -> tuple[Study, StackedMLP | None]:
     """For `init_from`: the study with the saved model's architecture fixed, and its weights.
 
-    Checked before anything is written: the saved model must take the same features and
-    give the same outputs as this study's data. Depth, width, the embeddings' shape and the
-    ensemble size are the saved model's; the rest of the space (lr, ...) is searched.
+    Checked before anything is written: the saved model must take the same features (by
+    name, in the same order, where both sides name them: `columns`, the data's) and give the
+    same outputs as this study's data. Depth, width, the embeddings' shape and the ensemble
+    size are the saved model's; the rest of the space (lr, ...) is searched.
     """
     if spec.init_from is None:
         return spec, None
     from sweeps.trained import load_model
 
     model = load_model(spec.init_from)
+    if columns is not None and model.columns is not None and list(columns) != list(model.columns):
+        same = sorted(columns) == sorted(model.columns)
+        raise SweepsError(
+            f"Study.init_from: {spec.init_from} was trained on columns {model.columns}, this study's data has "
+            f"{list(columns)}; " + ("put the data's columns in the model's order" if same else
+                                    "transfer needs the same features, named alike") + ".")
     net = model.net
     if net.n_inputs != n_features or net.n_outputs != n_outputs:
         raise SweepsError(

@@ -84,7 +84,8 @@ def _run_study(spec, dataset, url, n_trials, timeout, device, progress, out, wor
                heartbeat, accept_changed_settings, until_converged, reproducible, batch, cluster, client):
     spec.check_space()  # a space function that raises or returns bad values fails here
     folds = cached_folds(dataset, spec.folds, spec.seed, device, scaling=spec.preprocessing)
-    transfer(spec, folds.n_features, folds.n_outputs)  # a wrong init_from fails before anything is written
+    # a wrong init_from fails before anything is written
+    transfer(spec, folds.n_features, folds.n_outputs, dataset.columns)
     rdb = open_storage(url, create=True, heartbeat_interval=heartbeat[0], grace_period=heartbeat[1])
     existing = None
     if study_exists(rdb, spec.name):
