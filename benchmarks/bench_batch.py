@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_search import base_study  # noqa: E402  (the shipped digits study, reseeded)
 
 from sweeps._cli import quiet_optuna  # noqa: E402
-from sweeps.data import load_dataset  # noqa: E402
-from sweeps.run import run_study  # noqa: E402
+from sweeps.data.dataset import load_dataset  # noqa: E402
+from sweeps.sweep.optimize import run_study  # noqa: E402
 
 
 def sweep(seed: int, trials: int, batch: int) -> dict:

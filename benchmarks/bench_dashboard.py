@@ -38,10 +38,10 @@ def make_big_study(folder: Path, trials: int, source_trials: int = 12) -> Path:
 
     from optuna.storages._rdb import models
 
-    from sweeps.data import load_dataset
-    from sweeps.notes import MAX_TRIAL_NOTES
-    from sweeps.run import run_study
-    from sweeps.study import load_study_file
+    from sweeps.data.dataset import load_dataset
+    from sweeps.store.notes import MAX_TRIAL_NOTES
+    from sweeps.sweep.optimize import run_study
+    from sweeps.spec.study import load_study_file
 
     study_file = folder / "big.py"
     study_file.write_text(STUDY.format(n=source_trials))

@@ -27,11 +27,12 @@ import numpy as np
 import torch
 from sklearn.datasets import load_digits, make_classification
 
-from sweeps.data import load_dataset
-from sweeps.folds import Folds, make_folds
-from sweeps.model import StackedMLP
-from sweeps.study import Space, Study
-from sweeps.train import NetConfig, train_folds, train_trials
+from sweeps.data.dataset import load_dataset
+from sweeps.data.folds import Folds, make_folds
+from sweeps.engine.model import StackedMLP
+from sweeps.spec.space import Space
+from sweeps.spec.study import Study
+from sweeps.engine.train import NetConfig, train_folds, train_trials
 
 CONFIGS = [(1, 32), (2, 128), (4, 512)]
 
@@ -207,11 +208,11 @@ INGREDIENTS = {
     "groups (3), early_stopping=worst_group": dict(groups=True, worst_group=True),
     # Space(importance="density_ratio") with Study(target_data=): a weight per training row
     "importance weights": dict(weights=True, importance="density_ratio"),
-    # the big-table layout (sweeps.shared; "auto" picks it above 2 GiB of fold copies): one copy
+    # the big-table layout (sweeps.data.shared; "auto" picks it above 2 GiB of fold copies): one copy
     # of the rows, each fold's preprocessing applied as the rows are read (every epoch)
     "one shared copy of the rows": dict(shared=True),
     # Space(adversarial=λ) with Study(target_data=): a batch of target rows rides along every
-    # step, and a domain classifier (hidden layer of 64) learns on both (sweeps.domain)
+    # step, and a domain classifier (hidden layer of 64) learns on both (sweeps.engine.domain)
     "domain-adversarial (DANN)": dict(target=True, adversarial=0.5),
 }
 SPECIAL = ("transfer", "groups", "weights", "shared", "target")  # not NetConfig fields: how the trial is set up

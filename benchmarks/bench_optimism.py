@@ -19,9 +19,9 @@ from pathlib import Path
 from optuna.trial import TrialState
 
 from sweeps._cli import quiet_optuna
-from sweeps.data import load_dataset
-from sweeps.run import run_study
-from sweeps.study import load_study_file
+from sweeps.data.dataset import load_dataset
+from sweeps.sweep.optimize import run_study
+from sweeps.spec.study import load_study_file
 
 STUDIES = Path(__file__).resolve().parent.parent / "studies"
 

@@ -40,10 +40,10 @@ from sklearn.metrics import accuracy_score, mean_squared_error, r2_score, roc_au
 
 from sweeps import Space, Study, Table
 from sweeps._cli import quiet_optuna
-from sweeps.data import load_dataset
-from sweeps.evaluate import evaluate_study
-from sweeps.final import FINAL_MODELS
-from sweeps.run import run_study
+from sweeps.data.dataset import load_dataset
+from sweeps.results.evaluate import evaluate_study
+from sweeps.spec.options import FINAL_MODELS
+from sweeps.sweep.optimize import run_study
 
 DATA = Path(__file__).resolve().parent.parent / "studies" / "data"
 ADULT = ["age", "workclass", "fnlwgt", "education", "education-num", "marital-status", "occupation",
@@ -172,7 +172,7 @@ def sweep(spec: Study, final_models: tuple[str, ...] = ()) -> dict[str, float] |
         for final_model in final_models or (spec.final_model,):
             started = time.perf_counter()
             entry, model = evaluate_study(spec.replace(final_model=final_model), dataset, storage=url,
-                                          model_path=f"{folder}/model.pt", out=io.StringIO(), err=io.StringIO())
+                                          model_path=f"{folder}/model.pt", err=io.StringIO())
             evaluate_seconds = time.perf_counter() - started
             result = {"loss": entry["loss"], "cv_loss": entry["cv_loss"], "sweep_seconds": sweep_seconds,
                       "evaluate_seconds": evaluate_seconds, "model_bytes": Path(f"{folder}/model.pt").stat().st_size,

@@ -36,9 +36,9 @@ from bench_quality import study as quality_study  # noqa: E402
 
 from sweeps import Space, Study  # noqa: E402
 from sweeps._cli import quiet_optuna  # noqa: E402
-from sweeps.data import load_dataset  # noqa: E402
-from sweeps.pruners import AnyPruner, FoldPairedPruner  # noqa: E402
-from sweeps.run import run_study  # noqa: E402
+from sweeps.data.dataset import load_dataset  # noqa: E402
+from sweeps.sweep.pruners import AnyPruner, FoldPairedPruner  # noqa: E402
+from sweeps.sweep.optimize import run_study  # noqa: E402
 
 
 def pruners() -> dict[str, optuna.pruners.BasePruner | None]:

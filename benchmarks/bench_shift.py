@@ -29,9 +29,9 @@ import numpy as np
 
 from sweeps import Categorical, Float, Space, Study, Table
 from sweeps._cli import quiet_optuna
-from sweeps.data import _row_hashes, load_dataset
-from sweeps.evaluate import evaluate_study
-from sweeps.run import run_study
+from sweeps.data.dataset import _row_hashes, load_dataset
+from sweeps.results.evaluate import evaluate_study
+from sweeps.sweep.optimize import run_study
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_quality import DATA, RANGES, WINE, california  # noqa: E402
@@ -86,8 +86,7 @@ def main() -> None:
                     started = time.perf_counter()
                     dataset = load_dataset(spec)
                     run_study(spec, dataset, storage=url, progress=False, out=io.StringIO())
-                    entry, _ = evaluate_study(spec, dataset, storage=url, model_path=f"{folder}/m.pt",
-                                              out=io.StringIO(), err=io.StringIO())
+                    entry, _ = evaluate_study(spec, dataset, storage=url, model_path=f"{folder}/m.pt", err=io.StringIO())
                 result = {"shift": name, "variant": variant, "seed": seed, "rmse": entry["metric"],
                           "cv_loss": entry["cv_loss"], "seconds": time.perf_counter() - started,
                           "chosen": entry["params"].get("importance", "none"),

@@ -5,7 +5,7 @@
 A synthetic table (40 numeric columns with 2 % missing values, 10 categorical columns of 10
 levels, a binary target; Parquet) per size. For each size and fold layout ("copies": a
 preprocessed copy per fold, the layout of sweeps <= 0.2; "shared": one copy of the rows,
-`sweeps.shared`), one fresh process loads the table and prepares the 5 folds (a cache
+`sweeps.data.shared`), one fresh process loads the table and prepares the 5 folds (a cache
 miss: fitting and laying out), and a second fresh process gets them again, as a worker
 or a rerun does (a cache hit). Each process reports its peak memory (ru_maxrss) against the
 float32 design matrix (rows x preprocessed features x 4 bytes). Then one epoch of a fixed
@@ -56,9 +56,9 @@ def measure(path: Path, layout: str, epoch: bool) -> dict:
     import torch
 
     from sweeps import Space, Study, Table
-    from sweeps.cache import cached_folds
-    from sweeps.data import load_dataset
-    from sweeps.train import NetConfig, train_folds
+    from sweeps.data.cache import cached_folds
+    from sweeps.data.dataset import load_dataset
+    from sweeps.engine.train import NetConfig, train_folds
 
     torch.set_num_threads(os.cpu_count() or 1)
     os.environ["SWEEPS_FOLD_ROWS"] = layout

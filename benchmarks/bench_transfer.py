@@ -28,9 +28,9 @@ import numpy as np
 
 from sweeps import Space, Study, Table, load_model
 from sweeps._cli import quiet_optuna
-from sweeps.data import load_dataset
-from sweeps.evaluate import evaluate_study
-from sweeps.run import run_study
+from sweeps.data.dataset import load_dataset
+from sweeps.results.evaluate import evaluate_study
+from sweeps.sweep.optimize import run_study
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_quality import DATA, RANGES, WINE, study  # noqa: E402  (the quality benchmark's template)
@@ -51,8 +51,7 @@ def sweep_and_score(spec: Study, folder: str, model_path: str | None = None) -> 
     dataset = load_dataset(spec)
     started = time.perf_counter()
     run_study(spec, dataset, storage=url, progress=False, out=io.StringIO())
-    entry, _ = evaluate_study(spec, dataset, storage=url, model_path=model_path or f"{folder}/{spec.name}.pt",
-                              out=io.StringIO(), err=io.StringIO())
+    entry, _ = evaluate_study(spec, dataset, storage=url, model_path=model_path or f"{folder}/{spec.name}.pt", err=io.StringIO())
     return {"rmse": entry["metric"], "cv_loss": entry["cv_loss"], "seconds": time.perf_counter() - started,
             "params": entry["params"]}
 

@@ -13,8 +13,8 @@ from sklearn.datasets import load_digits
 
 from sweeps import Space, Study
 from sweeps._cli import quiet_optuna
-from sweeps.data import load_dataset
-from sweeps.folds import make_folds
+from sweeps.data.dataset import load_dataset
+from sweeps.data.folds import make_folds
 
 # The shipped tables (studies/data), and the adult table's columns (its CSV has no header).
 DATA = Path(__file__).parent.parent / "studies" / "data"

@@ -36,7 +36,7 @@ def test_python_errors_are_the_command_lines_one_line(tmp_path):
     with pytest.raises(SweepsError, match="no such study file"):
         sweeps.optimize(tmp_path / "missing.py")
     study = Study(name="x", task="classification", data=lambda: load_digits(return_X_y=True))
-    with pytest.raises(SweepsError, match="workers > 1 need the study file's path"):
+    with pytest.raises(SweepsError, match="workers > 1 and --cluster need the study file.s path"):
         sweeps.optimize(study, workers=2)
     with pytest.raises(SweepsError, match="no such study database"):
         sweeps.api.evaluate(study, storage=f"sqlite:///{tmp_path / 'none.db'}")

@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 import torch
 
-import sweeps.cache
+import sweeps.data.cache
 from sweeps import Space, SweepsError, Table
-from sweeps.cache import cache_dir, cached_folds, entries, folds_key
-from sweeps.data import load_dataset
-from sweeps.folds import Folds, make_folds
+from sweeps.data.cache import cache_dir, cached_folds, entries, folds_key
+from sweeps.data.dataset import load_dataset
+from sweeps.data.folds import Folds, make_folds
 
 from conftest import digits_study
 
@@ -57,7 +57,7 @@ def assert_same_folds(a: Folds, b: Folds) -> None:
 def test_a_hit_equals_a_fresh_preparation_and_prepares_nothing(adult_dataset, monkeypatch):
     first = cached_folds(adult_dataset, 3, 0, scaling="auto")
     assert len(entries(cache_dir())) == 1
-    monkeypatch.setattr(sweeps.cache, "make_folds", lambda *a, **k: pytest.fail("prepared again on a hit"))
+    monkeypatch.setattr(sweeps.data.cache, "make_folds", lambda *a, **k: pytest.fail("prepared again on a hit"))
     again = cached_folds(adult_dataset, 3, 0, scaling="auto")
     assert_same_folds(again, make_folds(adult_dataset, 3, 0, scaling="auto"))
     assert_same_folds(again, first)

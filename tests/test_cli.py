@@ -121,7 +121,7 @@ def test_bad_flags_exit_2_without_a_traceback(tmp_path, monkeypatch, capsys, arg
 
 
 def test_diagnose_refuses_a_threshold_that_is_not_a_finite_number():
-    from sweeps.diagnose import Thresholds
+    from sweeps.results.diagnose import Thresholds
 
     for bad in ("overfit_gap=nan", "overfit_gap=inf", "top_trials=0", "bias_margin=-1"):
         with pytest.raises(SweepsError, match="must be a finite number"):

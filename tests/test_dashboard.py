@@ -23,9 +23,9 @@ import pytest
 from sklearn.datasets import load_digits
 
 from sweeps import Space
-from sweeps.data import load_dataset
-from sweeps.evaluate import evaluate_study
-from sweeps.run import run_study
+from sweeps.data.dataset import load_dataset
+from sweeps.results.evaluate import evaluate_study
+from sweeps.sweep.optimize import run_study
 
 from conftest import default_signals
 
@@ -69,7 +69,7 @@ def dashboard(tmp_path_factory):
     root = tmp_path_factory.mktemp("dash")
     study_file = root / "dash.py"
     study_file.write_text(STUDY_FILE)
-    from sweeps.study import load_study_file
+    from sweeps.spec.study import load_study_file
 
     spec = load_study_file(study_file)
     (root / "storage").mkdir()
@@ -80,7 +80,7 @@ def dashboard(tmp_path_factory):
         study.enqueue_trial({"lr": lr})
     dataset = load_dataset(spec)
     run_study(spec, dataset, storage=url, progress=False, out=io.StringIO())
-    evaluate_study(spec, dataset, storage=url, model_path=str(root / "m.pt"), out=io.StringIO(), err=io.StringIO())
+    evaluate_study(spec, dataset, storage=url, model_path=str(root / "m.pt"), err=io.StringIO())
 
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "sweeps.dashboard", str(study_file), "--port", str(port)],

@@ -7,8 +7,8 @@ import pytest
 from sklearn.datasets import load_digits
 
 from sweeps import SweepsError
-from sweeps.data import load_dataset
-from sweeps.folds import make_folds, split_folds
+from sweeps.data.dataset import load_dataset
+from sweeps.data.folds import make_folds, split_folds
 
 from conftest import digits_study
 

@@ -11,10 +11,11 @@ from optuna_dashboard import get_note
 from sklearn.datasets import load_digits
 
 from sweeps import Categorical, Space, SweepsError
-from sweeps.data import load_dataset
-from sweeps.diagnose import Thresholds, imbalance_hints, diagnose_study, main as diagnose_main
-from sweeps.evaluate import evaluate_study
-from sweeps.run import run_study
+from sweeps.data.dataset import load_dataset
+from sweeps.diagnose import main as diagnose_main
+from sweeps.results.diagnose import Thresholds, imbalance_hints, diagnose_study
+from sweeps.results.evaluate import evaluate_study
+from sweeps.sweep.optimize import run_study
 
 from conftest import digits_study
 
@@ -30,9 +31,9 @@ def sweep_and_diagnose(spec, tmp_path, evaluate=False, enqueue=()):
             study.enqueue_trial(params)
     run_study(spec, dataset, storage=url, progress=False, out=io.StringIO())
     if evaluate:
-        evaluate_study(spec, dataset, storage=url, model_path=str(tmp_path / "m.pt"), out=io.StringIO(),
+        evaluate_study(spec, dataset, storage=url, model_path=str(tmp_path / "m.pt"),
                        err=io.StringIO())
-    diagnosis = diagnose_study(spec, dataset, storage=url, out=io.StringIO())
+    diagnosis = diagnose_study(spec, dataset, storage=url)
     return diagnosis, url
 
 

@@ -11,12 +11,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from sweeps import Space, Study, SweepsError
-from sweeps.data import load_dataset
-from sweeps.domain import DomainHead, ramp
-from sweeps.folds import make_folds
-from sweeps.model import StackedMLP, loss_and_grad
-from sweeps.run import run_study
-from sweeps.train import NetConfig, _domain_step, _pad_target_rows, train_folds
+from sweeps.data.dataset import load_dataset
+from sweeps.engine.domain import DomainHead, ramp
+from sweeps.data.folds import make_folds
+from sweeps.engine.model import StackedMLP, loss_and_grad
+from sweeps.sweep.optimize import run_study
+from sweeps.engine.train import NetConfig, _domain_step, _pad_target_rows, train_folds
 
 
 class Reverse(torch.autograd.Function):

@@ -14,11 +14,13 @@ from sklearn.datasets import load_diabetes, load_digits
 
 import sweeps
 from sweeps import SweepsError
-from sweeps.data import load_dataset
-from sweeps.evaluate import evaluate_study, main as evaluate_main
-from sweeps.export import export_config, main as export_main, read_config, write_config
-from sweeps.folds import make_final_fit
-from sweeps.run import run_study
+from sweeps.data.dataset import load_dataset
+from sweeps.evaluate import main as evaluate_main
+from sweeps.results.evaluate import evaluate_study, report
+from sweeps.export import main as export_main
+from sweeps.results.export import export_config, read_config, write_config
+from sweeps.data.folds import make_final_fit
+from sweeps.sweep.optimize import run_study
 
 from conftest import digits_study
 
@@ -44,9 +46,10 @@ def study_url(swept_db, tmp_path):
 
 
 def evaluate(url, dataset=None, **kwargs):
-    out, err = io.StringIO(), io.StringIO()
-    entry, model = evaluate_study(SPEC, dataset or load_dataset(SPEC), storage=url, out=out, err=err, **kwargs)
-    return entry, model, out.getvalue(), err.getvalue()
+    """evaluate_study, and what the command prints: (entry, model, report, warnings)."""
+    err = io.StringIO()
+    entry, model = evaluate_study(SPEC, dataset or load_dataset(SPEC), storage=url, err=err, **kwargs)
+    return entry, model, report(SPEC, entry), err.getvalue()
 
 
 def test_export_holds_the_best_trial_and_its_provenance(study_url, tmp_path):
@@ -178,8 +181,7 @@ def test_regression_round_trip(tmp_path):
     url = f"sqlite:///{tmp_path / 'd.db'}"
     dataset = load_dataset(spec)
     run_study(spec, dataset, storage=url, progress=False, out=io.StringIO())
-    entry, model = evaluate_study(spec, dataset, storage=url, model_path=str(tmp_path / "d.pt"),
-                                  out=io.StringIO(), err=io.StringIO())
+    entry, model = evaluate_study(spec, dataset, storage=url, model_path=str(tmp_path / "d.pt"), err=io.StringIO())
     y_test = dataset.y[dataset.test]
     prediction = sweeps.load_model(tmp_path / "d.pt").predict(dataset.X[dataset.test])
     assert entry["metric_name"] == "rmse"
@@ -246,8 +248,7 @@ def test_a_config_with_absurd_values_is_one_line(study_url, tmp_path, edit, mess
 def test_ensemble_final_models_are_what_evaluate_scored_and_reload(study_url, tmp_path, final_model, members):
     spec = SPEC.replace(final_model=final_model)
     dataset = load_dataset(spec)
-    entry, model = evaluate_study(spec, dataset, storage=study_url, model_path=str(tmp_path / "e.pt"),
-                                  out=io.StringIO(), err=io.StringIO())
+    entry, model = evaluate_study(spec, dataset, storage=study_url, model_path=str(tmp_path / "e.pt"), err=io.StringIO())
     assert entry["final_model"] == final_model and entry["members"] == members == model.n_members
     reloaded = sweeps.load_model(tmp_path / "e.pt")
     X_test, y_test = dataset.X[dataset.test], dataset.y[dataset.test]
@@ -266,7 +267,7 @@ def test_ensemble_final_models_are_what_evaluate_scored_and_reload(study_url, tm
 def test_a_disk_that_cannot_take_the_model_leaves_the_test_set_unused(study_url, tmp_path, monkeypatch):
     """Full at the first write (before scoring): nothing recorded. Full at the second (the copy with
     the test result): the score is printed and recorded with its use, and the first copy stays."""
-    from sweeps.trained import TrainedModel
+    from sweeps.engine.trained import TrainedModel
 
     real_save = TrainedModel.save
     calls = []

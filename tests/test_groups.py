@@ -14,12 +14,12 @@ from optuna_dashboard import get_note
 from sklearn.datasets import load_digits
 
 from sweeps import Space, SweepsError
-from sweeps.data import load_dataset
-from sweeps.diagnose import diagnose_study
-from sweeps.evaluate import evaluate_study
-from sweeps.folds import make_folds
-from sweeps.run import run_study
-from sweeps.train import NetConfig, group_means, train_folds
+from sweeps.data.dataset import load_dataset
+from sweeps.results.diagnose import diagnose_study
+from sweeps.results.evaluate import evaluate_study
+from sweeps.data.folds import make_folds
+from sweeps.sweep.optimize import run_study
+from sweeps.engine.train import NetConfig, group_means, train_folds
 
 from conftest import digits_study
 
@@ -94,9 +94,9 @@ def test_a_grouped_sweep_records_notes_and_diagnoses_per_group(tmp_path):
         note = get_note(optuna.trial.Trial(study, trial._trial_id))  # as optuna-dashboard reads it
         assert "| group | validation loss | accuracy |" in note
     # evaluate retrains the chosen fold-models scored the same way (its CV-loss check), then diagnose
-    evaluate_study(spec, dataset, storage=url, model_path=str(tmp_path / "m.pt"), out=io.StringIO(),
+    evaluate_study(spec, dataset, storage=url, model_path=str(tmp_path / "m.pt"),
                    err=io.StringIO())
-    report = diagnose_study(spec, dataset, storage=url, out=io.StringIO()).report
+    report = diagnose_study(spec, dataset, storage=url).report
     assert f"## Per group: the best trial's worst is '{study.best_trial.user_attrs['worst_group']}'" in report
 
 

@@ -12,10 +12,11 @@ from sklearn.datasets import load_breast_cancer
 
 import sweeps
 from sweeps import Space, SweepsError, Table
-from sweeps.cache import folds_key
-from sweeps.data import load_dataset
-from sweeps.evaluate import evaluate_study, main as evaluate_main
-from sweeps.run import run_study
+from sweeps.data.cache import folds_key
+from sweeps.data.dataset import load_dataset
+from sweeps.evaluate import main as evaluate_main
+from sweeps.results.evaluate import evaluate_study
+from sweeps.sweep.optimize import run_study
 
 from conftest import digits_study
 
@@ -49,7 +50,7 @@ def test_swapped_header_names_are_refused_by_evaluate(table, tmp_path, capsys, m
     assert dataset.data_hash == load_dataset(spec).data_hash  # the same numbers...
     with pytest.raises(SweepsError, match=r"under those names the values differ \(were the names of 'radius', "
                                           r"'texture' swapped\?\)"):
-        evaluate_study(changed, dataset, storage=url, model_path=str(tmp_path / "m.pt"), out=io.StringIO())
+        evaluate_study(changed, dataset, storage=url, model_path=str(tmp_path / "m.pt"))
     assert not (tmp_path / "m.pt").exists()
 
 
@@ -57,9 +58,8 @@ def test_reordered_columns_are_read_in_the_study_order(table, tmp_path):
     frame, folder, spec, url = table
     reordered = spec.replace(data=rewritten(frame[list(reversed(COLUMNS)) + ["y"]], folder, "reordered.csv"))
     entry, model = evaluate_study(reordered, load_dataset(reordered), storage=url,
-                                  model_path=str(tmp_path / "m.pt"), out=io.StringIO(), err=io.StringIO())
-    again, _ = evaluate_study(spec, load_dataset(spec), storage=url, model_path=str(tmp_path / "n.pt"),
-                              out=io.StringIO(), err=io.StringIO())
+                                  model_path=str(tmp_path / "m.pt"), err=io.StringIO())
+    again, _ = evaluate_study(spec, load_dataset(spec), storage=url, model_path=str(tmp_path / "n.pt"), err=io.StringIO())
     assert entry["loss"] == again["loss"]  # the same model on the same test rows, whatever the file's order
     assert list(model.feature_names_in_) == COLUMNS
 
@@ -89,8 +89,7 @@ def test_the_cache_key_holds_the_names(table):
 
 def test_a_model_of_an_all_numeric_table_reads_columns_by_name(table, tmp_path):
     frame, folder, spec, url = table
-    _, model = evaluate_study(spec, load_dataset(spec), storage=url, model_path=str(tmp_path / "m.pt"),
-                              out=io.StringIO(), err=io.StringIO())
+    _, model = evaluate_study(spec, load_dataset(spec), storage=url, model_path=str(tmp_path / "m.pt"), err=io.StringIO())
     model = sweeps.load_model(tmp_path / "m.pt")
     X = frame[COLUMNS].head(50)
     assert list(model.feature_names_in_) == COLUMNS and model.n_features_in_ == 5

@@ -11,15 +11,15 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-import sweeps.folds
+import sweeps.data.folds
 from sweeps import Categorical, Space, SweepsError
-from sweeps.data import load_dataset
-from sweeps.evaluate import evaluate_study
-from sweeps.folds import make_final_fit, make_folds
-from sweeps.importance import MAX_RATIO, density_ratios
-from sweeps.model import loss_and_grad
-from sweeps.run import run_study
-from sweeps.train import NetConfig, train_folds
+from sweeps.data.dataset import load_dataset
+from sweeps.results.evaluate import evaluate_study
+from sweeps.data.folds import make_final_fit, make_folds
+from sweeps.data.importance import MAX_RATIO, density_ratios
+from sweeps.engine.model import loss_and_grad
+from sweeps.sweep.optimize import run_study
+from sweeps.engine.train import NetConfig, train_folds
 
 from conftest import digits_study
 
@@ -73,7 +73,7 @@ def test_weights_are_fitted_per_fold_on_its_training_rows_and_the_target_rows(mo
         seen.append((train.copy(), target.copy()))
         return density_ratios(train, target, real, seed)
 
-    monkeypatch.setattr(sweeps.folds, "density_ratios", spy)
+    monkeypatch.setattr(sweeps.data.folds, "density_ratios", spy)
     dataset = load_dataset(shifted_spec())
     folds = make_folds(dataset, 3, 0)
     assert len(seen) == 3 and folds.train_importance.shape == folds.X_train.shape[:2]
@@ -109,7 +109,7 @@ def test_importance_is_searchable_and_a_chosen_trial_evaluates(tmp_path):
     dataset = load_dataset(spec)
     study = run_study(spec, dataset, storage=url, progress=False, out=io.StringIO())
     assert {t.params.get("importance", "none") for t in study.trials} <= {"none", "density_ratio"}
-    entry, _ = evaluate_study(spec, dataset, storage=url, model_path=str(tmp_path / "m.pt"), out=io.StringIO(),
+    entry, _ = evaluate_study(spec, dataset, storage=url, model_path=str(tmp_path / "m.pt"),
                               err=io.StringIO())
     assert 0 < entry["metric"] <= 1
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sweeps.model import StackedMLP, _random_bytes, effective_dropout, loss_and_grad
+from sweeps.engine.model import StackedMLP, _random_bytes, effective_dropout, loss_and_grad
 
 
 def autograd_grads(model, x, y, classification, masks=(), scale=1.0):

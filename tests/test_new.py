@@ -12,7 +12,7 @@ import pytest
 
 from sweeps.new import main as new_main
 from sweeps.run import main as run_main
-from sweeps.study import load_study_file
+from sweeps.spec.study import load_study_file
 
 DATA = Path(__file__).parent.parent / "studies" / "data"
 ADULT = "age,workclass,fnlwgt,education,education-num,marital-status,occupation,relationship,race,sex," \

@@ -9,11 +9,11 @@ import pytest
 from sklearn.datasets import load_diabetes, load_digits
 
 import sweeps
-from sweeps.data import load_dataset
-from sweeps.evaluate import evaluate_study
+from sweeps.data.dataset import load_dataset
+from sweeps.results.evaluate import evaluate_study
 from sweeps.export import main as export_main
-from sweeps.onnx import parity_gap
-from sweeps.run import run_study
+from sweeps.results.onnx import parity_gap
+from sweeps.sweep.optimize import run_study
 
 from conftest import digits_study
 
@@ -35,11 +35,11 @@ study = Study(name="onnx", task={task!r}, data=lambda: {loader}(return_X_y=True)
 def test_the_onnx_graph_predicts_what_load_model_predicts(tmp_path, monkeypatch, capsys, loader, task, scaling):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "s.py").write_text(STUDY.format(loader=loader, task=task, scaling=scaling))
-    spec = sweeps.study.load_study_file(tmp_path / "s.py")
+    spec = sweeps.spec.study.load_study_file(tmp_path / "s.py")
     dataset = load_dataset(spec)
     url = "sqlite:///storage/onnx.db"
     run_study(spec, dataset, storage=url, progress=False, out=io.StringIO())
-    evaluate_study(spec, dataset, storage=url, out=io.StringIO(), err=io.StringIO())  # 3 fold-models
+    evaluate_study(spec, dataset, storage=url, err=io.StringIO())  # 3 fold-models
     assert export_main([str(tmp_path / "s.py"), "--model", "onnx"]) == 0
     assert "onnxruntime agrees with load_model" in capsys.readouterr().out
     model = sweeps.load_model(tmp_path / "storage" / "onnx-model.pt")
@@ -73,10 +73,10 @@ def test_categorical_columns_are_refused_with_the_fix(tmp_path, monkeypatch, cap
         "from sweeps import Space, Study, Table\n"
         "study = Study(name='cat', task='classification', data=Table('t.csv', target='y'), "
         "space=Space(depth=1, width=8, lr=5e-3), folds=3, max_epochs=2, n_trials=1)\n")
-    spec = sweeps.study.load_study_file(tmp_path / "s.py")
+    spec = sweeps.spec.study.load_study_file(tmp_path / "s.py")
     dataset = load_dataset(spec)
     run_study(spec, dataset, progress=False, out=io.StringIO())
-    evaluate_study(spec, dataset, out=io.StringIO(), err=io.StringIO())
+    evaluate_study(spec, dataset, err=io.StringIO())
     assert export_main([str(tmp_path / "s.py"), "--model", "onnx"]) == 2
     err = capsys.readouterr().err
     assert "one-hot encodes categorical columns (colour)" in err and "encode them upstream" in err

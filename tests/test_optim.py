@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sweeps.optim import StackedAdamW, lr_factor
+from sweeps.engine.optim import StackedAdamW, lr_factor
 
 
 def test_matches_torch_adamw():

@@ -12,7 +12,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, QuantileTransformer, StandardScaler
 
-from sweeps.preprocess import MAX_CATEGORIES, Preprocessing, smooth_clip
+from sweeps.data.preprocess import MAX_CATEGORIES, Preprocessing, smooth_clip
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,11 @@ import optuna
 import pytest
 from optuna.distributions import FloatDistribution, IntDistribution
 
-from sweeps import pruners
-from sweeps.export import one_standard_error
-from sweeps.pruners import AnyPruner, FoldPairedPruner
-from sweeps.search import converged
-from sweeps.train import NetConfig, honest_cv, train_folds
+from sweeps.sweep import pruners
+from sweeps.results.export import one_standard_error
+from sweeps.sweep.pruners import AnyPruner, FoldPairedPruner
+from sweeps.sweep.search import converged
+from sweeps.engine.train import NetConfig, honest_cv, train_folds
 
 
 def complete(study, value, curves, **attrs):

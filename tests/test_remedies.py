@@ -13,14 +13,14 @@ from sklearn.datasets import load_diabetes, load_digits
 from sklearn.metrics import balanced_accuracy_score, f1_score
 
 import sweeps
-import sweeps.train
+import sweeps.engine.train
 from sweeps import Categorical, Space, SweepsError
-from sweeps.data import load_dataset
-from sweeps.evaluate import evaluate_study
-from sweeps.folds import make_folds
-from sweeps.model import StackedMLP, loss_and_grad
-from sweeps.run import run_study
-from sweeps.train import NetConfig, class_rows, class_weights, epoch_class_size, resampled_epoch, train_folds
+from sweeps.data.dataset import load_dataset
+from sweeps.results.evaluate import evaluate_study
+from sweeps.data.folds import make_folds
+from sweeps.engine.model import StackedMLP, loss_and_grad
+from sweeps.sweep.optimize import run_study
+from sweeps.engine.train import NetConfig, class_rows, class_weights, epoch_class_size, resampled_epoch, train_folds
 
 from conftest import digits_study
 
@@ -102,7 +102,7 @@ def test_resampling_never_touches_validation_rows(monkeypatch):
         drawn.append((sum(map(len, rows_by_class)), epoch))
         return epoch
 
-    monkeypatch.setattr(sweeps.train, "resampled_epoch", spy)
+    monkeypatch.setattr(sweeps.engine.train, "resampled_epoch", spy)
     config = NetConfig(1, 8, 0.0, 1e-2, 1e-2, resampling="over", balanced_validation=True)
     result = train_folds(folds, config, max_epochs=3, patience=None, seed=0)
     assert len(drawn) == 3 * folds.k  # every fold, every epoch
@@ -145,8 +145,7 @@ def test_resampling_is_searchable_recorded_and_scored_class_balanced(tmp_path):
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     # The default final model retrains the best trial's fold-models and checks that they reach
     # its recorded (class-balanced) CV loss: retrained and scored as in the sweep.
-    entry, model = evaluate_study(spec, load_dataset(spec), storage=url, model_path=str(tmp_path / "m.pt"),
-                                  out=io.StringIO(), err=io.StringIO())
+    entry, model = evaluate_study(spec, load_dataset(spec), storage=url, model_path=str(tmp_path / "m.pt"), err=io.StringIO())
     assert model.info["final_model"] == "folds" and entry["balanced_accuracy"] > 0.9
     assert not digits_study().balanced_validation  # off unless the space balances
     with pytest.raises(SweepsError, match=r"Space.resampling: re-sampling balances classes, and a regression"):
@@ -203,7 +202,7 @@ def source_model(tmp_path_factory):
     dataset = load_dataset(spec)
     url = f"sqlite:///{folder / 's.db'}"
     run_study(spec, dataset, storage=url, progress=False, out=io.StringIO())
-    evaluate_study(spec, dataset, storage=url, model_path=str(folder / "source.pt"), out=io.StringIO(),
+    evaluate_study(spec, dataset, storage=url, model_path=str(folder / "source.pt"),
                    err=io.StringIO())
     return folder / "source.pt"
 
@@ -277,7 +276,7 @@ def test_transfer_reads_the_saved_model_s_columns_by_name(tmp_path):
     spec = diabetes_spec(name="named", data=(X, y), n_trials=1, max_epochs=3)
     url = f"sqlite:///{tmp_path / 'n.db'}"
     run_study(spec, load_dataset(spec), storage=url, progress=False, out=io.StringIO())
-    evaluate_study(spec, load_dataset(spec), storage=url, model_path=str(tmp_path / "named.pt"), out=io.StringIO(),
+    evaluate_study(spec, load_dataset(spec), storage=url, model_path=str(tmp_path / "named.pt"),
                    err=io.StringIO())
     reordered = diabetes_spec(name="reordered", data=(X[list(reversed(X.columns))], y),
                               init_from=str(tmp_path / "named.pt"))

@@ -16,13 +16,14 @@ from optuna.trial import TrialState
 from sklearn.datasets import load_diabetes, load_digits
 
 from sweeps import Categorical, Space
-from sweeps.data import load_dataset
-from sweeps.folds import make_final_fit, make_folds
-from sweeps.model import StackedMLP, effective_dropout
-from sweeps.objective import make_objective, trial_seed
-from sweeps.run import run_study
-from sweeps.train import NetConfig, train_folds
-from sweeps.workers import Budget, optimize_until
+from sweeps.data.dataset import load_dataset
+from sweeps.data.folds import make_final_fit, make_folds
+from sweeps.engine.model import StackedMLP, effective_dropout
+from sweeps.sweep.objective import make_objective
+from sweeps.sweep.trial import trial_seed
+from sweeps.sweep.optimize import run_study
+from sweeps.engine.train import NetConfig, train_folds
+from sweeps.sweep.workers import Budget, optimize_until
 
 from conftest import digits_study
 
@@ -98,22 +99,21 @@ def test_a_searched_class_weight_scores_every_trial_by_the_balanced_loss(sqlite_
 
 # --- evaluate -------------------------------------------------------------------------------------
 def test_a_refit_trains_the_median_of_the_trials_best_epochs(sqlite_url, monkeypatch):
-    import sweeps.final
-    from sweeps.evaluate import evaluate_study
+    import sweeps.results.final
+    from sweeps.results.evaluate import evaluate_study
 
     spec = digits_study(n_trials=2, max_epochs=12, final_model="refit")
     dataset = load_dataset(spec)
     study = run(spec, sqlite_url)
     seen = []
-    real = sweeps.final.train_folds
+    real = sweeps.results.final.train_folds
 
     def spy(folds, config, **kwargs):
         seen.append(kwargs)
         return real(folds, config, **kwargs)
 
-    monkeypatch.setattr(sweeps.final, "train_folds", spy)
-    entry, _ = evaluate_study(spec, dataset, storage=sqlite_url, model_path=str(sqlite_url[10:] + ".pt"),
-                              out=io.StringIO(), err=io.StringIO())
+    monkeypatch.setattr(sweeps.results.final, "train_folds", spy)
+    entry, _ = evaluate_study(spec, dataset, storage=sqlite_url, model_path=str(sqlite_url[10:] + ".pt"), err=io.StringIO())
     epochs = int(np.median(study.best_trial.user_attrs["best_epochs"]))
     assert seen[0]["max_epochs"] == epochs == entry["epochs"] and seen[0]["patience"] is None
     assert seen[0]["horizon"] == 12  # the schedule keeps the study's horizon
@@ -123,7 +123,7 @@ def test_a_refit_trains_the_median_of_the_trials_best_epochs(sqlite_url, monkeyp
 def test_of_two_workers_that_both_see_room_only_one_trains(sqlite_url, digits_folds, monkeypatch):
     """Drive the race deterministically: worker A has asked the last trial the study needs; worker B
     checked the counts just before that (they showed room), then asks. B's trial must not train."""
-    import sweeps.workers
+    import sweeps.sweep.workers
 
     spec = digits_study(n_trials=2)
     run(spec.replace(n_trials=1), sqlite_url)  # one finished trial
@@ -131,13 +131,13 @@ def test_of_two_workers_that_both_see_room_only_one_trains(sqlite_url, digits_fo
     trial_a = study_a.ask()  # worker A: the second and last trial, running
     stale = {state: 0 for state in TrialState}
     stale[TrialState.COMPLETE] = 1  # what B saw before A asked: 1 finished, nothing running
-    real_counts, calls = sweeps.workers.counts, []
+    real_counts, calls = sweeps.sweep.workers.counts, []
 
     def counts_seen_by_b(study):  # the first check is the stale one; later ones are real
         calls.append(1)
         return dict(stale) if len(calls) == 1 else real_counts(study)
 
-    monkeypatch.setattr(sweeps.workers, "counts", counts_seen_by_b)
+    monkeypatch.setattr(sweeps.sweep.workers, "counts", counts_seen_by_b)
     trained = []
     objective = make_objective(spec, digits_folds)
 

@@ -16,8 +16,9 @@ from sklearn.datasets import load_diabetes, load_digits
 
 from sweeps import Categorical, Space, SweepsError
 from sweeps.errors import Terminated
-from sweeps.data import load_dataset
-from sweeps.run import run_study, summary
+from sweeps.data.dataset import load_dataset
+from sweeps.run import summary
+from sweeps.sweep.optimize import run_study
 
 from conftest import digits_study
 
@@ -138,9 +139,9 @@ def test_a_configuration_too_big_for_memory_fails_with_its_reason_and_the_study_
 
 
 def test_an_allocation_failure_while_training_fails_the_trial_not_the_study(sqlite_url, monkeypatch):
-    import sweeps.objective
+    import sweeps.sweep.objective
 
-    real = sweeps.objective.train_trials
+    real = sweeps.sweep.objective.train_trials
     calls = []
 
     def first_one_fails(*args, **kwargs):
@@ -149,7 +150,7 @@ def test_an_allocation_failure_while_training_fails_the_trial_not_the_study(sqli
             raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] . DefaultCPUAllocator: can't allocate memory")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sweeps.objective, "train_trials", first_one_fails)
+    monkeypatch.setattr(sweeps.sweep.objective, "train_trials", first_one_fails)
     run(digits_study(n_trials=2), sqlite_url)
     trials = optuna.load_study(study_name="digits-test", storage=sqlite_url).trials
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
@@ -167,12 +168,12 @@ def test_failures_in_a_row_stop_the_sweep_with_one_line(sqlite_url):
 @pytest.mark.parametrize("stop, reason", [(KeyboardInterrupt, "interrupted (Ctrl+C)"),
                                           (Terminated, "terminated (SIGTERM)")])
 def test_a_stopped_trial_is_failed_with_why(sqlite_url, monkeypatch, stop, reason):
-    import sweeps.objective
+    import sweeps.sweep.objective
 
     def stopped(*args, **kwargs):
         raise stop()
 
-    monkeypatch.setattr(sweeps.objective, "train_trials", stopped)
+    monkeypatch.setattr(sweeps.sweep.objective, "train_trials", stopped)
     with pytest.raises(stop):
         run(digits_study(n_trials=2), sqlite_url)
     trial = optuna.load_study(study_name="digits-test", storage=sqlite_url).trials[0]
@@ -180,7 +181,7 @@ def test_a_stopped_trial_is_failed_with_why(sqlite_url, monkeypatch, stop, reaso
 
 
 def test_a_stop_inside_a_storage_write_waits_for_it_and_one_in_training_does_not():
-    from sweeps import stop
+    from sweeps.sweep import stop
 
     assert stop.install()
     try:
@@ -280,7 +281,7 @@ def test_trials_trained_in_one_stack_get_the_values_they_get_alone(tmp_path):
 
 
 def test_the_default_batch_is_one_where_every_width_is_compute_bound():
-    from sweeps.search import COMPUTE_BOUND_WIDTH, DEFAULT_BATCH, default_batch
+    from sweeps.sweep.search import COMPUTE_BOUND_WIDTH, DEFAULT_BATCH, default_batch
 
     assert default_batch(digits_study(space=Space(width=(16, 512)))) == DEFAULT_BATCH
     assert default_batch(digits_study(space=Space(width=COMPUTE_BOUND_WIDTH))) == 1

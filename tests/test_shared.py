@@ -1,4 +1,4 @@
-"""One copy of the rows (`sweeps.shared`): the same features, the same training, a fraction of the memory."""
+"""One copy of the rows (`sweeps.data.shared`): the same features, the same training, a fraction of the memory."""
 
 from __future__ import annotations
 
@@ -10,15 +10,15 @@ import pandas as pd
 import pytest
 import torch
 
-import sweeps.folds
-import sweeps.shared
+import sweeps.data.folds
+import sweeps.data.shared
 from sweeps import Space, Table
-from sweeps.cache import cached_folds
-from sweeps.data import load_dataset
-from sweeps.evaluate import evaluate_study
-from sweeps.folds import make_folds
-from sweeps.run import run_study
-from sweeps.train import NetConfig, train_folds
+from sweeps.data.cache import cached_folds
+from sweeps.data.dataset import load_dataset
+from sweeps.results.evaluate import evaluate_study
+from sweeps.data.folds import make_folds
+from sweeps.sweep.optimize import run_study
+from sweeps.engine.train import NetConfig, train_folds
 
 from conftest import ADULT, DATA, digits_study
 
@@ -66,8 +66,8 @@ def test_shared_rows_give_the_features_of_the_copies(adult_path, scaling):
 
 
 def test_training_on_shared_rows_matches_the_copies_across_windows(adult_path, monkeypatch):
-    monkeypatch.setattr(sweeps.shared, "WINDOW_ROWS", 512)  # 4 windows of 128-row batches per epoch
-    monkeypatch.setattr(sweeps.train, "WINDOW_ROWS", 512)
+    monkeypatch.setattr(sweeps.data.shared, "WINDOW_ROWS", 512)  # 4 windows of 128-row batches per epoch
+    monkeypatch.setattr(sweeps.engine.train, "WINDOW_ROWS", 512)
     dataset = load_dataset(adult_spec(adult_path))
     config = NetConfig(depth=2, width=32, dropout=0.1, weight_decay=1e-4, lr=3e-3, batch_size=128, noise=0.05)
     results = [train_folds(make_folds(dataset, 3, 0, scaling="auto", layout=layout), config, max_epochs=4,
@@ -92,7 +92,7 @@ def test_one_copy_of_the_rows_whatever_the_folds(adult_path):
     # What each fold fitted does not grow with the rows: probabilities on a grid of at most
     # k x 1,000 quantiles per ranked column, medians, scales, the category lookups.
     fitted = sum(getattr(source, name).numel() * getattr(source, name).element_size()
-                 for name in sweeps.shared.PER_FOLD)
+                 for name in sweeps.data.shared.PER_FOLD)
     ranked = source.rank_columns.numel()
     assert fitted < 5 * ranked * 5 * 1000 * 8 * 3 + 100_000
 
@@ -100,7 +100,7 @@ def test_one_copy_of_the_rows_whatever_the_folds(adult_path):
 def test_auto_shares_the_rows_of_big_tables_only(adult_path, monkeypatch):
     dataset = load_dataset(adult_spec(adult_path))
     assert not make_folds(dataset, 3, 0).shared
-    monkeypatch.setattr(sweeps.folds, "SHARED_ABOVE_BYTES", 1_000_000)
+    monkeypatch.setattr(sweeps.data.folds, "SHARED_ABOVE_BYTES", 1_000_000)
     assert make_folds(dataset, 3, 0).shared
     monkeypatch.setenv("SWEEPS_FOLD_ROWS", "copies")
     assert not make_folds(dataset, 3, 0).shared
@@ -117,6 +117,5 @@ def test_shared_folds_are_cached_and_a_study_runs_end_to_end_on_them(adult_path,
     url = f"sqlite:///{tmp_path / 's.db'}"
     study = run_study(spec, dataset, storage=url, progress=False, out=io.StringIO())
     assert study.best_trial.user_attrs["metric"] > 0.78  # majority class ~0.76
-    entry, _ = evaluate_study(spec, dataset, storage=url, model_path=str(tmp_path / "m.pt"),
-                              out=io.StringIO(), err=io.StringIO())
+    entry, _ = evaluate_study(spec, dataset, storage=url, model_path=str(tmp_path / "m.pt"), err=io.StringIO())
     assert entry["metric"] > 0.78

@@ -6,7 +6,7 @@ import multiprocessing
 
 
 def _open(url: str, results) -> None:
-    from sweeps.storage import open_storage
+    from sweeps.store.storage import open_storage
 
     try:
         open_storage(url, create=True)
@@ -43,9 +43,10 @@ import pytest  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
 from sweeps import SweepsError  # noqa: E402
-from sweeps.data import load_dataset  # noqa: E402
-from sweeps.run import main as run_main, run_study  # noqa: E402
-from sweeps.storage import database_path, open_storage  # noqa: E402
+from sweeps.data.dataset import load_dataset  # noqa: E402
+from sweeps.run import main as run_main
+from sweeps.sweep.optimize import run_study  # noqa: E402
+from sweeps.store.storage import database_path, open_storage  # noqa: E402
 
 from conftest import digits_study  # noqa: E402
 
@@ -171,7 +172,7 @@ def test_an_empty_study_made_with_optuna_to_enqueue_trials_is_adopted(sqlite_url
 def test_storage_errors_name_their_cause(tmp_path):
     import sqlite3
 
-    from sweeps.storage import explain
+    from sweeps.store.storage import explain
 
     cases = {"database or disk is full": "the disk is full", "attempt to write a readonly database":
              "cannot be written", "database is locked": "stayed locked", "disk I/O error": "written to disk",

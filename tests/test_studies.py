@@ -8,9 +8,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-from sweeps.data import load_dataset
-from sweeps.run import run_study
-from sweeps.study import load_study_file
+from sweeps.data.dataset import load_dataset
+from sweeps.sweep.optimize import run_study
+from sweeps.spec.study import load_study_file
 
 STUDIES = sorted((Path(__file__).parent.parent / "studies").glob("*.py"))
 
@@ -21,14 +21,14 @@ def quick(path):
 
 def source_model(init_from: str, tmp_path) -> str:
     """The model a transfer study starts from, made by a quick run of its source study."""
-    from sweeps.evaluate import evaluate_study
+    from sweeps.results.evaluate import evaluate_study
 
     name = Path(init_from).name.removesuffix("-model.pt")  # storage/wine_red-model.pt -> wine_red
     spec = quick(STUDIES[0].parent / f"{name}.py")
     dataset = load_dataset(spec)
     url = f"sqlite:///{tmp_path / 'source.db'}"
     run_study(spec, dataset, storage=url, progress=False, out=io.StringIO())
-    evaluate_study(spec, dataset, storage=url, model_path=str(tmp_path / "source.pt"), out=io.StringIO(),
+    evaluate_study(spec, dataset, storage=url, model_path=str(tmp_path / "source.pt"),
                    err=io.StringIO())
     return str(tmp_path / "source.pt")
 

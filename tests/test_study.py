@@ -8,7 +8,7 @@ import optuna
 import pytest
 
 from sweeps import Categorical, Float, Int, Space, Study, SweepsError
-from sweeps.study import load_study_file
+from sweeps.spec.study import load_study_file
 
 from conftest import digits_study
 

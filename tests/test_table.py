@@ -11,13 +11,14 @@ import pandas as pd
 import pytest
 
 import sweeps
-from sweeps.trained import UnseenCategoryWarning
+from sweeps.engine.trained import UnseenCategoryWarning
 from sweeps import Space, SweepsError, Table
-from sweeps.data import load_dataset
-from sweeps.evaluate import evaluate_study
-from sweeps.folds import make_folds
-from sweeps.run import main as run_main, run_study
-from sweeps.study import load_study_file
+from sweeps.data.dataset import load_dataset
+from sweeps.results.evaluate import evaluate_study
+from sweeps.data.folds import make_folds
+from sweeps.run import main as run_main
+from sweeps.sweep.optimize import run_study
+from sweeps.spec.study import load_study_file
 
 from conftest import ADULT, DATA, digits_study
 
@@ -51,8 +52,7 @@ def test_mixed_types_and_missing_values_train_end_to_end(adult_sample, tmp_path)
     url = f"sqlite:///{tmp_path / 'a.db'}"
     study = run_study(spec, dataset, storage=url, progress=False, out=io.StringIO())
     assert study.best_trial.user_attrs["metric"] > 0.78  # majority class is ~0.76; ~0.83 here
-    entry, model = evaluate_study(spec, dataset, storage=url, model_path=str(tmp_path / "m.pt"),
-                                  out=io.StringIO(), err=io.StringIO())
+    entry, model = evaluate_study(spec, dataset, storage=url, model_path=str(tmp_path / "m.pt"), err=io.StringIO())
     X_test = dataset.rows(dataset.test)
     reloaded = sweeps.load_model(tmp_path / "m.pt")
     # Test rows with categories no fold kept ("Without-pay"): counted in the report, and warned of
@@ -79,7 +79,7 @@ def torch_has_nan(tensor) -> bool:
 
 @pytest.mark.parametrize("layout", ["copies", "shared"])
 def test_the_pipeline_never_sees_validation_or_test_rows(adult_sample, monkeypatch, layout):
-    from sweeps.preprocess import Preprocessing
+    from sweeps.data.preprocess import Preprocessing
 
     seen = []
     original = Preprocessing.fit.__func__
@@ -165,7 +165,7 @@ def test_parquet(adult_sample, tmp_path):
 
 
 def test_wine_mismatch_demo_is_diagnosed(tmp_path):
-    from sweeps.diagnose import diagnose_study
+    from sweeps.results.diagnose import diagnose_study
 
     spec = load_study_file(Path(__file__).parent.parent / "studies" / "wine_mismatch.py").replace(
         n_trials=2, max_epochs=20, patience=5)
@@ -173,7 +173,7 @@ def test_wine_mismatch_demo_is_diagnosed(tmp_path):
     assert len(dataset.dev) == 1599 and len(dataset.test) == 4898  # red to sweep, white to test
     url = f"sqlite:///{tmp_path / 'w.db'}"
     run_study(spec, dataset, storage=url, progress=False, out=io.StringIO())
-    evaluate_study(spec, dataset, storage=url, model_path=str(tmp_path / "w.pt"), out=io.StringIO(),
+    evaluate_study(spec, dataset, storage=url, model_path=str(tmp_path / "w.pt"),
                    err=io.StringIO())
-    verdict = diagnose_study(spec, dataset, storage=url, out=io.StringIO()).verdict("mismatch")
+    verdict = diagnose_study(spec, dataset, storage=url).verdict("mismatch")
     assert verdict.status == "yes" and "AUC" in verdict.summary

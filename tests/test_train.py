@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from sweeps.train import NetConfig, train_folds
+from sweeps.engine.train import NetConfig, train_folds
 
 
 def test_it_learns_digits(digits_folds):
@@ -66,8 +66,8 @@ def test_early_stopping_keeps_each_folds_best_epoch(digits_folds):
 def diabetes_folds():
     from sklearn.datasets import load_diabetes
 
-    from sweeps.data import load_dataset
-    from sweeps.folds import make_folds
+    from sweeps.data.dataset import load_dataset
+    from sweeps.data.folds import make_folds
 
     from conftest import digits_study
 
@@ -101,7 +101,7 @@ def test_regression_learns():
 
 
 def test_trials_trained_in_one_stack_train_as_they_would_alone(digits_folds):
-    from sweeps.train import train_trials
+    from sweeps.engine.train import train_trials
 
     configs = [
         NetConfig(2, 32, 0.0, 1e-4, 3e-3, batch_size=64),
@@ -129,7 +129,7 @@ def test_trials_trained_in_one_stack_train_as_they_would_alone(digits_folds):
 
 
 def test_trials_with_embeddings_and_members_train_in_one_stack_as_alone(digits_folds):
-    from sweeps.train import train_trials
+    from sweeps.engine.train import train_trials
 
     shape = dict(embedding="periodic", n_frequencies=4, embedding_dim=3, ensemble=2, batch_size=64)
     configs = [NetConfig(1, 24, 0.1, 1e-4, 3e-3, frequency_scale=0.3, **shape),
@@ -143,7 +143,7 @@ def test_trials_with_embeddings_and_members_train_in_one_stack_as_alone(digits_f
 
 
 def test_a_batch_is_grouped_by_shape_and_close_widths():
-    from sweeps.objective import _groups
+    from sweeps.sweep.objective import _groups
 
     def config(depth, width):
         return NetConfig(depth, width, 0.0, 1e-4, 1e-3, batch_size=64)

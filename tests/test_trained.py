@@ -12,9 +12,9 @@ from safetensors.torch import save_file
 
 import sweeps
 from sweeps import SweepsError
-from sweeps.folds import fit_preprocessing
-from sweeps.model import StackedMLP
-from sweeps.trained import TrainedModel
+from sweeps.data.folds import fit_preprocessing
+from sweeps.engine.model import StackedMLP
+from sweeps.engine.trained import TrainedModel
 
 
 class Payload:
@@ -99,7 +99,7 @@ def test_a_loaded_model_is_a_fitted_scikit_learn_estimator(tmp_path):
     from sklearn.utils.validation import check_is_fitted
 
     X, y = load_digits(return_X_y=True)
-    prep = fit_preprocessing(__import__("sweeps.data", fromlist=["x"]).Dataset(
+    prep = fit_preprocessing(__import__("sweeps.data.dataset", fromlist=["x"]).Dataset(
         X.astype("float32"), y, np.arange(10), np.arange(len(y)), np.arange(0), "", ""), np.arange(len(y)))
     model = TrainedModel("classification", {}, [prep], StackedMLP.init([0], 64, 10, depth=1, width=16), None,
                          list(range(10)))
@@ -116,7 +116,7 @@ def test_a_loaded_model_is_a_fitted_scikit_learn_estimator(tmp_path):
     with pytest.raises(SweepsError, match="trained by python -m sweeps.evaluate"):
         model.fit(X, y)
     Xr, yr = load_diabetes(return_X_y=True)
-    from sweeps.preprocess import Preprocessing
+    from sweeps.data.preprocess import Preprocessing
 
     regressor = TrainedModel("regression", {}, [Preprocessing.fit(Xr, yr)],
                              StackedMLP.init([0], 10, 1, depth=1, width=8), None, None)

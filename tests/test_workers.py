@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy
 from optuna.trial import TrialState
 
-from sweeps.workers import NotNeeded, admit
+from sweeps.sweep.workers import NotNeeded, admit
 
 from conftest import default_signals
 
@@ -129,7 +129,7 @@ def running_worker_after(name: str, url: str, completed: int, timeout: float = 2
 
 
 def worker_pids(launcher: int) -> list[int]:
-    """The worker processes (`python -m sweeps.workers`) the launcher started, however deep."""
+    """The worker processes (`python -m sweeps.worker`) the launcher started, however deep."""
     parents, commands = {}, {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -146,7 +146,7 @@ def worker_pids(launcher: int) -> list[int]:
                 return True
         return False
 
-    return [pid for pid, cmd in commands.items() if b"sweeps.workers" in cmd and descends(pid)]
+    return [pid for pid, cmd in commands.items() if b"sweeps.worker" in cmd and descends(pid)]
 
 
 def test_a_sigkilled_worker_is_failed_by_heartbeat_and_retried(tmp_path, postgres):
@@ -333,7 +333,7 @@ def test_reproducible_workers_give_the_same_trials_whatever_the_timing(tmp_path,
 def test_a_worker_interrupted_while_it_starts_exits_quietly(tmp_path):
     """Stopped before its own handlers are in place (here: still reading its job), a worker exits
     with 130 and no traceback; its launcher reports the stop for every worker."""
-    worker = subprocess.Popen([sys.executable, "-m", "sweeps.workers"], stdin=subprocess.PIPE,
+    worker = subprocess.Popen([sys.executable, "-m", "sweeps.worker"], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_signals)
     time.sleep(3)  # it waits for its job on stdin
     worker.send_signal(signal.SIGINT)
@@ -497,7 +497,7 @@ def test_something_that_is_not_a_scheduler_is_refused_within_a_bound():
     import threading
 
     from sweeps import SweepsError
-    from sweeps.launcher import connect
+    from sweeps.sweep.launcher import connect
 
     silent, chatty = socket.create_server(("127.0.0.1", 0)), socket.create_server(("127.0.0.1", 0))
     held = []

@@ -13,10 +13,10 @@ Example:
 # Names are imported on first use (PEP 562): `from sweeps import Study` costs what it needs,
 # and a process that only supervises workers (`sweeps.launcher`) never loads torch.
 _WHERE = {
-    "api": "sweeps.api", "optimize": "sweeps.api", "SweepsError": "sweeps.errors", "AnyPruner": "sweeps.pruners",
-    "FoldPairedPruner": "sweeps.pruners", "Categorical": "sweeps.study", "Float": "sweeps.study",
-    "Int": "sweeps.study", "Space": "sweeps.study", "Study": "sweeps.study", "Table": "sweeps.table",
-    "TrainedModel": "sweeps.trained", "load_model": "sweeps.trained",
+    "api": "sweeps.api", "optimize": "sweeps.api", "SweepsError": "sweeps.errors", "AnyPruner": "sweeps.sweep.pruners",
+    "FoldPairedPruner": "sweeps.sweep.pruners", "Categorical": "sweeps.spec.params", "Float": "sweeps.spec.params",
+    "Int": "sweeps.spec.params", "Space": "sweeps.spec.space", "Study": "sweeps.spec.study",
+    "Table": "sweeps.spec.table", "TrainedModel": "sweeps.engine.trained", "load_model": "sweeps.engine.trained",
 }
 
 
@@ -51,7 +51,7 @@ def _interrupts_in_one_line() -> None:
     def hook(kind, value, traceback) -> None:
         if not issubclass(kind, KeyboardInterrupt):
             return previous(kind, value, traceback)
-        if not sys.argv[0].endswith("workers.py"):  # a worker's launcher says it for all of them
+        if not sys.argv[0].endswith("worker.py"):  # a worker's launcher says it for all of them
             print("\nsweeps: interrupted; every finished trial is kept in storage.", file=sys.stderr, flush=True)
         os._exit(143 if kind.__name__ == "Terminated" else 130)
 

@@ -18,11 +18,11 @@ from collections.abc import Callable
 import optuna
 import torch
 
-from sweeps.data import Dataset, load_dataset
-from sweeps import stop
+from sweeps.data.dataset import Dataset, load_dataset
+from sweeps.sweep import stop
 from sweeps.errors import SweepsError, Terminated
-from sweeps.storage import explain
-from sweeps.study import Study, load_study_file
+from sweeps.store.storage import explain
+from sweeps.spec.study import Study, load_study_file
 
 
 def parser(prog: str, description: str) -> argparse.ArgumentParser:

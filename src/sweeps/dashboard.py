@@ -25,8 +25,9 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from sweeps import _cli
 from sweeps.errors import SweepsError
-from sweeps.storage import artifact_folder, describe, load_existing_study
-from sweeps.study import load_study_file
+from sweeps.store.record import load_existing_study
+from sweeps.store.storage import artifact_folder, describe
+from sweeps.spec.study import load_study_file
 
 READ_METHODS = ("GET", "HEAD", "OPTIONS")
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")

@@ -31,8 +31,9 @@ from typing import Any
 
 from sweeps import _cli
 from sweeps.errors import SweepsError
-from sweeps.storage import STUDY_NAME, write_text_atomic
-from sweeps.table import Table
+from sweeps.spec.study import STUDY_NAME
+from sweeps.store.storage import write_text_atomic
+from sweeps.spec.table import Table
 
 LARGE = 10_000  # rows: above, batches of 256 and 30 epochs (patience 4); below, 64 and 100 (patience 10)
 MAX_CLASS_LEVELS = 10  # an integer target with at most this many values is taken as classes

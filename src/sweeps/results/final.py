@@ -25,15 +25,15 @@ from typing import Any
 
 import torch
 
-from sweeps.data import Dataset
+from sweeps.data.dataset import Dataset
 from sweeps.errors import SweepsError
-from sweeps.cache import cached_folds
-from sweeps.folds import Folds, make_final_fit
-from sweeps.model import StackedMLP
-from sweeps.train import FoldResult, NetConfig, available_memory, memory_needed, train_folds
-from sweeps.trained import TrainedModel
+from sweeps.spec.options import FINAL_MODELS
+from sweeps.data.cache import cached_folds
+from sweeps.data.folds import Folds, make_final_fit
+from sweeps.engine.model import StackedMLP
+from sweeps.engine.train import FoldResult, NetConfig, available_memory, memory_needed, train_folds
+from sweeps.engine.trained import TrainedModel
 
-FINAL_MODELS = ("folds", "refit", "refit-seeds")
 REFIT_SEEDS = 5
 
 

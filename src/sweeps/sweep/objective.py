@@ -11,67 +11,20 @@ ignores failed ones and would keep proposing the same diverging region.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import socket
 
-import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from sweeps import notes, pruners, record, stop
+from sweeps.store import notes, record
+from sweeps.sweep import pruners, stop
 from sweeps.errors import FinishedElsewhere, SweepsError, Terminated, TrialFailed
-from sweeps.storage import explain as storage_explain, heartbeat_failure
-from sweeps.folds import Folds
-from sweeps.model import StackedMLP
-from sweeps.study import Categorical, Int, Study
-from sweeps.train import NetConfig, available_memory, groupable, memory_needed, train_trials
-
-
-def transfer(spec: Study, n_features: int, n_outputs: int,
-             columns: tuple[str, ...] | None = None) -> tuple[Study, StackedMLP | None]:
-    """For `init_from`: the study with the saved model's architecture fixed, and its weights.
-
-    Checked before anything is written: the saved model must take the same features (by
-    name, in the same order, where both sides name them: `columns`, the data's) and give the
-    same outputs as this study's data. Depth, width, the embeddings' shape and the ensemble
-    size are the saved model's; the rest of the space (lr, ...) is searched.
-    """
-    if spec.init_from is None:
-        return spec, None
-    from sweeps.trained import load_model
-
-    model = load_model(spec.init_from)
-    if columns is not None and model.columns is not None and list(columns) != list(model.columns):
-        same = sorted(columns) == sorted(model.columns)
-        raise SweepsError(
-            f"Study.init_from: {spec.init_from} was trained on columns {model.columns}, this study's data has "
-            f"{list(columns)}; " + ("put the data's columns in the model's order" if same else
-                                    "transfer needs the same features, named alike") + ".")
-    net = model.net
-    if net.n_inputs != n_features or net.n_outputs != n_outputs:
-        raise SweepsError(
-            f"Study.init_from: {spec.init_from} takes {net.n_inputs} features and gives "
-            f"{net.n_outputs} outputs; this study's data has {n_features} features and needs "
-            f"{n_outputs} outputs; transfer needs the same features and target.")
-    if model.n_members > 1:
-        raise SweepsError(f"Study.init_from: {spec.init_from} holds {model.n_members} models (an ensemble "
-                          "of fold models or refits); transfer starts from one: save a model with "
-                          "final_model=\"refit\".")
-    architecture = net.architecture()
-    freeze = spec.space.freeze
-    most = max(freeze.choices) if isinstance(freeze, Categorical) else freeze.high
-    if most > architecture["depth"]:
-        raise SweepsError(f"Space.freeze: {spec.init_from} has {architecture['depth']} hidden layer(s); freeze at "
-                          f"most {architecture['depth']} (the output layer always trains), got {most}.")
-    fixed = {name: (Int(v, v) if isinstance(v, int) else Categorical([v])) for name, v in architecture.items()}
-    space = dataclasses.replace(spec.space, **fixed)
-    return dataclasses.replace(spec, space=space), net
-
-
-def trial_seed(study_seed: int, trial_number: int) -> int:
-    """Each trial's own seed: reproducible, different for every trial."""
-    return int(np.random.SeedSequence([study_seed, trial_number]).generate_state(1)[0])
+from sweeps.store.storage import explain as storage_explain, heartbeat_failure
+from sweeps.data.folds import Folds
+from sweeps.spec.study import Study
+from sweeps.sweep.trial import prepare, trial_seed
+from sweeps.engine.train import NetConfig, available_memory, groupable, memory_needed, train_trials
 
 
 def _allocation_failure(error: BaseException) -> bool:
@@ -79,11 +32,6 @@ def _allocation_failure(error: BaseException) -> bool:
         return True
     text = str(error).lower()
     return isinstance(error, RuntimeError) and ("allocate" in text or "out of memory" in text)
-
-
-def prepare(spec: Study, folds: Folds) -> tuple[Study, StackedMLP | None]:
-    """The study as its trials see it: "auto" choices decided for the data, transfer's fixed architecture."""
-    return transfer(spec.resolved(folds.n_numeric), folds.n_features, folds.n_outputs)
 
 
 def make_objective(spec: Study, folds: Folds) -> Trainer:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
-from sweeps.preprocess import Preprocessing, _category_strings, normal_scores, quantile_probabilities
+from sweeps.data.preprocess import Preprocessing, _category_strings, normal_scores, quantile_probabilities
 
 WINDOW_ROWS = 16384  # rows per fold gathered and preprocessed at once by the training loop
 

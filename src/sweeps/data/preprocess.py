@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-SCALINGS = ("auto", "standard", "robust", "quantile")
+from sweeps.spec.options import SCALINGS
+
 # "auto": the quantile transform for columns with more distinct training values than this,
 # standard scaling for the others. A rank transform suits continuous, skewed measurements
 # (incomes, counts, areas); on a column of a few levels (pixel intensities 0-16, ratings, a

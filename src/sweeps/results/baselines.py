@@ -16,7 +16,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import log_loss
 from sklearn.svm import SVC, SVR
 
-from sweeps.folds import Folds
+from sweeps.data.folds import Folds
 
 # SVC/SVR cost grows with the square of the rows; beyond this many rows per fold they see a
 # seeded sample (their losses are then a slight overestimate of what an SVM reaches).

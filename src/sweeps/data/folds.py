@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from sklearn.model_selection import KFold, StratifiedKFold
 
-from sweeps.data import Dataset
-from sweeps.importance import density_ratios
-from sweeps.preprocess import Preprocessing
-from sweeps.shared import FoldRows, make_shared
+from sweeps.data.dataset import Dataset
+from sweeps.data.importance import density_ratios
+from sweeps.data.preprocess import Preprocessing
+from sweeps.data.shared import FoldRows, make_shared
 
 LAYOUTS = ("auto", "copies", "shared")
 # "auto" keeps a preprocessed copy per fold (the fastest layout) while the copies take less

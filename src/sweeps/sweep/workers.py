@@ -16,7 +16,7 @@ number of finished (complete or pruned) trials at exactly its target:
   next worker to start a trial marks it FAIL with its `fail_reason`, and
   `storage.RequeueStaleTrial` queues the same configuration again as a waiting trial,
   which the next free worker runs.
-- A worker process (`python -m sweeps.workers`, started by `sweeps.launcher` on this machine
+- A worker process (`python -m sweeps.worker`, started by `sweep.launcher` on this machine
   or on a Dask cluster) dies with the process that started it (SIGTERM from the kernel
   when that goes, however it goes); SIGTERM and Ctrl+C reach every worker, which fails its
   running trial with the reason and exits.
@@ -27,7 +27,6 @@ study can end up to N-1 trials over its target. These checks make the total exac
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import queue
@@ -44,9 +43,9 @@ from multiprocessing.managers import BaseManager
 import optuna
 from optuna.trial import TrialState
 
-from sweeps import stop
+from sweeps.sweep import stop
 from sweeps.errors import FinishedElsewhere, SweepsError, TrialFailed
-from sweeps.search import converged
+from sweeps.sweep.search import converged
 
 LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -383,41 +382,6 @@ class WorkerJob:
         return cls(**fields)
 
 
-def worker_main(job: WorkerJob) -> None:
-    """Entry point of one worker process. Exit codes: 0 done, 2 refused (one line), 130/143 stopped."""
-    import torch
-
-    from sweeps import _cli, record
-    from sweeps.cache import cached_folds
-    from sweeps.objective import make_objective
-    from sweeps.search import default_pruner, default_sampler
-    from sweeps.storage import describe, open_storage
-
-    _die_with_parent()
-    torch.set_num_threads(job.threads or 1)
-    _cli.quiet_optuna()
-
-    def body() -> int:
-        spec, dataset = _cli.load(job.study_file, **job.overrides)
-        storage = open_storage(job.storage, create=False, heartbeat_interval=job.heartbeat_interval,
-                               grace_period=job.grace_period)
-        n_existing = len(storage.get_all_trials(storage.get_study_id_from_name(spec.name), deepcopy=False))
-        study = optuna.load_study(study_name=spec.name, storage=storage,
-                                  sampler=spec.sampler or default_sampler(spec, n_existing, worker=job.index),
-                                  pruner=spec.pruner or default_pruner())
-        # This process loaded the data itself: it must be the data, and the held-out rows, that
-        # the study was made with, or its trials could train on test rows.
-        dataset = record.check_same_study(study, spec, dataset, describe(job.storage))
-        folds = cached_folds(dataset, spec.folds, spec.seed, job.device, scaling=spec.preprocessing)
-        if job.reproducible:
-            serve(study, make_objective(spec, folds), round_tasks(job.rounds))
-        else:
-            optimize_until(study, make_objective(spec, folds), job.budget, on_trial=None, batch=job.batch)
-        return 0
-
-    sys.exit(_cli.guarded(body, prefix=f"worker {job.index}"))
-
-
 def round_tasks(address: tuple):
     """The launcher's task queue (`Rounds.tasks`), as a worker process sees it."""
     host, port, authkey = address
@@ -444,35 +408,3 @@ def _rounds_manager(tasks: Callable[[], object]) -> type[BaseManager]:
     manager = type("RoundsManager", (BaseManager,), {})  # a class of its own: registrations are per class
     manager.register("tasks", callable=tasks)
     return manager
-
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """SIGTERM this worker when the process that started it dies, even by SIGKILL (Linux: prctl; elsewhere: a watch)."""
-    parent = os.getppid()
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        armed = libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM) == 0
-    except (OSError, AttributeError):
-        armed = False
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os.kill(os.getpid(), signal.SIGTERM)
-    if armed:
-        return
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=watch, name="sweeps-parent-watch", daemon=True).start()
-
-
-if __name__ == "__main__":
-    # Started by `launcher.supervise` from a loky process, which ignores SIGINT (its pool leaves
-    # Ctrl+C to the parent) and so would pass the ignoring on through exec: the supervisor's
-    # relayed SIGINT must stop this worker, so take the default back before `stop.install`.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    worker_main(WorkerJob.from_json(sys.stdin.read()))

@@ -22,7 +22,7 @@ import math
 
 import torch
 
-from sweeps.model import seeds_for
+from sweeps.engine.model import seeds_for
 
 
 def ramp(progress: float) -> float:

@@ -2,8 +2,8 @@
 
 `--workers N` runs N worker slots as joblib tasks on loky; `--cluster dask://HOST:PORT`
 runs the same tasks on an existing Dask cluster through joblib's Dask backend. Each task,
-`supervise`, starts the worker proper as a child process (`python -m sweeps.workers`, which
-runs `workers.worker_main`) and watches it. A child, and not the task itself, because:
+`supervise`, starts the worker proper as a child process (`python -m sweeps.worker`) and
+watches it. A child, and not the task itself, because:
 
 - one worker's death (out of memory, SIGKILL, a lost machine) must not stop the others:
   loky marks its whole pool broken when one of its processes dies, where a dead child is
@@ -38,7 +38,7 @@ import optuna
 from optuna.trial import TrialState
 
 from sweeps.errors import SweepsError, Terminated
-from sweeps.workers import Budget, Rounds, WorkerJob, counts, serve_round_tasks
+from sweeps.sweep.workers import Budget, Rounds, WorkerJob, counts, serve_round_tasks
 
 POLL = 0.2  # seconds between a task's looks at its child and at the stop channel
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -102,7 +102,7 @@ def supervise(job: WorkerJob, channel: StopFile | DaskStop) -> tuple[int, int, i
     """
     if not job.threads:
         job = replace(job, threads=_cluster_threads())
-    child = subprocess.Popen([sys.executable, "-m", "sweeps.workers"], cwd=job.cwd, stdin=subprocess.PIPE,
+    child = subprocess.Popen([sys.executable, "-m", "sweeps.worker"], cwd=job.cwd, stdin=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, start_new_session=True)
     # start_new_session: a terminal's Ctrl+C reaches the launcher alone, which stops every
     # worker through the channel exactly once (a second SIGINT would mean "stop at once").

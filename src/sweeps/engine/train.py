@@ -22,63 +22,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from sweeps.domain import DomainHead, domain_seeds
-from sweeps.domain import ramp as domain_ramp
-from sweeps.folds import Folds
-from sweeps.model import StackedMLP, loss_and_grad, per_row_losses, seeds_for
-from sweeps.optim import StackedAdamW, lr_factor
-from sweeps.shared import WINDOW_ROWS
+from sweeps.engine.config import NetConfig, groupable
+from sweeps.engine.domain import DomainHead, domain_seeds
+from sweeps.engine.domain import ramp as domain_ramp
+from sweeps.data.folds import Folds
+from sweeps.engine.model import StackedMLP, loss_and_grad, per_row_losses, seeds_for
+from sweeps.engine.optim import StackedAdamW, lr_factor
+from sweeps.data.shared import WINDOW_ROWS
 
 # on_epoch(epoch, mean of the folds' best validation loss so far, each fold's) -> a reason to stop, or None
 EpochHook = Callable[[int, float, list], "str | None"]
 EVAL_CHUNK = 16384  # rows per forward pass when validating: bounds memory on big tables
-
-
-@dataclass(frozen=True)
-class NetConfig:
-    """One trial's network and optimizer settings.
-
-    The defaults of the options are the plain MLP of sweeps 0.1 ("off"): a trial's params
-    hold every option it used that differs from them, so a stored trial retrains the same
-    whatever later versions choose as the defaults of `Space`.
-    """
-
-    depth: int
-    width: int
-    dropout: float
-    weight_decay: float
-    lr: float
-    batch_size: int = 128
-    class_weight: str = "none"  # "balanced": each class weighs n / (classes x its count) in training
-    resampling: str = "none"  # "over" / "under": every epoch, a class-balanced draw of the training rows
-    importance: str = "none"  # "density_ratio": training rows weighted by Folds.train_importance
-    adversarial: float = 0.0  # λ of domain-adversarial training against Folds.target_X (`domain.py`)
-    balanced_validation: bool = False  # score validation (and the trial) by the class-balanced loss
-    worst_group: bool = False  # folds stop on, and the trial is scored by, the worst group's loss
-    noise: float = 0.0  # Gaussian input noise (std, in standardized feature units) while training
-    embedding: str = "none"  # "periodic": PLR embeddings of the numeric inputs
-    n_frequencies: int = 48  # periodic embeddings: frequencies per feature
-    frequency_scale: float = 1.0  # periodic embeddings: std of the initial frequencies
-    embedding_dim: int = 24  # periodic embeddings: outputs per feature
-    ensemble: int = 1  # members of the shared-weight ensemble in each fold-model (TabM-mini)
-    label_smoothing: float = 0.0  # classification training target (1 - e) one-hot + e / classes
-    beta2: float = 0.999  # AdamW's second-moment decay
-    schedule: str = "constant"  # or "cosine" (with warm-up), over max_epochs
-    grad_clip: float = 0.0  # per fold-model gradient norm limit; 0: no clipping
-    freeze: int = 0  # transfer (`init`): the first hidden layers kept as loaded (feature extraction)
-
-    @classmethod
-    def from_params(cls, params: dict, validation: str = "plain") -> NetConfig:
-        """A trial's configuration, validated as its study says (`Study.validation`, stored
-        in the study's settings): class-balanced, worst group, or plain."""
-        return cls(**{k: params[k] for k in cls.__dataclass_fields__ if k in params},
-                   balanced_validation="class-balanced" in validation, worst_group="worst group" in validation)
-
-    @property
-    def embedding_shape(self) -> tuple[int, float, int] | None:
-        if self.embedding != "periodic":
-            return None
-        return (self.n_frequencies, self.frequency_scale, self.embedding_dim)
 
 
 @dataclass
@@ -159,15 +113,6 @@ def train_folds(folds: Folds, config: NetConfig, *, max_epochs: int, patience: i
     """
     return train_trials(folds, [config], [seed], [on_epoch], max_epochs=max_epochs, patience=patience,
                         compact=compact, init=init, horizon=horizon)[0]
-
-
-def groupable(a: NetConfig, b: NetConfig) -> bool:
-    """Whether two trials can train in one stack: the same shape but for the width (padded)."""
-    # resampling: the epoch's length; freeze: which tensors the optimizer steps
-    same = ("depth", "batch_size", "embedding", "ensemble", "resampling", "freeze", "importance", "adversarial")
-    if any(getattr(a, name) != getattr(b, name) for name in same):
-        return False
-    return a.embedding != "periodic" or (a.n_frequencies, a.embedding_dim) == (b.n_frequencies, b.embedding_dim)
 
 
 def train_trials(folds: Folds, configs: list[NetConfig], seeds: list[int], on_epochs: list[EpochHook | None], *,
@@ -535,7 +480,7 @@ def _domain_labels(n_source: int, members: int, device: torch.device) -> torch.T
 
 
 def _window_steps(batch_size: int) -> int:
-    """Steps per window of rows read at once from a shared copy (`sweeps.shared.WINDOW_ROWS`)."""
+    """Steps per window of rows read at once from a shared copy (`sweeps.data.shared.WINDOW_ROWS`)."""
     return max(1, WINDOW_ROWS // batch_size)
 
 

@@ -16,8 +16,8 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from sweeps.errors import SweepsError
-from sweeps.study import Study
-from sweeps.table import check_columns, encode_for_hashing, is_table
+from sweeps.spec.study import Study
+from sweeps.spec.table import check_columns, encode_for_hashing, is_table
 
 
 @dataclass(frozen=True)

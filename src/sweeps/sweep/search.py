@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import numpy as np
 import optuna
+from optuna.trial import TrialState
 
-from sweeps.study import Study
+from sweeps.spec.params import Categorical, Float, Int
+from sweeps.spec.space import Space
+from sweeps.spec.study import Study
 
 
 def default_sampler(spec: Study, n_existing: int, worker: int = 0) -> optuna.samplers.BaseSampler:
@@ -35,8 +38,6 @@ def default_batch(spec: Study) -> int:
     when the space makes grouping pointless: every width it allows is compute-bound, where
     one stack of P trials costs what P stacks cost.
     """
-    from sweeps.study import Categorical, Float, Int, Space
-
     if isinstance(spec.space, Space):
         width = spec.space.width
         narrowest = width.low if isinstance(width, (Int, Float)) else min(
@@ -65,8 +66,6 @@ def converged(trials: list) -> str | None:
     the folds themselves: a later "best" would be a different sample of noise, not a better
     configuration.
     """
-    from optuna.trial import TrialState
-
     finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     complete = [t for t in finished if t.state == TrialState.COMPLETE and t.value is not None]
     if len(complete) < CONVERGED_MIN_TRIALS:

@@ -39,10 +39,11 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from sweeps.data import Dataset
+from sweeps.data.dataset import Dataset
 from sweeps.errors import SweepsError
-from sweeps.study import Study
-from sweeps.train import FoldResult
+from sweeps.store.storage import describe, open_storage, resolve_url, study_exists, sweeps_study_names
+from sweeps.spec.study import Study
+from sweeps.engine.train import FoldResult
 
 OBJECTIVE_NAME = "cv_loss"
 
@@ -286,6 +287,19 @@ def _same_columns(spec: Study, dataset: Dataset, fingerprint: dict, storage_url:
                       f"would not be comparable, and a model would read the wrong columns; {fix}.")
 
 
+def write_baselines(study: optuna.Study, baselines: dict[str, dict[str, float]]) -> None:
+    """The simple models fitted on the study's folds, kept so that later diagnoses reuse them."""
+    study.set_user_attr("baselines", baselines)
+
+
+def write_diagnosis(study: optuna.Study, learning_curve: list[dict[str, float]], verdicts: dict[str, Any],
+                    report: str) -> None:
+    """A diagnosis: its learning curve, its verdicts (stamped with the time) and its report."""
+    study.set_user_attr("learning_curve", learning_curve)
+    study.set_user_attr("diagnosis", {"timestamp": _now(), **verdicts})
+    study.set_user_attr("diagnosis_report", report)
+
+
 # --- the held-out test set's uses --------------------------------------------------------------
 def reserve_test_evaluation(study: optuna.Study) -> tuple[int, optuna.Study, optuna.Trial]:
     """Count one more use of the held-out test set, atomically; returns its number (1 = first).
@@ -316,3 +330,21 @@ def write_test_evaluation(study: optuna.Study, ledger: optuna.Study, trial: optu
     study.set_user_attr("test_result", entry)
     study.set_user_attr("test_history", [history[k] for k in sorted(history)])
     study.set_user_attr("test_evaluations", max(history))
+
+
+# --- opening a stored study -------------------------------------------------------------------
+def load_existing_study(study_name: str, url: str | None) -> tuple[optuna.Study, str]:
+    """The stored sweeps study `study_name` (and its URL); a clear error when there is none.
+
+    Writes nothing. A study of that name that sweeps did not write is refused (`record`).
+    """
+    url = resolve_url(study_name, url)
+    rdb = open_storage(url, create=False)
+    if not study_exists(rdb, study_name):
+        names = sweeps_study_names(rdb)
+        known = f"it holds {', '.join(repr(n) for n in names)}" if names else "it holds no study"
+        raise SweepsError(f"no study named '{study_name}' in {describe(url)} ({known}); run the sweep "
+                          "first, or pass the --storage it was run with.")
+    study = optuna.load_study(study_name=study_name, storage=rdb)
+    check_sweeps_study(study, describe(url))
+    return study, url

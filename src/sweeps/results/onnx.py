@@ -29,8 +29,8 @@ import torch
 from scipy.special import ndtri
 
 from sweeps.errors import SweepsError
-from sweeps.preprocess import _CLIP_EPS
-from sweeps.trained import TrainedModel
+from sweeps.data.preprocess import _CLIP_EPS
+from sweeps.engine.trained import TrainedModel
 
 TOLERANCE = 1e-5
 # scikit-learn clips the normal quantiles at ndtri(1e-7 - eps) and its mirror: about ±5.2.

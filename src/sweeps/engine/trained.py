@@ -30,8 +30,8 @@ import torch
 from sklearn.base import BaseEstimator
 
 from sweeps.errors import SweepsError
-from sweeps.model import StackedMLP
-from sweeps.preprocess import Preprocessing
+from sweeps.engine.model import StackedMLP
+from sweeps.data.preprocess import Preprocessing
 
 FORMAT = "sweeps-model-2"
 _OLD_FORMAT_MAGIC = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")  # zip / pickle
@@ -229,7 +229,7 @@ class TrainedModel(BaseEstimator):
     def _warn_unseen(self, X) -> None:
         """One warning per call, counting the categories no member's encoder kept and that have no
         shared 'infrequent' column to go to: they are encoded as no category at all."""
-        from sweeps.preprocess import _category_strings
+        from sweeps.data.preprocess import _category_strings
 
         unseen, example = 0, None
         for c, column in enumerate(self.preprocessing.categorical_columns):
@@ -331,7 +331,7 @@ def _device(name: str) -> torch.device:
 
 def check_model(model: TrainedModel) -> None:
     """Raise `ValueError` naming the first way the model's description and its tensors disagree."""
-    from sweeps.preprocess import SCALINGS
+    from sweeps.spec.options import SCALINGS
 
     net, preps = model.net, model.preprocessings
     if model.task not in ("classification", "regression"):

@@ -9,7 +9,6 @@ naming the cause and the fix (`explain`).
 
 from __future__ import annotations
 
-import re
 import sqlite3
 import time
 import warnings
@@ -19,26 +18,13 @@ import optuna
 from optuna.trial import TrialState
 
 from sweeps.errors import SweepsError
+from sweeps.spec.study import check_name
 
 DEFAULT_DIR = Path("storage")
 SCHEMA_RACE_RETRIES = 8
 MAX_RETRIES = 3  # a trial whose worker died is queued again at most this often
 
-# Study names become file names and SQLite URLs. Letters, digits, '_', '-', '.' and inner
-# spaces never mean anything else there: no '/' or '\' (folders), '%' (SQLAlchemy
-# percent-decodes URLs: %2F is '/'), '?' or '#' (a URL's query), ':' (sweeps' own
-# companion studies use it).
-STUDY_NAME = re.compile(r"\w(?:[\w. -]{0,98}\w)?\Z")
-STUDY_NAME_RULE = ("letters, digits, '_', '-', '.' and inner spaces, starting and ending with a "
-                   "letter or digit, at most 100 characters")
-
 _opened: list[str] = []  # URLs opened by this process, newest last: named in failure messages
-
-
-def check_name(name: object) -> None:
-    if not isinstance(name, str) or not STUDY_NAME.match(name):
-        raise SweepsError(f"Study.name: {name!r} names the study's database file, so it may hold only "
-                          f"{STUDY_NAME_RULE}; e.g. 'digits-v2'.")
 
 
 def database_path(study_name: str) -> Path:
@@ -349,22 +335,3 @@ def study_exists(storage: optuna.storages.BaseStorage, name: str) -> bool:
 def sweeps_study_names(storage: optuna.storages.BaseStorage) -> list[str]:
     """The studies in a storage, without sweeps' companion studies (their names hold ':')."""
     return [n for n in optuna.get_all_study_names(storage) if ":" not in n]
-
-
-def load_existing_study(study_name: str, url: str | None) -> tuple[optuna.Study, str]:
-    """The stored sweeps study `study_name` (and its URL); a clear error when there is none.
-
-    Writes nothing. A study of that name that sweeps did not write is refused (`record`).
-    """
-    from sweeps import record
-
-    url = resolve_url(study_name, url)
-    rdb = open_storage(url, create=False)
-    if not study_exists(rdb, study_name):
-        names = sweeps_study_names(rdb)
-        known = f"it holds {', '.join(repr(n) for n in names)}" if names else "it holds no study"
-        raise SweepsError(f"no study named '{study_name}' in {describe(url)} ({known}); run the sweep "
-                          "first, or pass the --storage it was run with.")
-    study = optuna.load_study(study_name=study_name, storage=rdb)
-    record.check_sweeps_study(study, describe(url))
-    return study, url
