@@ -32,7 +32,8 @@ from sweeps.data.folds import Folds, make_folds
 from sweeps.engine.model import StackedMLP
 from sweeps.spec.space import Space
 from sweeps.spec.study import Study
-from sweeps.engine.train import NetConfig, train_folds, train_trials
+from sweeps.engine.config import NetConfig
+from sweeps.engine.train import train_folds, train_trials
 
 CONFIGS = [(1, 32), (2, 128), (4, 512)]
 

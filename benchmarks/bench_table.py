@@ -58,7 +58,8 @@ def measure(path: Path, layout: str, epoch: bool) -> dict:
     from sweeps import Space, Study, Table
     from sweeps.data.cache import cached_folds
     from sweeps.data.dataset import load_dataset
-    from sweeps.engine.train import NetConfig, train_folds
+    from sweeps.engine.config import NetConfig
+    from sweeps.engine.train import train_folds
 
     torch.set_num_threads(os.cpu_count() or 1)
     os.environ["SWEEPS_FOLD_ROWS"] = layout

@@ -14,9 +14,12 @@ from sweeps import Space, Study, SweepsError
 from sweeps.data.dataset import load_dataset
 from sweeps.engine.domain import DomainHead, ramp
 from sweeps.data.folds import make_folds
-from sweeps.engine.model import StackedMLP, loss_and_grad
+from sweeps.engine.losses import loss_and_grad
+from sweeps.engine.model import StackedMLP
 from sweeps.sweep.optimize import run_study
-from sweeps.engine.train import NetConfig, _domain_step, _pad_target_rows, train_folds
+from sweeps.engine.config import NetConfig
+from sweeps.engine.domain import domain_step, pad_target_rows
+from sweeps.engine.train import train_folds
 
 
 class Reverse(torch.autograd.Function):
@@ -47,11 +50,11 @@ def test_the_reversed_gradient_matches_autograd(members):
     _, grad_out = loss_and_grad(source, y.repeat(1, members), True)
     grads = [torch.zeros_like(p) for p in model.params]
 
-    class Grads:  # what _domain_step writes the head's gradients into
+    class Grads:  # where domain_step writes the head's gradients
         grads = [torch.zeros_like(p) for p in head.params]
 
-    extra = _domain_step(head, Grads, cache, model, members, B, reversal)
-    model.backward(cache, _pad_target_rows(grad_out, k, members, B), grads, extra_dh=extra)
+    extra = domain_step(head, Grads.grads, cache, model, members, B, reversal)
+    model.backward(cache, pad_target_rows(grad_out, members, B), grads, extra_dh=extra)
 
     # Autograd, with a reversal layer between the features and the domain classifier.
     twin = model.clone()

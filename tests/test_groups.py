@@ -19,7 +19,9 @@ from sweeps.results.diagnose import diagnose_study
 from sweeps.results.evaluate import evaluate_study
 from sweeps.data.folds import make_folds
 from sweeps.sweep.optimize import run_study
-from sweeps.engine.train import NetConfig, group_means, train_folds
+from sweeps.engine.config import NetConfig
+from sweeps.engine.scores import group_means
+from sweeps.engine.train import train_folds
 
 from conftest import digits_study
 

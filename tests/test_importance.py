@@ -17,9 +17,10 @@ from sweeps.data.dataset import load_dataset
 from sweeps.results.evaluate import evaluate_study
 from sweeps.data.folds import make_final_fit, make_folds
 from sweeps.data.importance import MAX_RATIO, density_ratios
-from sweeps.engine.model import loss_and_grad
+from sweeps.engine.losses import loss_and_grad
 from sweeps.sweep.optimize import run_study
-from sweeps.engine.train import NetConfig, train_folds
+from sweeps.engine.config import NetConfig
+from sweeps.engine.train import train_folds
 
 from conftest import digits_study
 

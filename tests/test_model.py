@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sweeps.engine.model import StackedMLP, _random_bytes, effective_dropout, loss_and_grad
+from sweeps.engine.dropout import _random_bytes, effective_dropout
+from sweeps.engine.losses import loss_and_grad
+from sweeps.engine.model import StackedMLP
 
 
 def autograd_grads(model, x, y, classification, masks=(), scale=1.0):

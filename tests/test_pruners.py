@@ -14,7 +14,9 @@ from sweeps.sweep import pruners
 from sweeps.results.export import one_standard_error
 from sweeps.sweep.pruners import AnyPruner, FoldPairedPruner
 from sweeps.sweep.search import converged
-from sweeps.engine.train import NetConfig, honest_cv, train_folds
+from sweeps.engine.config import NetConfig
+from sweeps.engine.scores import honest_cv
+from sweeps.engine.train import train_folds
 
 
 def complete(study, value, curves, **attrs):

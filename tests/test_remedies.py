@@ -13,14 +13,18 @@ from sklearn.datasets import load_diabetes, load_digits
 from sklearn.metrics import balanced_accuracy_score, f1_score
 
 import sweeps
-import sweeps.engine.train
+import sweeps.engine.batches
 from sweeps import Categorical, Space, SweepsError
 from sweeps.data.dataset import load_dataset
 from sweeps.results.evaluate import evaluate_study
 from sweeps.data.folds import make_folds
-from sweeps.engine.model import StackedMLP, loss_and_grad
+from sweeps.engine.losses import loss_and_grad
+from sweeps.engine.model import StackedMLP
 from sweeps.sweep.optimize import run_study
-from sweeps.engine.train import NetConfig, class_rows, class_weights, epoch_class_size, resampled_epoch, train_folds
+from sweeps.engine.batches import class_rows, epoch_class_size, resampled_epoch
+from sweeps.engine.config import NetConfig
+from sweeps.engine.train import train_folds
+from sweeps.engine.weights import class_weights
 
 from conftest import digits_study
 
@@ -102,7 +106,7 @@ def test_resampling_never_touches_validation_rows(monkeypatch):
         drawn.append((sum(map(len, rows_by_class)), epoch))
         return epoch
 
-    monkeypatch.setattr(sweeps.engine.train, "resampled_epoch", spy)
+    monkeypatch.setattr(sweeps.engine.batches, "resampled_epoch", spy)
     config = NetConfig(1, 8, 0.0, 1e-2, 1e-2, resampling="over", balanced_validation=True)
     result = train_folds(folds, config, max_epochs=3, patience=None, seed=0)
     assert len(drawn) == 3 * folds.k  # every fold, every epoch

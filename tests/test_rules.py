@@ -18,11 +18,13 @@ from sklearn.datasets import load_diabetes, load_digits
 from sweeps import Categorical, Space
 from sweeps.data.dataset import load_dataset
 from sweeps.data.folds import make_final_fit, make_folds
-from sweeps.engine.model import StackedMLP, effective_dropout
+from sweeps.engine.dropout import effective_dropout
+from sweeps.engine.model import StackedMLP
 from sweeps.sweep.objective import make_objective
 from sweeps.sweep.trial import trial_seed
 from sweeps.sweep.optimize import run_study
-from sweeps.engine.train import NetConfig, train_folds
+from sweeps.engine.config import NetConfig
+from sweeps.engine.train import train_folds
 from sweeps.sweep.workers import Budget, optimize_until
 
 from conftest import digits_study

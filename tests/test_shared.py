@@ -12,13 +12,15 @@ import torch
 
 import sweeps.data.folds
 import sweeps.data.shared
+import sweeps.engine.batches
 from sweeps import Space, Table
 from sweeps.data.cache import cached_folds
 from sweeps.data.dataset import load_dataset
 from sweeps.results.evaluate import evaluate_study
 from sweeps.data.folds import make_folds
 from sweeps.sweep.optimize import run_study
-from sweeps.engine.train import NetConfig, train_folds
+from sweeps.engine.config import NetConfig
+from sweeps.engine.train import train_folds
 
 from conftest import ADULT, DATA, digits_study
 
@@ -67,7 +69,7 @@ def test_shared_rows_give_the_features_of_the_copies(adult_path, scaling):
 
 def test_training_on_shared_rows_matches_the_copies_across_windows(adult_path, monkeypatch):
     monkeypatch.setattr(sweeps.data.shared, "WINDOW_ROWS", 512)  # 4 windows of 128-row batches per epoch
-    monkeypatch.setattr(sweeps.engine.train, "WINDOW_ROWS", 512)
+    monkeypatch.setattr(sweeps.engine.batches, "WINDOW_ROWS", 512)
     dataset = load_dataset(adult_spec(adult_path))
     config = NetConfig(depth=2, width=32, dropout=0.1, weight_decay=1e-4, lr=3e-3, batch_size=128, noise=0.05)
     results = [train_folds(make_folds(dataset, 3, 0, scaling="auto", layout=layout), config, max_epochs=4,

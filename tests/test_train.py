@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from sweeps.engine.train import NetConfig, train_folds
+from sweeps.engine.config import NetConfig
+from sweeps.engine.train import train_folds
 
 
 def test_it_learns_digits(digits_folds):

@@ -31,7 +31,7 @@ from sweeps.results.diagnose import Diagnosis, Thresholds, diagnose_study
 from sweeps.results.evaluate import evaluate_study, report
 from sweeps.results.export import export_study
 from sweeps.spec.study import Study, load_study_file
-from sweeps.store.record import load_existing_study
+from sweeps.store.storage import load_existing_study
 from sweeps.sweep.optimize import RunOptions, run_study
 
 

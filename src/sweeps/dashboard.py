@@ -25,7 +25,8 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from sweeps import _cli
 from sweeps.errors import SweepsError
-from sweeps.store.record import load_existing_study
+from sweeps.store import internals
+from sweeps.store.storage import load_existing_study
 from sweeps.store.storage import artifact_folder, describe
 from sweeps.spec.study import load_study_file
 
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             from optuna.artifacts import FileSystemArtifactStore
 
             store = FileSystemArtifactStore(folder)
-        app = wsgi(study._storage, artifact_store=store)
+        app = wsgi(internals.storage_of(study), artifact_store=store)
         if not args.allow_writes:
             app = read_only(app)
         app = host_checked(app, host_names(args.host, args.allowed_host))
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         shown_host = "localhost" if args.host in ("0.0.0.0", "::") else args.host
         mode = "read-write" if args.allow_writes else "read-only"
         print(f"optuna-dashboard for study '{spec.name}' ({describe(url)}), {mode}:\n"
-              f"  http://{shown_host}:{args.port}/dashboard/studies/{study._study_id}\n"
+              f"  http://{shown_host}:{args.port}/dashboard/studies/{internals.study_id(study)}\n"
               "Press Ctrl+C to stop.", flush=True)
         try:
             server.serve_forever()

@@ -14,7 +14,7 @@ import sys
 from sweeps import _cli
 from sweeps.results.export import RULES, export_onnx_model, export_study
 from sweeps.results.onnx import TOLERANCE
-from sweeps.store.record import load_existing_study
+from sweeps.store.storage import load_existing_study
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,7 @@ import torch
 from sklearn.model_selection import KFold, StratifiedKFold
 
 from sweeps.data.dataset import Dataset
+from sweeps.errors import SweepsError
 from sweeps.data.importance import density_ratios
 from sweeps.data.preprocess import Preprocessing
 from sweeps.data.shared import FoldRows, make_shared
@@ -143,8 +144,6 @@ def make_folds(dataset: Dataset, folds: int, seed: int, device: torch.device | s
 def fold_layout(layout: str | None = None) -> str:
     layout = layout or os.environ.get("SWEEPS_FOLD_ROWS") or "auto"
     if layout not in LAYOUTS:
-        from sweeps.errors import SweepsError
-
         raise SweepsError(f"SWEEPS_FOLD_ROWS must be one of {', '.join(LAYOUTS)}, got {layout!r}.")
     return layout
 

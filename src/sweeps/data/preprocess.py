@@ -233,13 +233,13 @@ def normal_scores(p: np.ndarray) -> np.ndarray:
     return np.clip(_normal_ppf(p), _normal_ppf(NORMAL_BOUND), _normal_ppf(1 - NORMAL_BOUND))
 
 
-def _category_strings(column):
+def category_strings(column):
     """The column as pandas strings, missing entries kept as missing (vectorised: big tables)."""
     return column.astype("string")
 
 
 def _fit_categories(column) -> tuple[list[str], bool, str]:
-    values = _category_strings(column)
+    values = category_strings(column)
     counted = values.value_counts(dropna=True)
     if counted.empty:
         return [], False, ""
@@ -258,7 +258,7 @@ def _fit_categories(column) -> tuple[list[str], bool, str]:
 
 
 def _one_hot(column, kept: list[str], infrequent: bool, most_frequent: str) -> np.ndarray:
-    values = _category_strings(column).fillna(most_frequent)
+    values = category_strings(column).fillna(most_frequent)
     width = len(kept) + infrequent
     out = np.zeros((len(values), width), dtype=np.float32)
     if width == 0:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
-from sweeps.data.preprocess import Preprocessing, _category_strings, normal_scores, quantile_probabilities
+from sweeps.data.preprocess import Preprocessing, category_strings, normal_scores, quantile_probabilities
 
 WINDOW_ROWS = 16384  # rows per fold gathered and preprocessed at once by the training loop
 
@@ -201,7 +201,7 @@ def make_shared(dataset, preps: list[Preprocessing], device: torch.device | str)
 
     codes, vocabularies = [], []
     for name in first.categorical_columns:
-        strings = _category_strings(X[name])
+        strings = category_strings(X[name])
         vocabulary = sorted(strings.dropna().unique().astype(str).tolist())
         codes.append(pd.Index(vocabulary).get_indexer(strings.fillna("\x00missing\x00")).astype(np.int32))
         vocabularies.append(vocabulary)

@@ -18,11 +18,16 @@ autograd with a `torch.autograd.Function` reversal layer.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 
-from sweeps.engine.model import seeds_for
+from sweeps.data.folds import Folds
+from sweeps.engine.config import NetConfig
+from sweeps.engine.optim import StackedAdamW
+from sweeps.engine.positions import Positions
+from sweeps.engine.seeds import seeds_for
 
 
 def ramp(progress: float) -> float:
@@ -97,3 +102,92 @@ class DomainHead:
 
 def domain_seeds(seed: int, fold_ids: list[int]) -> list[int]:
     return seeds_for(seed, fold_ids, "domain")
+
+
+DOMAIN_LR = 1.0  # the domain classifier's learning rate relative to the trial's (the paper uses one rate)
+
+
+class Adversary:
+    """Domain-adversarial training in the loop: a domain classifier per stack position, its own
+    AdamW (the trial's lr and beta2, no decay), and a batch of target rows per position and step.
+
+    The loop calls it at fixed points: `epoch` (draw the target rows), `inputs` (the target
+    rows ride along in the forward pass), `labelled` (the labels' loss is the training rows'
+    alone), `step` (the classifier's step and the reversed gradient), `select` (positions left).
+    """
+
+    def __init__(self, folds: Folds, configs: list[NetConfig], seeds: list[int], positions: Positions, width: int,
+                 total_steps: int) -> None:
+        if folds.target_X is None:
+            raise ValueError("train_trials: adversarial training needs folds made with target rows")
+        self.folds, self.configs, self.positions = folds, configs, positions
+        self.weight, self.total_steps, self.members = configs[0].adversarial, total_steps, configs[0].ensemble
+        self.head = DomainHead.init([r for s in seeds for r in domain_seeds(s, folds.fold_ids)], width,
+                                    folds.X_train.device)
+        self.optimizer = StackedAdamW(self.head.params, DOMAIN_LR * configs[0].lr, 0.0,
+                                      betas=(0.9, configs[0].beta2), no_decay=[True] * 4,
+                                      segments=self._segments() if len(configs) > 1 else None)
+        self.target_rngs = [torch.Generator().manual_seed(r) for s in seeds
+                            for r in seeds_for(s, folds.fold_ids, "target rows")]
+        self.order: torch.Tensor | None = None
+
+    def _segments(self) -> list[tuple[int, float, float, float]]:
+        return [(n, DOMAIN_LR * self.configs[t].lr, 0.0, self.configs[t].beta2) for t, n in self.positions.runs()]
+
+    def epoch(self, steps: int, batch_size: int) -> None:
+        """Each live position's target rows for the epoch, a batch's worth per step."""
+        n_target = self.folds.target_X.shape[1]
+        self.order = torch.stack([torch.randint(n_target, (steps * batch_size,), generator=self.target_rngs[p])
+                                  for p in self.positions.live]).to(self.folds.X_train.device)
+
+    def inputs(self, x: torch.Tensor, rows: slice, folds_now: torch.Tensor) -> torch.Tensor:
+        """The batch `x` [positions, B, d] with B target rows after it, for the domain classifier."""
+        target = self.folds.target_X[folds_now.unsqueeze(1), self.order[:, rows][:, :x.shape[1]]]
+        return torch.cat([x, target], dim=1)
+
+    def labelled(self, out: torch.Tensor, n_source: int) -> torch.Tensor:
+        """The outputs of the training rows alone (each member's first half)."""
+        live = out.shape[0]
+        return out.view(live, self.members, 2 * n_source, -1)[:, :, :n_source].reshape(
+            live, self.members * n_source, -1)
+
+    def step(self, cache, model, grad_out: torch.Tensor, n_source: int, step_count: int
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The classifier's step on this batch's hidden features: (the output gradient over
+        training and target rows, the reversed gradient for the network's last hidden layer)."""
+        reversal = self.weight * ramp(step_count / self.total_steps)
+        extra_dh = domain_step(self.head, self.optimizer.grads, cache, model, self.members, n_source, reversal)
+        return pad_target_rows(grad_out, self.members, n_source), extra_dh
+
+    def select(self, kept: torch.Tensor) -> None:
+        """Keep the positions at `kept` (the others left the stack)."""
+        self.head = self.head.select(kept)
+        self.optimizer = self.optimizer.select(self.head.params, kept, self._segments())
+        self.order = None
+
+
+def pad_target_rows(grad_out: torch.Tensor, members: int, n_source: int) -> torch.Tensor:
+    """The output gradient over training and target rows: zero on the target rows (no labels)."""
+    positions = grad_out.shape[0]
+    full = grad_out.new_zeros(positions, members, 2 * n_source, grad_out.shape[-1])
+    full[:, :, :n_source] = grad_out.view(positions, members, n_source, -1)
+    return full.view(positions, members * 2 * n_source, -1)
+
+
+def domain_step(head: DomainHead, grads: list[torch.Tensor], cache, model, members: int, n_source: int,
+                reversal: float) -> torch.Tensor:
+    """The domain classifier's gradients on a batch's hidden features, into `grads`; returns the
+    reversed gradient for the network (`StackedMLP.backward`'s `extra_dh`)."""
+    hidden = cache.activations[-1]  # [k, members * 2B, width]: each member's B training rows, then B target rows
+    alpha = model.backward_scale(True)[0]  # dropout's rescale, as the output head applies it
+    is_target = _domain_labels(n_source, members, hidden.device)
+    _, d_logits = head.loss_and_grad(head.forward(hidden, alpha), is_target)
+    return head.backward(hidden, d_logits, grads, reversal, alpha)
+
+
+@functools.lru_cache(maxsize=8)
+def _domain_labels(n_source: int, members: int, device: torch.device) -> torch.Tensor:
+    """[1, members * 2B, 1]: 0 for each member's B training rows, 1 for its B target rows (built
+    once per batch size, not every step)."""
+    labels = torch.cat([torch.zeros(n_source), torch.ones(n_source)]).repeat(members)
+    return labels.to(device).view(1, -1, 1)

@@ -31,7 +31,8 @@ from sklearn.base import BaseEstimator
 
 from sweeps.errors import SweepsError
 from sweeps.engine.model import StackedMLP
-from sweeps.data.preprocess import Preprocessing
+from sweeps.data.preprocess import Preprocessing, category_strings
+from sweeps.spec.options import SCALINGS
 
 FORMAT = "sweeps-model-2"
 _OLD_FORMAT_MAGIC = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")  # zip / pickle
@@ -229,14 +230,12 @@ class TrainedModel(BaseEstimator):
     def _warn_unseen(self, X) -> None:
         """One warning per call, counting the categories no member's encoder kept and that have no
         shared 'infrequent' column to go to: they are encoded as no category at all."""
-        from sweeps.data.preprocess import _category_strings
-
         unseen, example = 0, None
         for c, column in enumerate(self.preprocessing.categorical_columns):
             if any(p.infrequent[c] for p in self.preprocessings if c < len(p.infrequent)):
                 continue  # rare and unseen categories share that column, as in training
             known = set().union(*(p.categories[c] for p in self.preprocessings if c < len(p.categories)))
-            values = _category_strings(X[column]).dropna()
+            values = category_strings(X[column]).dropna()
             new = values[~values.isin(known)]
             unseen += len(new)
             if len(new) and example is None:
@@ -331,8 +330,6 @@ def _device(name: str) -> torch.device:
 
 def check_model(model: TrainedModel) -> None:
     """Raise `ValueError` naming the first way the model's description and its tensors disagree."""
-    from sweeps.spec.options import SCALINGS
-
     net, preps = model.net, model.preprocessings
     if model.task not in ("classification", "regression"):
         raise ValueError(f"task {model.task!r}")

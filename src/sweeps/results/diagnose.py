@@ -35,13 +35,15 @@ from sweeps.data.dataset import Dataset
 from sweeps.errors import SweepsError
 from sweeps.data.cache import cached_folds
 from sweeps.data.folds import Folds, make_folds
+from sweeps.data.preprocess import Preprocessing
 from sweeps.sweep.trial import trial_seed
-from sweeps.store.record import load_existing_study
+from sweeps.store.storage import load_existing_study
 from sweeps.store.storage import attach, check_writable, describe, output_path, write_text_atomic
 from sweeps.spec.params import Categorical
 from sweeps.spec.space import Space
 from sweeps.spec.study import Study
-from sweeps.engine.train import NetConfig, train_folds
+from sweeps.engine.config import NetConfig
+from sweeps.engine.train import train_folds
 
 LEARNING_CURVE_FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 
@@ -196,8 +198,6 @@ def adversarial_auc(dataset: Dataset, seed: int, max_rows: int = 20000) -> float
         rows = np.random.default_rng(seed).choice(rows, max_rows, replace=False)
     X = dataset.rows(rows)
     if dataset.is_table:  # unsupervised encoding of the features; no label is used
-        from sweeps.data.preprocess import Preprocessing
-
         X = Preprocessing.fit(X).features(X)
     forest = RandomForestClassifier(n_estimators=200, min_samples_leaf=3, random_state=seed, n_jobs=-1)
     scores = cross_val_predict(forest, X, is_test[rows], method="predict_proba",

@@ -33,10 +33,10 @@ from sweeps.errors import SweepsError
 from sweeps.results.export import read_config
 from sweeps.results.final import train_final
 from sweeps.sweep.trial import transfer, trial_seed
-from sweeps.store.record import load_existing_study
+from sweeps.store.storage import load_existing_study
 from sweeps.store.storage import attach, check_writable, describe, output_path
 from sweeps.spec.study import Study
-from sweeps.engine.train import NetConfig
+from sweeps.engine.config import NetConfig
 from sweeps.engine.trained import TrainedModel, UnseenCategoryWarning
 
 

@@ -31,7 +31,10 @@ from sweeps.spec.options import FINAL_MODELS
 from sweeps.data.cache import cached_folds
 from sweeps.data.folds import Folds, make_final_fit
 from sweeps.engine.model import StackedMLP
-from sweeps.engine.train import FoldResult, NetConfig, available_memory, memory_needed, train_folds
+from sweeps.engine.config import NetConfig
+from sweeps.engine.memory import available_memory, memory_needed
+from sweeps.engine.scores import FoldResult
+from sweeps.engine.train import train_folds
 from sweeps.engine.trained import TrainedModel
 
 REFIT_SEEDS = 5

@@ -8,6 +8,9 @@ note always shows the current settings, the held-out test result and the diagnos
 from __future__ import annotations
 
 import optuna
+from optuna_dashboard import save_note
+
+from sweeps.store import internals
 
 
 def study_note(study: optuna.Study) -> str:
@@ -57,8 +60,6 @@ def _pm(mean, std) -> str:
 
 def refresh(study: optuna.Study) -> None:
     """Write the study note for optuna-dashboard."""
-    from optuna_dashboard import save_note
-
     save_note(study, study_note(study))
 
 
@@ -107,14 +108,5 @@ def save_trial_note(trial: optuna.Trial, body: str) -> None:
     """
     if trial.number >= MAX_TRIAL_NOTES:
         return
-    try:
-        from optuna_dashboard._note import note_ver_key, split_body
-    except ImportError:  # another optuna-dashboard: its public function, slower on big studies
-        from optuna_dashboard import save_note
-
+    if not internals.write_trial_note_keys(trial, body):  # another optuna-dashboard: its own, slower way
         save_note(trial, body)
-        return
-    storage, study_id = trial.storage, trial.study._study_id
-    for key, value in split_body(body, trial._trial_id).items():
-        storage.set_study_system_attr(study_id, key, value)
-    storage.set_study_system_attr(study_id, note_ver_key(trial._trial_id), 1)

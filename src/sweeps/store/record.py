@@ -33,17 +33,20 @@ from __future__ import annotations
 
 import datetime
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from sweeps.data.dataset import Dataset
+from sweeps import __version__
 from sweeps.errors import SweepsError
-from sweeps.store.storage import describe, open_storage, resolve_url, study_exists, sweeps_study_names
-from sweeps.spec.study import Study
-from sweeps.engine.train import FoldResult
+from sweeps.store import internals
+
+if TYPE_CHECKING:  # only for annotations: the launcher records without loading torch
+    from sweeps.data.dataset import Dataset
+    from sweeps.engine.scores import FoldResult
+    from sweeps.spec.study import Study
 
 OBJECTIVE_NAME = "cv_loss"
 
@@ -139,6 +142,24 @@ def write_fail_reason(trial: optuna.Trial, reason: str) -> None:
     trial.set_user_attr("fail_reason", reason)
 
 
+def write_stale_reason(storage: optuna.storages.BaseStorage, trial_id: int, grace_period: int) -> None:
+    """Why a trial whose worker went silent is failed (written by whichever process fails it)."""
+    storage.set_trial_user_attr(trial_id, "fail_reason", (
+        f"its worker sent no heartbeat for {grace_period} s (the process died, was killed, or its machine was "
+        "lost); failed, and its configuration queued again"))
+
+
+def write_worker(trial: optuna.Trial, worker: str) -> None:
+    """Which machine and process runs the trial (host:pid)."""
+    trial.set_user_attr("worker", worker)
+
+
+def write_stop_reason(study: optuna.Study, reason: str) -> None:
+    """Why the study stopped before its target (the converged stop), written once."""
+    if study.user_attrs.get("stop_reason") != reason:
+        study.set_user_attr("stop_reason", reason)
+
+
 # --- study-level attrs ---------------------------------------------------------------------
 def name_objective(study: optuna.Study) -> None:
     """Name the objective "cv_loss" for Optuna's plots and for optuna-dashboard.
@@ -154,8 +175,6 @@ def _now() -> str:
 
 
 def write_study(study: optuna.Study, spec: Study, dataset: Dataset) -> None:
-    from sweeps import __version__
-
     study.set_user_attr("sweeps_version", __version__)
     stored = study.user_attrs.get("settings")
     if stored:
@@ -308,7 +327,7 @@ def reserve_test_evaluation(study: optuna.Study) -> tuple[int, optuna.Study, opt
     numbers are assigned by the storage in one transaction. Counts recorded before the
     companion study existed (sweeps 0.1) are continued.
     """
-    ledger = optuna.create_study(storage=study._storage, study_name=f"{study.study_name}:test-evaluations",
+    ledger = optuna.create_study(storage=internals.storage_of(study), study_name=f"{study.study_name}:test-evaluations",
                                  load_if_exists=True, sampler=optuna.samplers.RandomSampler(seed=0))
     trial = ledger.ask()
     earlier = int(study.user_attrs.get("test_evaluations", 0))
@@ -330,21 +349,3 @@ def write_test_evaluation(study: optuna.Study, ledger: optuna.Study, trial: optu
     study.set_user_attr("test_result", entry)
     study.set_user_attr("test_history", [history[k] for k in sorted(history)])
     study.set_user_attr("test_evaluations", max(history))
-
-
-# --- opening a stored study -------------------------------------------------------------------
-def load_existing_study(study_name: str, url: str | None) -> tuple[optuna.Study, str]:
-    """The stored sweeps study `study_name` (and its URL); a clear error when there is none.
-
-    Writes nothing. A study of that name that sweeps did not write is refused (`record`).
-    """
-    url = resolve_url(study_name, url)
-    rdb = open_storage(url, create=False)
-    if not study_exists(rdb, study_name):
-        names = sweeps_study_names(rdb)
-        known = f"it holds {', '.join(repr(n) for n in names)}" if names else "it holds no study"
-        raise SweepsError(f"no study named '{study_name}' in {describe(url)} ({known}); run the sweep "
-                          "first, or pass the --storage it was run with.")
-    study = optuna.load_study(study_name=study_name, storage=rdb)
-    check_sweeps_study(study, describe(url))
-    return study, url

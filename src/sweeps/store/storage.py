@@ -19,6 +19,7 @@ from optuna.trial import TrialState
 
 from sweeps.errors import SweepsError
 from sweeps.spec.study import check_name
+from sweeps.store import internals, record
 
 DEFAULT_DIR = Path("storage")
 SCHEMA_RACE_RETRIES = 8
@@ -192,9 +193,7 @@ class SweepsStorage(optuna.storages.RDBStorage):
         stale = super()._get_stale_trial_ids(study_id)
         for trial_id in stale:
             try:
-                self.set_trial_user_attr(trial_id, "fail_reason", (
-                    f"its worker sent no heartbeat for {self.grace_period} s (the process died, was killed, "
-                    "or its machine was lost); failed, and its configuration queued again"))
+                record.write_stale_reason(self, trial_id, self.grace_period)
             except optuna.exceptions.UpdateFinishedTrialError:
                 pass  # another worker failed it first
         return stale
@@ -202,8 +201,7 @@ class SweepsStorage(optuna.storages.RDBStorage):
 
 def heartbeat_failure(storage: optuna.storages.BaseStorage) -> BaseException | None:
     """The error of a heartbeat that could not be written, if any (through Optuna's cache layer)."""
-    backend = getattr(storage, "_backend", storage)
-    return getattr(backend, "heartbeat_error", None)
+    return getattr(internals.backend(storage), "heartbeat_error", None)
 
 
 class RequeueStaleTrial:
@@ -335,3 +333,20 @@ def study_exists(storage: optuna.storages.BaseStorage, name: str) -> bool:
 def sweeps_study_names(storage: optuna.storages.BaseStorage) -> list[str]:
     """The studies in a storage, without sweeps' companion studies (their names hold ':')."""
     return [n for n in optuna.get_all_study_names(storage) if ":" not in n]
+
+
+def load_existing_study(study_name: str, url: str | None) -> tuple[optuna.Study, str]:
+    """The stored sweeps study `study_name` (and its URL); a clear error when there is none.
+
+    Writes nothing. A study of that name that sweeps did not write is refused (`record`).
+    """
+    url = resolve_url(study_name, url)
+    rdb = open_storage(url, create=False)
+    if not study_exists(rdb, study_name):
+        names = sweeps_study_names(rdb)
+        known = f"it holds {', '.join(repr(n) for n in names)}" if names else "it holds no study"
+        raise SweepsError(f"no study named '{study_name}' in {describe(url)} ({known}); run the sweep "
+                          "first, or pass the --storage it was run with.")
+    study = optuna.load_study(study_name=study_name, storage=rdb)
+    record.check_sweeps_study(study, describe(url))
+    return study, url

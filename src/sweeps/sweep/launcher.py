@@ -38,6 +38,7 @@ import optuna
 from optuna.trial import TrialState
 
 from sweeps.errors import SweepsError, Terminated
+from sweeps.store import internals
 from sweeps.sweep.workers import Budget, Rounds, WorkerJob, counts, serve_round_tasks
 
 POLL = 0.2  # seconds between a task's looks at its child and at the stop channel
@@ -331,9 +332,7 @@ class _Watch:
                 "trials are kept; start Dask workers (dask worker ADDRESS) and rerun to resume.")
 
     def _fail_stale(self) -> None:
-        storage = self.study._storage
-        get = getattr(storage, "get_heartbeat_interval", None)
-        if get and get():
+        if internals.has_heartbeat(self.study):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 optuna.storages.fail_stale_trials(self.study)

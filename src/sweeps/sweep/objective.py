@@ -17,14 +17,16 @@ import socket
 import optuna
 from optuna.trial import TrialState
 
-from sweeps.store import notes, record
+from sweeps.store import internals, notes, record
 from sweeps.sweep import pruners, stop
 from sweeps.errors import FinishedElsewhere, SweepsError, Terminated, TrialFailed
 from sweeps.store.storage import explain as storage_explain, heartbeat_failure
 from sweeps.data.folds import Folds
 from sweeps.spec.study import Study
 from sweeps.sweep.trial import prepare, trial_seed
-from sweeps.engine.train import NetConfig, available_memory, groupable, memory_needed, train_trials
+from sweeps.engine.config import NetConfig, groupable
+from sweeps.engine.memory import available_memory, memory_needed
+from sweeps.engine.train import train_trials
 
 
 def _allocation_failure(error: BaseException) -> bool:
@@ -67,7 +69,7 @@ class Trainer:
 
     def configure(self, trial: optuna.Trial) -> NetConfig:
         """The trial's configuration (drawn now), checked to fit in memory (`TrialFailed` if not)."""
-        trial.set_user_attr("worker", self.worker)  # which machine and process ran it
+        record.write_worker(trial, self.worker)  # which machine and process ran it
         config = NetConfig.from_params(self.spec.suggest(trial), self.spec.validation)
         needed, available = memory_needed(self.folds, config), available_memory(self.device)
         if available is not None and needed > 0.8 * available:
@@ -79,7 +81,7 @@ class Trainer:
 
     def hook(self, trial: optuna.Trial):
         """The trial's per-epoch hook: report to Optuna, ask the pruner, say why it prunes."""
-        storage = trial.study._storage
+        storage = internals.storage_of(trial.study)
 
         def on_epoch(epoch: int, mean_val_loss: float, fold_losses: list[float]) -> str | None:
             failure = heartbeat_failure(storage)
@@ -139,7 +141,7 @@ class Trainer:
                 raise optuna.exceptions.UpdateFinishedTrialError()
             attrs = record.write_trial(trial, result, self.spec.task, self.folds.group_names)  # before pruning
         except optuna.exceptions.UpdateFinishedTrialError:
-            state = trial.study._storage.get_trial(trial._trial_id).state.name
+            state = internals.frozen(trial.study, trial).state.name
             raise FinishedElsewhere(f"trial #{trial.number} was finished outside this sweep while it trained "
                                     f"(it is {state} now: the dashboard with --allow-writes, or a script); its "
                                     "training stopped there, and the sweep goes on") from None

@@ -18,17 +18,19 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from sweeps.store import internals
+
 # The running trials' per-fold best validation loss so far, by trial id: set by the objective
 # in the process that trains the trial, just before it asks `should_prune` (no storage write).
 _running: dict[int, list[float]] = {}
 
 
 def report_folds(trial: optuna.Trial, fold_losses: list[float]) -> None:
-    _running[trial._trial_id] = list(fold_losses)
+    _running[internals.trial_id(trial)] = list(fold_losses)
 
 
 def forget(trial: optuna.Trial) -> None:
-    _running.pop(trial._trial_id, None)
+    _running.pop(internals.trial_id(trial), None)
 
 
 def _t_critical(confidence: float, df: int) -> float:
@@ -65,7 +67,7 @@ class FoldPairedPruner(optuna.pruners.BasePruner):
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         self.last_reason = None
         epoch = trial.last_step
-        ours = _running.get(trial._trial_id)
+        ours = _running.get(internals.trial_id(trial))
         if epoch is None or epoch < self.n_warmup_steps or ours is None:
             return False
         complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))

@@ -28,11 +28,9 @@ study can end up to N-1 trials over its target. These checks make the total exac
 from __future__ import annotations
 
 import json
-import os
+from contextlib import ExitStack
 import queue
 import secrets
-import signal
-import sys
 import threading
 import time
 import warnings
@@ -43,6 +41,7 @@ from multiprocessing.managers import BaseManager
 import optuna
 from optuna.trial import TrialState
 
+from sweeps.store import internals, record
 from sweeps.sweep import stop
 from sweeps.errors import FinishedElsewhere, SweepsError, TrialFailed
 from sweeps.sweep.search import converged
@@ -90,7 +89,7 @@ def optimize_until(study: optuna.Study, objective: Callable[[optuna.Trial], floa
     `batch` > 1 (and an objective that can `run_batch`), up to that many trials are asked at
     once and trained in as few stacks as their shapes allow.
     """
-    heartbeat = _has_heartbeat(study)
+    heartbeat = internals.has_heartbeat(study)
     rejected = False
     failures: list[str] = []  # reasons of this process's latest trials that failed in a row
 
@@ -116,8 +115,7 @@ def optimize_until(study: optuna.Study, objective: Callable[[optuna.Trial], floa
         if budget.until_converged:
             reason = converged(study.get_trials(deepcopy=False))
             if reason:
-                if study.user_attrs.get("stop_reason") != reason:
-                    study.set_user_attr("stop_reason", reason)
+                record.write_stop_reason(study, reason)
                 return
         if finished + c[TrialState.RUNNING] >= budget.target:  # waiting trials are work to do: ask() pops them
             if not heartbeat or not c[TrialState.RUNNING]:
@@ -148,17 +146,15 @@ def _run_one(study: optuna.Study, objective: Callable[[optuna.Trial], float], bu
     meanwhile: one finished from the dashboard while it trained made it raise. Here such a
     trial (`FinishedElsewhere`) is left as it was finished, in one line, and the sweep goes on.
     """
-    from optuna.storages._heartbeat import get_heartbeat_thread
-
     trial = ask(study)
     try:
         admit(study, trial, budget.target)
     except NotNeeded as e:
-        trial.set_user_attr("fail_reason", str(e))
+        record.write_fail_reason(trial, str(e))
         study.tell(trial, state=TrialState.FAIL)
         return True
     value, state = None, TrialState.FAIL
-    with get_heartbeat_thread(trial._trial_id, study._storage):
+    with internals.heartbeat(study, trial):
         try:
             value, state = objective(trial), TrialState.COMPLETE
         except optuna.TrialPruned:
@@ -172,7 +168,7 @@ def _run_one(study: optuna.Study, objective: Callable[[optuna.Trial], float], bu
             study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
             raise
     frozen = study.tell(trial, value, state=state, skip_if_finished=True) if state is not None \
-        else study._storage.get_trial(trial._trial_id)
+        else internals.frozen(study, trial)
     for callback in callbacks:
         callback(study, frozen)
     return False
@@ -180,10 +176,6 @@ def _run_one(study: optuna.Study, objective: Callable[[optuna.Trial], float], bu
 
 def _run_batch(study: optuna.Study, trainer, budget: Budget, size: int, callbacks: list) -> bool:
     """Ask `size` trials, train them together, tell each; True when one was not admitted."""
-    from contextlib import ExitStack
-
-    from optuna.storages._heartbeat import get_heartbeat_thread
-
     rejected = False
     trials = []
     with stop.deferred():
@@ -192,7 +184,7 @@ def _run_batch(study: optuna.Study, trainer, budget: Budget, size: int, callback
             try:
                 admit(study, trial, budget.target)
             except NotNeeded as e:
-                trial.set_user_attr("fail_reason", str(e))
+                record.write_fail_reason(trial, str(e))
                 study.tell(trial, state=TrialState.FAIL)
                 rejected = True
                 break
@@ -203,7 +195,7 @@ def _run_batch(study: optuna.Study, trainer, budget: Budget, size: int, callback
     try:
         with ExitStack() as beats:
             for trial in trials:
-                beats.enter_context(get_heartbeat_thread(trial._trial_id, study._storage))
+                beats.enter_context(internals.heartbeat(study, trial))
             outcomes = trainer.run_batch(trials)
         with stop.deferred():
             for trial, state, value in outcomes:
@@ -211,7 +203,7 @@ def _run_batch(study: optuna.Study, trainer, budget: Budget, size: int, callback
                     study.tell(trial, value if state == TrialState.COMPLETE else None, state=state,
                                skip_if_finished=True)
                 told.add(trial.number)
-                frozen = study._storage.get_trial(trial._trial_id)
+                frozen = internals.frozen(study, trial)
                 for callback in callbacks:
                     callback(study, frozen)
     except BaseException:
@@ -221,12 +213,6 @@ def _run_batch(study: optuna.Study, trainer, budget: Budget, size: int, callback
                     study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
         raise
     return rejected
-
-
-def _has_heartbeat(study: optuna.Study) -> bool:
-    storage = study._storage
-    get = getattr(storage, "get_heartbeat_interval", None)
-    return bool(get and get())
 
 
 # --- reproducible parallel sweeps: fixed rounds --------------------------------------------------
@@ -252,11 +238,11 @@ class Rounds:
         if self.finished_rounds:
             return
         if self.current:
-            if _has_heartbeat(self.study):
+            if internals.has_heartbeat(self.study):
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                     optuna.storages.fail_stale_trials(self.study)  # a dead worker's trial
-            states = {t._trial_id: t.state for t in self.study.get_trials(deepcopy=False)}
+            states = {internals.trial_id(t): t.state for t in self.study.get_trials(deepcopy=False)}
             if any(states.get(i) == TrialState.RUNNING for i in self.current):
                 return
         c = counts(self.study)
@@ -264,7 +250,7 @@ class Rounds:
         deadline = self.budget.deadline is not None and time.time() >= self.budget.deadline
         reason = converged(self.study.get_trials(deepcopy=False)) if self.budget.until_converged else None
         if reason:
-            self.study.set_user_attr("stop_reason", reason)
+            record.write_stop_reason(self.study, reason)
         if remaining <= 0 or deadline or reason or workers == 0:
             self.finished_rounds = True
             for _ in range(self.size):
@@ -277,9 +263,9 @@ class Rounds:
                 self.suggest(trial)  # the configuration is drawn here, in order
                 trials.append(trial)
         first = trials[0].number
-        self.current = [t._trial_id for t in trials]
+        self.current = [internals.trial_id(t) for t in trials]
         for trial in trials:
-            self.tasks.put((trial._trial_id, first))
+            self.tasks.put((internals.trial_id(trial), first))
 
 
 class _TrialsBefore:
@@ -327,10 +313,8 @@ def serve(study: optuna.Study, objective: Callable[[optuna.Trial], float], tasks
 
 def run_trial(study: optuna.Study, trial_id: int, objective: Callable[[optuna.Trial], float]) -> None:
     """Run `objective` on a trial asked elsewhere, with heartbeats, and tell its outcome."""
-    from optuna.storages._heartbeat import get_heartbeat_thread
-
     trial = optuna.trial.Trial(study, trial_id)
-    with stop.deferred(), get_heartbeat_thread(trial_id, study._storage):
+    with stop.deferred(), internals.heartbeat(study, trial_id):
         try:
             value = objective(trial)
         except optuna.TrialPruned:

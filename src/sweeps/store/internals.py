@@ -1,0 +1,65 @@
+"""The one place that reaches into Optuna's and optuna-dashboard's private attributes, each with
+the reason. A new release that moves one of them breaks here, and only here
+(`tests/store` runs each of these on a real storage).
+
+- Optuna's `Study` has no public way to its storage or id, nor a `Trial` to its id; the
+  storage's own calls (read one trial, send heartbeats, write a note's keys) take them.
+- Sweeps runs its own ask / heartbeat / tell step (a trial finished from the dashboard must
+  not crash the sweep), and Optuna keeps the heartbeat thread of `study.optimize` private.
+- optuna-dashboard's `save_note` reads every note of the study twice to version the one it
+  writes: megabytes per trial in a 5,000-trial study. A trial's note is written once, so its
+  keys (private to optuna-dashboard) are written directly.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+
+import optuna
+from optuna.storages._heartbeat import get_heartbeat_thread
+
+
+def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
+    return study._storage
+
+
+def study_id(study: optuna.Study) -> int:
+    return study._study_id
+
+
+def trial_id(trial: optuna.Trial | optuna.trial.FrozenTrial) -> int:
+    return trial._trial_id
+
+
+def frozen(study: optuna.Study, trial: optuna.Trial | int) -> optuna.trial.FrozenTrial:
+    """The trial as stored now (a `Trial` object keeps no state of its own)."""
+    return study._storage.get_trial(trial if isinstance(trial, int) else trial._trial_id)
+
+
+def heartbeat(study: optuna.Study, trial: optuna.Trial | int) -> AbstractContextManager:
+    """A running trial's heartbeat thread, as `study.optimize` starts one (a no-op without heartbeats)."""
+    return get_heartbeat_thread(trial if isinstance(trial, int) else trial._trial_id, study._storage)
+
+
+def has_heartbeat(study: optuna.Study) -> bool:
+    get = getattr(study._storage, "get_heartbeat_interval", None)
+    return bool(get and get())
+
+
+def backend(storage: optuna.storages.BaseStorage) -> optuna.storages.BaseStorage:
+    """The storage behind Optuna's cache layer (where sweeps' own storage class keeps its state)."""
+    return getattr(storage, "_backend", storage)
+
+
+def write_trial_note_keys(trial: optuna.Trial, body: str) -> bool:
+    """Write a trial's note as optuna-dashboard stores it (version 1, in chunks); False when this
+    optuna-dashboard keeps its notes otherwise (then its public, slower `save_note` is for you)."""
+    try:
+        from optuna_dashboard._note import note_ver_key, split_body
+    except ImportError:
+        return False
+    storage, study = trial.storage, trial.study._study_id
+    for key, value in split_body(body, trial._trial_id).items():
+        storage.set_study_system_attr(study, key, value)
+    storage.set_study_system_attr(study, note_ver_key(trial._trial_id), 1)
+    return True
