@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import save_file
 from sklearn.datasets import load_digits
 
 from sweeps import Space, Study
@@ -70,3 +72,16 @@ def default_signals() -> None:
     started in the background (a shell starts background jobs with SIGINT ignored, and the
     child would inherit that, so Python would install no KeyboardInterrupt handler)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def edited(model, tmp_path, change) -> str:
+    """The model saved, then its JSON header edited by `change` (a hand edit), written back."""
+    from safetensors import safe_open
+
+    path = model.save(tmp_path / "m.pt")
+    with safe_open(str(path), framework="pt") as f:
+        metadata, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    header = json.loads(metadata["model"])
+    change(header, tensors)
+    save_file(tensors, str(path), metadata={**metadata, "model": json.dumps(header)})
+    return path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import optuna
@@ -46,3 +47,17 @@ def test_study_file_runs(path, tmp_path):
 
 def test_the_shipped_studies_exist():
     assert {p.stem for p in STUDIES} >= {"digits", "diabetes", "breast_cancer"}
+
+
+def test_a_study_file_written_for_0_2_runs_unchanged(tmp_path, monkeypatch, capsys):
+    from sweeps.evaluate import main as evaluate_main
+    from sweeps.run import main as run_main
+
+    monkeypatch.chdir(tmp_path)
+    path = Path(__file__).parent / "study_files" / "written_for_0_2.py"
+    assert run_main([str(path), "--no-progress", "--until-converged"]) == 0  # a 0.2 flag, still taken
+    captured = capsys.readouterr()
+    assert re.search(r"Study 'written-for-0.2': \d complete, \d pruned, 0 failed", captured.out)
+    assert "--until-converged is now --stop converged" in captured.err
+    assert evaluate_main([str(path)]) == 0
+    assert "Held-out test set of 'written-for-0.2'" in capsys.readouterr().out

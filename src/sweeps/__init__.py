@@ -35,7 +35,7 @@ def __dir__() -> list[str]:
     return sorted(list(globals()) + list(_WHERE))
 
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 
 def _interrupts_in_one_line() -> None:

@@ -14,11 +14,16 @@ from sweeps import _cli
 from sweeps.data.cache import cache_dir, folder_size, entries, limit_bytes, partials
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The command's arguments (the docs' command lines are checked against it)."""
     p = argparse.ArgumentParser(prog="python -m sweeps.cache",
                                 description="Show, or clear, the cache of prepared folds (docs: your own data).")
     p.add_argument("--clear", action="store_true", help="delete every cached entry")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     def body() -> int:
         root = cache_dir()
         if root is None:

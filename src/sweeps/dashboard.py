@@ -16,6 +16,7 @@ login either way, so it listens on 127.0.0.1 unless `--host` says otherwise.
 
 from __future__ import annotations
 
+import argparse
 import json
 import socket
 import socketserver
@@ -104,7 +105,8 @@ class _QuietHandler(WSGIRequestHandler):
         pass  # no line per request on the terminal
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The command's arguments (the docs' command lines are checked against it)."""
     p = _cli.parser("python -m sweeps.dashboard", "Browse a study in optuna-dashboard (read-only by default).")
     p.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
     p.add_argument("--host", default="127.0.0.1",
@@ -116,7 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
                    help="another name the dashboard is browsed by (a proxy's, an SSH tunnel's); requests for "
                         "any name but these and the address it listens on are refused")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
 
     def body() -> int:
         from optuna_dashboard import wsgi

@@ -8,20 +8,26 @@ The command: arguments in, `sweeps.results.diagnose.diagnose_study` called, its 
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from sweeps import _cli
 from sweeps.results.diagnose import Thresholds, diagnose_study
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The command's arguments (the docs' command lines are checked against it)."""
     p = _cli.parser("python -m sweeps.diagnose", "Tell what limits the model: bias, optimization, "
                     "overfitting or mismatch.")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="change a threshold, e.g. --set overfit_gap=0.1 (docs: diagnose)")
     p.add_argument("--output", metavar="PATH", help="report file (default: storage/<name>-diagnosis.md)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
 
     def body() -> int:
         thresholds = Thresholds().with_settings(args.set)

@@ -9,20 +9,26 @@ The command: arguments in, `sweeps.results.evaluate.evaluate_study` called, `rep
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from sweeps import _cli
 from sweeps.results.evaluate import evaluate_study, report
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The command's arguments (the docs' command lines are checked against it)."""
     p = _cli.parser("python -m sweeps.evaluate",
                     "Retrain the chosen configuration and score the held-out test set once.")
     p.add_argument("--config", metavar="FILE", help="a file written by python -m sweeps.export "
                    "(default: the study's best trial)")
     p.add_argument("--output", metavar="PATH", help="where to save the model (default: storage/<name>-model.pt)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
 
     def body() -> int:
         _cli.quiet_optuna()

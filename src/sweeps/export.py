@@ -9,6 +9,7 @@ The command: arguments in, `sweeps.results.export` called, what it wrote printed
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from sweeps import _cli
@@ -17,7 +18,8 @@ from sweeps.results.onnx import TOLERANCE
 from sweeps.store.storage import load_existing_study
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The command's arguments (the docs' command lines are checked against it)."""
     p = _cli.parser("python -m sweeps.export", "Export the best configuration of a study.")
     p.add_argument("--format", choices=("json", "yaml"), default=None,
                    help="file format (default: from --output's suffix, else json)")
@@ -29,7 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rule", choices=RULES, default="best",
                    help="which trial to export: the lowest CV loss (best, default) or the simplest within one "
                         "standard error of it (one-se)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
 
     def body() -> int:
         _cli.quiet_optuna()

@@ -236,7 +236,8 @@ def _wrap(paragraph: list[str]) -> list[str]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The command's arguments (the docs' command lines are checked against it)."""
     p = argparse.ArgumentParser(prog="python -m sweeps.new", description="Write a study file for a table.")
     p.add_argument("data", help="a CSV (optionally .gz) or Parquet file")
     p.add_argument("--target", required=True, help="the column to predict")
@@ -246,7 +247,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--columns", help="comma-separated column names, for a file without a header row")
     p.add_argument("--drop", default="", help="comma-separated columns to leave out (ids, leaks)")
     p.add_argument("--force", action="store_true", help="overwrite an existing study file")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
 
     def body() -> int:
         data = Path(args.data)

@@ -9,6 +9,7 @@ The command: arguments in, `sweeps.sweep.optimize.run_study` called, its summary
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 
@@ -57,7 +58,8 @@ def _fmt(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The command's arguments (the docs' command lines are checked against it)."""
     p = _cli.parser("python -m sweeps.run", "Run or resume a hyperparameter sweep.")
     p.add_argument("--n-trials", type=int, metavar="N", help="run N more trials than the study has")
     p.add_argument("--timeout", type=_cli.positive_seconds, metavar="S", help="start no new trial after S seconds")
@@ -89,7 +91,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="go on with a study whose max_epochs, patience or validation changed (recorded "
                         "in its settings_history); without it such a change is refused")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
 
     def body() -> int:
         if args.until_converged:

@@ -17,7 +17,7 @@ encoding with at most `MAX_CATEGORIES` columns; rarer and unseen categories shar
 ("infrequent") column, as scikit-learn's `OneHotEncoder(handle_unknown="infrequent_if_exist")`.
 
 Numeric columns come first in the output; `n_numeric` says how many (numerical embeddings
-apply to those). `tests/test_preprocess.py` checks each part against scikit-learn.
+apply to those). `tests/data/test_preprocess.py` checks each part against scikit-learn.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ does not: 5 folds of 5 million rows x 140 features would take 14 GiB. Here inste
   category code to the fold's one-hot column);
 - `FoldRows` stands where `Folds.X_train` / `X_val` hold a tensor: row numbers per fold,
   and indexing it gathers those rows and applies that fold's preprocessing, giving what
-  `Preprocessing.features` gives (`tests/test_shared.py`; to float32's resolution).
+  `Preprocessing.features` gives (`tests/data/test_shared.py`; to float32's resolution).
 
 The training loop reads an epoch in windows of `WINDOW_ROWS` rows per fold, so the
 transform's few dozen operations are paid once per window, not per step, and memory holds

@@ -12,7 +12,7 @@ fought. Validation stays on labeled training folds (README: what that can and ca
 
 The engine's backward pass is written by hand (`model.py`), so the reversal is too: the
 head's gradient with respect to the hidden features enters `StackedMLP.backward` as
-`extra_dh`, already reversed and scaled. `tests/test_domain.py` checks every gradient against
+`extra_dh`, already reversed and scaled. `tests/engine/test_domain.py` checks every gradient against
 autograd with a `torch.autograd.Function` reversal layer.
 """
 

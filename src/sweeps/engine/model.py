@@ -8,7 +8,7 @@ ensemble), `dropout` (byte masks), and `losses`.
 One batched matmul (`baddbmm`) runs a layer of all k fold-models at once; the backward
 pass is written out by hand (a ReLU MLP needs three lines per layer), which skips
 autograd's per-op bookkeeping: on small nets that bookkeeping, not arithmetic, is the
-cost (see README, Performance). `tests/test_model.py` checks the gradients against autograd.
+cost (see README, Performance). `tests/engine/test_model.py` checks the gradients against autograd.
 
 The network of one fold-model, input to output:
 

@@ -3,7 +3,7 @@
 `torch.optim.AdamW(fused=True).step()` spends ~115 µs per step in Python bookkeeping
 (hooks, grouping, state lookups) around an ~17 µs kernel on a small net: on the smallest
 configurations that was 20 % of a trial. Holding the state as plain tensor lists and calling
-`torch._fused_adamw_` does the same arithmetic (`tests/test_optim.py` compares with
+`torch._fused_adamw_` does the same arithmetic (`tests/engine/test_optim.py` compares with
 `torch.optim.AdamW`); where that private kernel is missing, PyTorch's functional AdamW runs.
 
 Gradient clipping is per fold-model (each fold's gradient norm over all its tensors), so a
@@ -26,7 +26,7 @@ def lr_factor(schedule: str, step: int, total_steps: int) -> float:
 
     "constant": 1. "cosine": a linear warm-up over the first 5 % of the steps, then half a
     cosine down to 0 at the horizon: torch's `LinearLR(start_factor=1/W)` for W steps, then
-    `CosineAnnealingLR(T_max=total-W)` (`tests/test_optim.py` compares them). The horizon is
+    `CosineAnnealingLR(T_max=total-W)` (`tests/engine/test_optim.py` compares them). The horizon is
     the study's `max_epochs` for every trial and for the final fit, so trials that stop early
     were trained on the same curve, and the values the pruner compares stay comparable.
     """

@@ -21,8 +21,12 @@ Trial user attrs (complete and pruned trials):
     worker                              host:pid of the process that ran it
 
 Study user attrs: sweeps_version, settings (task, folds, seed, ...), settings_history
-(accepted changes of settings), fingerprint (data and held-out test hashes), metric_name,
-classes; test_result, test_evaluations, test_history after `evaluate`.
+(accepted changes of settings), fingerprint (the values', the columns' and the held-out
+rows' hashes, the column names), metric_name, classes; stop_reason (the converged stop);
+test_result, test_evaluations, test_history after `evaluate`; baselines, learning_curve,
+diagnosis, diagnosis_report after `diagnose`.
+
+Sweeps writes no user attr anywhere else (`tests/test_layout.py` holds it to that).
 
 Each use of the held-out test set is also a trial of the companion study
 "<name>:test-evaluations" in the same storage: the storage numbers trials atomically, so

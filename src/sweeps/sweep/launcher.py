@@ -22,6 +22,7 @@ from __future__ import annotations
 import collections
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -190,6 +191,13 @@ def connect(cluster: str, timeout: float = HANDSHAKE_SECONDS):
         from distributed import Client
     except ImportError:
         raise SweepsError("--cluster needs Dask's distributed package: pip install -e '.[dask]'.") from None
+    host, port = address[len("tcp://"):].rsplit(":", 1)
+    try:  # nothing listening answers at once; only a listener is given the handshake's time
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise SweepsError(f"--cluster {cluster}: no Dask scheduler answered at {address} ({e.strerror or e}); "
+                          "start one with `dask scheduler` (and workers with `dask worker ADDRESS`), or fix the "
+                          "address.") from None
     made: list = []
 
     def handshake() -> None:

@@ -48,8 +48,9 @@ class FoldPairedPruner(optuna.pruners.BasePruner):
             than the 3rd best at the same epoch rarely does.
         confidence: the one-sided paired t-test's level: prune when the mean difference
             over folds exceeds its standard error times the t quantile (2.13 for 5 folds at 0.95).
-        n_startup_trials, n_warmup_steps: as `optuna.pruners.MedianPruner`: no pruning before
-            that many complete trials, nor before that epoch.
+        n_startup_trials: as `optuna.pruners.MedianPruner`: no pruning before that many
+            complete trials.
+        n_warmup_steps: as `optuna.pruners.MedianPruner`: no pruning before that epoch.
 
     The reason of the last prune (with its numbers) is in `last_reason`, which the objective
     stores as the trial's `prune_reason`.

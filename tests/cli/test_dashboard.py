@@ -29,7 +29,7 @@ from sweeps.sweep.optimize import run_study
 
 from conftest import default_signals
 
-ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
+ARTIFACTS = Path(__file__).parents[2] / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
@@ -284,10 +284,10 @@ def test_missing_study_is_exit_2(tmp_path, monkeypatch, capsys):
 
 def test_a_study_of_5000_trials_opens_with_its_history_plot(browser, tmp_path):
     """Realistic rows (a real sweep's trials, copied with varied values) at the scale users report
-    as slow; the bound is about 3x what this machine measures (README, "Browse")."""
+    as slow; the bound is about 3x what this machine measures (docs/benchmarks.md)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("bench_dashboard", Path(__file__).parent.parent / "benchmarks"
+    spec = importlib.util.spec_from_file_location("bench_dashboard", Path(__file__).parents[2] / "benchmarks"
                                                   / "bench_dashboard.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)

@@ -167,7 +167,7 @@ def test_parquet(adult_sample, tmp_path):
 def test_wine_mismatch_demo_is_diagnosed(tmp_path):
     from sweeps.results.diagnose import diagnose_study
 
-    spec = load_study_file(Path(__file__).parent.parent / "studies" / "wine_mismatch.py").replace(
+    spec = load_study_file(Path(__file__).parents[2] / "studies" / "wine_mismatch.py").replace(
         n_trials=2, max_epochs=20, patience=5)
     dataset = load_dataset(spec)
     assert len(dataset.dev) == 1599 and len(dataset.test) == 4898  # red to sweep, white to test

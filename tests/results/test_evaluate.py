@@ -74,7 +74,7 @@ def test_export_cli_writes_next_to_the_database(study_url, tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     study_file = tmp_path / "s.py"
     study_file.write_text("import sys; sys.path.insert(0, %r)\nfrom conftest import digits_study\n"
-                          "study = digits_study(n_trials=4, max_epochs=10)\n" % str(__import__("pathlib").Path(__file__).parent))
+                          "study = digits_study(n_trials=4, max_epochs=10)\n" % str(__import__("pathlib").Path(__file__).parents[1]))
     assert export_main([str(study_file), "--storage", study_url]) == 0
     assert "storage/study.db" not in capsys.readouterr().err
     written = tmp_path / "storage" / f"{SPEC.name}-best.json"

@@ -16,6 +16,8 @@ from sweeps.data.folds import fit_preprocessing
 from sweeps.engine.model import StackedMLP
 from sweeps.engine.trained import TrainedModel
 
+from conftest import edited
+
 
 class Payload:
     """Unpickling this runs `touch` of a marker file: what a hostile model file would do."""
@@ -123,19 +125,6 @@ def test_a_loaded_model_is_a_fitted_scikit_learn_estimator(tmp_path):
     assert is_regressor(regressor) and -5 < regressor.score(Xr, yr) < 1
     with pytest.raises(AttributeError):
         regressor.classes_
-
-
-def edited(model, tmp_path, change) -> str:
-    """The model saved, then its JSON header edited by `change` (a hand edit), written back."""
-    from safetensors import safe_open
-
-    path = model.save(tmp_path / "m.pt")
-    with safe_open(str(path), framework="pt") as f:
-        metadata, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
-    header = json.loads(metadata["model"])
-    change(header, tensors)
-    save_file(tensors, str(path), metadata={**metadata, "model": json.dumps(header)})
-    return path
 
 
 @pytest.mark.parametrize("change, message", [

@@ -14,7 +14,7 @@ from sweeps.new import main as new_main
 from sweeps.run import main as run_main
 from sweeps.spec.study import load_study_file
 
-DATA = Path(__file__).parent.parent / "studies" / "data"
+DATA = Path(__file__).parents[2] / "studies" / "data"
 ADULT = "age,workclass,fnlwgt,education,education-num,marital-status,occupation,relationship,race,sex," \
         "capital-gain,capital-loss,hours-per-week,native-country,income"
 

@@ -20,7 +20,7 @@ from sweeps.data.folds import Folds, make_folds
 
 from conftest import digits_study
 
-DATA = Path(__file__).parent.parent / "studies" / "data"
+DATA = Path(__file__).parents[2] / "studies" / "data"
 ADULT = ["age", "workclass", "fnlwgt", "education", "education-num", "marital-status", "occupation",
          "relationship", "race", "sex", "capital-gain", "capital-loss", "hours-per-week", "native-country",
          "income"]

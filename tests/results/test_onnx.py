@@ -15,7 +15,7 @@ from sweeps.export import main as export_main
 from sweeps.results.onnx import parity_gap
 from sweeps.sweep.optimize import run_study
 
-from conftest import digits_study
+from conftest import edited
 
 onnxruntime = pytest.importorskip("onnxruntime")
 
@@ -51,8 +51,6 @@ def test_the_onnx_graph_predicts_what_load_model_predicts(tmp_path, monkeypatch,
     meta = session.get_modelmeta().custom_metadata_map
     assert meta["task"] == task and meta["members"] == "3"
     if task == "classification":  # a hand-edited file is refused before any graph is built
-        from test_trained import edited
-
         edited(model, tmp_path / "storage", lambda h, t: h.update(member_preprocessing=[0, 1, 7]))
         (tmp_path / "storage" / "onnx.onnx").unlink()
         assert export_main([str(tmp_path / "s.py"), "--model", "onnx", "--model-file", "storage/m.pt"]) == 2
