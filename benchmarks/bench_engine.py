@@ -139,8 +139,8 @@ def speed(args) -> None:
     print(f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"fp32 matmul {flops_per_s / 1e9:.0f} GFLOP/s; k=5, batch 64, dropout 0.2, "
           f"early stopping off; medians of {reps}\n")
-    print(f"| data | config | epochs | idiomatic (a) | sweeps (b) | a/b | floor | a/floor | b/floor "
-          f"| val loss a | val loss b |")
+    print("| data | config | epochs | idiomatic (a) | sweeps (b) | a/b | floor | a/floor | b/floor "
+          "| val loss a | val loss b |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     datasets = [("digits", 20)] if args.quick else [("digits", 20), ("synthetic 20000x50", 3)]
     for name, epochs in datasets:

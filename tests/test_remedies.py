@@ -19,7 +19,6 @@ from sweeps.data.dataset import load_dataset
 from sweeps.results.evaluate import evaluate_study
 from sweeps.data.folds import make_folds
 from sweeps.engine.losses import loss_and_grad
-from sweeps.engine.model import StackedMLP
 from sweeps.sweep.optimize import run_study
 from sweeps.engine.batches import class_rows, epoch_class_size, resampled_epoch
 from sweeps.engine.config import NetConfig

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -20,9 +19,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from sklearn.datasets import load_digits
 
-from sweeps import Space
 from sweeps.data.dataset import load_dataset
 from sweeps.results.evaluate import evaluate_study
 from sweeps.sweep.optimize import run_study
@@ -184,7 +181,7 @@ def test_requests_for_another_host_name_are_refused(dashboard):
     base, _, _ = dashboard
     port = base.rsplit(":", 1)[1]
     assert request(f"{base}/api/studies", "GET", host=f"evil.example:{port}") == 403
-    assert request(f"{base}/api/studies", "GET", host=f"evil.example") == 403
+    assert request(f"{base}/api/studies", "GET", host="evil.example") == 403
     for name in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"):
         assert request(f"{base}/api/studies", "GET", host=name) == 200
 

@@ -83,7 +83,6 @@ def test_init_is_per_fold_and_reproducible():
 def reference_forward(params, model, x, dropout_masks=None, scale=1.0):
     """The same network with autograd, written from its definition (module docstring)."""
     params = list(params)
-    k = x.shape[0]
     h = x
     if model.embedding is not None:
         c, w_e, b_e = params.pop(0), params.pop(0), params.pop(0)
@@ -92,7 +91,6 @@ def reference_forward(params, model, x, dropout_masks=None, scale=1.0):
         u = torch.cat([torch.cos(z), torch.sin(z)], -1)
         e = torch.relu(torch.einsum("kbfi,kfid->kbfd", u, w_e) + b_e.squeeze(2)[:, None])
         h = torch.cat([e.flatten(2), x[..., F:]], -1)
-    E = model.members
     if model.scales is not None:
         r = params.pop(0)
         h = h[:, None] * r[:, :, None]  # [k, E, B, D]

@@ -36,7 +36,6 @@ def test_processes_racing_to_create_a_new_database_all_succeed(tmp_path):
 import io  # noqa: E402
 import os  # noqa: E402
 import subprocess  # noqa: E402
-import sys  # noqa: E402
 
 import optuna  # noqa: E402
 import pytest  # noqa: E402

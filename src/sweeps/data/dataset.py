@@ -133,7 +133,7 @@ def load_dataset(spec: Study) -> Dataset:
 
     if spec.test_data is not None:
         dev, test = np.arange(n_dev), np.arange(n_dev, len(y))
-        missing = sorted(set(np.unique(y[test]).tolist()) - set(np.unique(y[dev]).tolist())) if classes is not None else []
+        missing = [] if classes is None else sorted(set(np.unique(y[test]).tolist()) - set(np.unique(y[dev]).tolist()))
         if missing:
             raise SweepsError(f"test_data: has classes the training data lacks "
                               f"({[_label(classes[m]) for m in missing]}); a model cannot predict them.")

@@ -92,6 +92,7 @@ def train_trials(folds: Folds, configs: list[NetConfig], seeds: list[int], on_ep
     stops = Stops(folds, configs, [s.n_params for s in stacks], positions, weights, model, patience, on_epochs,
                   max_epochs, compact)
     smoothing = [c.label_smoothing if classification else 0.0 for c in configs]
+    clipping = [c.grad_clip for c in configs]
     step_count = 0
     for epoch in range(1, max_epochs + 1):
         runs = positions.runs()
@@ -99,7 +100,7 @@ def train_trials(folds: Folds, configs: list[NetConfig], seeds: list[int], on_ep
         row_weights = weights.epoch(batches.order)
         if adversary is not None:
             adversary.epoch(rows.n_steps, rows.batch_size)
-        label_smoothing, clip = positions.per_position(smoothing), positions.per_position([c.grad_clip for c in configs])
+        label_smoothing, clip = positions.per_position(smoothing), positions.per_position(clipping)
         dropout = _dropout_plan(model, configs, runs, widths, dropout_rngs)
         loss_sum = torch.zeros(len(positions.live), device=device)
         for step in range(rows.n_steps):

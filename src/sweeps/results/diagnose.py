@@ -276,7 +276,8 @@ def _overfitting(best, curve, chance, edges, th: Thresholds) -> Verdict:
     drop = (curve[-2]["val_loss"] - curve[-1]["val_loss"]) / max(curve[-1]["val_loss"], 1e-12)
     more_data = drop > th.more_data_drop
     evidence.append(f"validation loss from 75 % to 100 % of the rows: {-drop:+.1%}"
-                    + (" (still falling: more data would help)" if more_data else " (flat: more data alone helps little)"))
+                    + (" (still falling: more data would help)" if more_data
+                       else " (flat: more data alone helps little)"))
     hints = [f"the best trial's {name} sits at the top of its range: widen the range upward"
              for name in ("dropout", "weight_decay") if edges.get(name) == "top"]
     threshold = (f"problem when validation minus training loss > {th.overfit_gap:g} x chance = {limit:.4f}; "

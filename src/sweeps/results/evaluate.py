@@ -129,7 +129,8 @@ def evaluate_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
     seed = trial_seed(spec.seed, chosen["trial"] if chosen["trial"] is not None else 0)
     model, result = train_final(spec.final_model, dataset, config, settings=settings, seed=seed,
                                 epochs=chosen["epochs"], task=spec.task, params=chosen["params"], device=device,
-                                init=lambda folds: transfer(spec, folds.n_features, folds.n_outputs, dataset.columns)[1],
+                                init=lambda folds: transfer(spec, folds.n_features, folds.n_outputs,
+                                                            dataset.columns)[1],
                                 expected_cv_loss=chosen["cv_loss"] if chosen["trial"] is not None else None,
                                 source=chosen["source"])
 

@@ -20,7 +20,8 @@ def study_note(study: optuna.Study) -> str:
     lines = [f"# sweeps study '{study.study_name}'", "",
              "| setting | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in settings.items()]
-    lines += [f"| {k} | `{v}` |" for k, v in fingerprint.items() if v is not None and not isinstance(v, list)]  # not the names
+    # the hashes and counts, not the column names
+    lines += [f"| {k} | `{v}` |" for k, v in fingerprint.items() if v is not None and not isinstance(v, list)]
     if a.get("sweeps_version"):
         lines.append(f"| sweeps version | {a['sweeps_version']} |")
     if a.get("stop_reason"):

@@ -171,8 +171,9 @@ def _run(spec: Study, dataset: Dataset, options: RunOptions, url: str, study_fil
         print(f"Study '{spec.name}' already has {finished} finished trials (target {target}); "
               "pass --n-trials N to run N more.", file=out)
         return study
-    print(f"Running {to_run} trial(s) of '{spec.name}' on {device}"
-          f"{f' with {workers} workers' if workers > 1 else ''}{f' on {options.cluster}' if client else ''} ({spec.folds}-fold CV of "
+    where_run = f" with {workers} workers" if workers > 1 else ""
+    where_run += f" on {options.cluster}" if client else ""
+    print(f"Running {to_run} trial(s) of '{spec.name}' on {device}{where_run} ({spec.folds}-fold CV of "
           f"{len(dataset.dev)} rows; {len(dataset.test)} rows held out for the final test).", file=out)
 
     timeout = options.timeout if options.timeout is not None else spec.timeout
