@@ -441,7 +441,7 @@ def test_a_cluster_that_loses_its_only_worker_ends_in_one_line_and_sigterm_alway
         tmp_path, lone_dask_worker):
     cluster, start_worker = lone_dask_worker
     name = "lone"
-    path = write_study(tmp_path, name, n_trials=30, epochs=40)
+    path = write_study(tmp_path, name, n_trials=30, epochs=300)  # trials of several seconds: killed mid-trial
     url = f"sqlite:///{tmp_path / 'storage' / 'lone.db'}"
     worker = start_worker()
     process = sweeps_run(path, "--cluster", cluster, "--heartbeat-interval", "1", "--grace-period", "3", cwd=tmp_path)
@@ -509,8 +509,15 @@ def test_something_that_is_not_a_scheduler_is_refused_within_a_bound():
             connection.recv(1024)
             connection.sendall(answer)
 
-    threading.Thread(target=serve, args=(silent, None), daemon=True).start()
-    threading.Thread(target=serve, args=(chatty, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"),
+    def serve_all(server: socket.socket, answer: bytes | None) -> None:
+        while True:  # as a real server: every connection (sweeps probes first, then shakes hands)
+            try:
+                serve(server, answer)
+            except OSError:  # the probe's connection, closed before the answer
+                pass
+
+    threading.Thread(target=serve_all, args=(silent, None), daemon=True).start()
+    threading.Thread(target=serve_all, args=(chatty, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"),
                      daemon=True).start()
     started = time.time()
     with pytest.raises(SweepsError, match="did not answer as a Dask scheduler within 1 s"):
