@@ -8,7 +8,8 @@ For each dataset and seed: a `--trials`-trial sweep of the study template (`stud
 below: every dataset gets the same search ranges, those of the shipped studies/adult.py,
 and the recipe's defaults, i.e. what a study file gets when it names no ingredient; the
 budget follows one rule of data size, as in the shipped studies), then `evaluate` of the
-declared final model on the held-out rows; LightGBM (`LGBMClassifier/Regressor(verbose=-1)`, optional:
+declared final model on the held-out rows; LightGBM tuned with the same budget (`tuned_lightgbm`:
+25 TPE trials, 5-fold CV on the same rows, refit), LightGBM (`LGBMClassifier/Regressor(verbose=-1)`, optional:
 `pip install -e ".[bench]"`) and scikit-learn's `HistGradientBoosting*` with default
 parameters are fitted on the same non-test rows and scored on the same test rows
 (categorical columns as pandas `category`). Adult's held-out rows are its official test
@@ -16,7 +17,8 @@ split; the others hold out a seeded, stratified 20 %, which the seed changes.
 
 Variants change one ingredient of the template at a time (the ablation): e.g.
 `no-embedding` turns the periodic embeddings off. `final-models` evaluates every final-model
-strategy (folds, refit, refit-seeds) on the same sweep of each seed: the strategies differ
+strategy (folds, refit, refit-seeds, ensemble; `final-models:folds+ensemble` some of them) on
+the same sweep of each seed: the strategies differ
 only after the sweep, and the benchmark may use the test rows more than once, which a
 study never should. Medians over seeds are printed as a
 Markdown table with the sweep's wall time beside each row.
@@ -99,8 +101,10 @@ VARIANTS = {
     "E8": dict(ensemble=8),
     "E16": dict(ensemble=16),
     "E32": dict(ensemble=32),
+    "ensemble": dict(final_model="ensemble"),
+    "no-candidates": dict(candidates=0),
 }
-STUDY_FIELDS = {"preprocessing", "final_model"}
+STUDY_FIELDS = {"preprocessing", "final_model", "candidates"}
 
 
 RANGES = dict(depth=(1, 3), width=(16, 256), dropout=(0.0, 0.5), weight_decay=(1e-6, 1e-2), lr=(3e-4, 1e-2))
@@ -158,6 +162,55 @@ def gradient_boosting(spec: Study) -> dict[str, dict[str, float]]:
     return scores
 
 
+def tuned_lightgbm(spec: Study, trials: int) -> dict[str, float]:
+    """LightGBM tuned as a user tunes it, with the sweep's budget: `trials` TPE trials (seeded
+    by the study's seed) scored by 5-fold CV on the same non-test rows (log loss, or MSE),
+    then refitted on all of them and scored once on the held-out rows."""
+    import lightgbm
+    import optuna
+    from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
+
+    dataset = load_dataset(spec)
+    X = (dataset.X if dataset.is_table else pd.DataFrame(dataset.X)).copy()
+    for column in X.columns:
+        if not pd.api.types.is_numeric_dtype(X[column]):
+            X[column] = X[column].astype("category")
+    X_dev, X_test = X.iloc[dataset.dev], X.iloc[dataset.test]
+    y_dev, y_test = dataset.y[dataset.dev], dataset.y[dataset.test]
+    classification = spec.task == "classification"
+    Model = lightgbm.LGBMClassifier if classification else lightgbm.LGBMRegressor
+    cv = (StratifiedKFold if classification else KFold)(5, shuffle=True, random_state=spec.seed)
+    scoring = "neg_log_loss" if classification else "neg_mean_squared_error"
+
+    def params(trial: optuna.Trial) -> dict:
+        return dict(n_estimators=trial.suggest_int("n_estimators", 50, 1000, log=True),
+                    learning_rate=trial.suggest_float("learning_rate", 0.01, 0.3, log=True),
+                    num_leaves=trial.suggest_int("num_leaves", 8, 256, log=True),
+                    min_child_samples=trial.suggest_int("min_child_samples", 5, 100, log=True),
+                    subsample=trial.suggest_float("subsample", 0.5, 1.0), subsample_freq=1,
+                    colsample_bytree=trial.suggest_float("colsample_bytree", 0.5, 1.0),
+                    reg_lambda=trial.suggest_float("reg_lambda", 1e-8, 10.0, log=True))
+
+    def objective(trial: optuna.Trial) -> float:
+        model = Model(verbose=-1, random_state=spec.seed, **params(trial))
+        return -cross_val_score(model, X_dev, y_dev, cv=cv, scoring=scoring).mean()
+
+    started = time.perf_counter()
+    tuner = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=spec.seed))
+    tuner.optimize(objective, n_trials=trials)
+    model = Model(verbose=-1, random_state=spec.seed, **params(optuna.trial.FixedTrial(tuner.best_params)))
+    model.fit(X_dev, y_dev)
+    seconds = time.perf_counter() - started
+    if classification:
+        p = model.predict_proba(X_test)
+        result = {"accuracy": accuracy_score(y_test, p.argmax(1)), "seconds": seconds}
+        if p.shape[1] == 2:
+            result["roc_auc"] = roc_auc_score(y_test, p[:, 1])
+        return result
+    pred = model.predict(X_test)
+    return {"rmse": mean_squared_error(y_test, pred) ** 0.5, "r2": r2_score(y_test, pred), "seconds": seconds}
+
+
 def sweep(spec: Study, final_models: tuple[str, ...] = ()) -> dict[str, float] | list[dict[str, float]]:
     """One sweep and the evaluation of its declared final model; with `final_models`, one
     evaluation per strategy of the *same* sweep (a list of results, in that order)."""
@@ -208,12 +261,13 @@ def main() -> None:
     for name in args.datasets.split(","):
         metric = DATASETS[name][3]
         for variant in args.variants.split(","):
-            if variant == "final-models":  # every strategy, evaluated on the same sweep of each seed
+            if variant.startswith("final-models"):  # strategies evaluated on the same sweep of each seed
+                strategies = tuple(variant.split(":")[1].split("+")) if ":" in variant else FINAL_MODELS
                 by_strategy: dict[str, list] = {}
                 for seed in seeds:
                     spec = study(name, seed, args.trials, {})
                     gbdt = None if args.no_gbdt else gradient_boosting(spec)
-                    for result in sweep(spec, FINAL_MODELS):
+                    for result in sweep(spec, strategies):
                         if gbdt:
                             result["gbdt"] = gbdt
                         result.update(dataset=name, variant=f"final_model={result['final_model']}", seed=seed)
@@ -227,24 +281,29 @@ def main() -> None:
                 result = sweep(spec)
                 if not args.no_gbdt and variant == args.variants.split(",")[0]:
                     result["gbdt"] = gradient_boosting(spec)
+                    if "LightGBM" in result["gbdt"]:
+                        result["gbdt"]["LightGBM tuned"] = tuned_lightgbm(spec, args.trials)
                 result.update(dataset=name, variant=variant, seed=seed)
                 results.append(result)
                 keep(result)
             rows.append((name, variant, metric, results))
     print(f"\n{args.trials} trials per sweep; medians over seeds {args.seeds}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads\n")
-    print("| dataset | variant | metric | sweeps | LightGBM default | HistGB default | sweep + evaluate wall time "
-          "| model file | per seed |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| dataset | variant | metric | sweeps | LightGBM tuned | LightGBM default | HistGB default "
+          "| sweep + evaluate | LightGBM tuned: time | model file | per seed |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, variant, metric, results in rows:
         ours = statistics.median(r[metric] for r in results)
-        gbdt = {m: statistics.median(r["gbdt"][m][metric] for r in results) for m in ("LightGBM", "HistGB")
-                if all("gbdt" in r and m in r["gbdt"] for r in results)}
+        gbdt = {m: statistics.median(r["gbdt"][m][metric] for r in results)
+                for m in ("LightGBM tuned", "LightGBM", "HistGB") if all("gbdt" in r and m in r["gbdt"] for r in results)}
+        tuned_seconds = statistics.median(r["gbdt"]["LightGBM tuned"]["seconds"] for r in results) \
+            if "LightGBM tuned" in gbdt else float("nan")
         seconds = statistics.median(r["sweep_seconds"] + r["evaluate_seconds"] for r in results)
         per_seed = " / ".join(f"{r[metric]:.4f}" for r in results)
         size = statistics.median(r["model_bytes"] for r in results) / 1024
-        print(f"| {name} | {variant} | {metric} | **{ours:.4f}** | {gbdt.get('LightGBM', float('nan')):.4f} | "
-              f"{gbdt.get('HistGB', float('nan')):.4f} | {seconds:.0f} s | {size:.0f} KiB | {per_seed} |")
+        print(f"| {name} | {variant} | {metric} | **{ours:.4f}** | {gbdt.get('LightGBM tuned', float('nan')):.4f} | "
+              f"{gbdt.get('LightGBM', float('nan')):.4f} | {gbdt.get('HistGB', float('nan')):.4f} | {seconds:.0f} s | "
+              f"{tuned_seconds:.0f} s | {size:.0f} KiB | {per_seed} |")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import torch
 
 from sweeps import _cli
 from sweeps.data.cache import cached_folds
-from sweeps.store import record
+from sweeps.store import candidates, record
 from sweeps.store.storage import describe, open_storage
 from sweeps.sweep.objective import make_objective
 from sweeps.sweep.search import default_pruner, default_sampler
@@ -44,10 +44,11 @@ def worker_main(job: WorkerJob) -> None:
         # the study was made with, or its trials could train on test rows.
         dataset = record.check_same_study(study, spec, dataset, describe(job.storage))
         folds = cached_folds(dataset, spec.folds, spec.seed, job.device, scaling=spec.preprocessing)
+        objective = make_objective(spec, folds, dataset, candidates.folder_for(job.storage, spec.name))
         if job.reproducible:
-            serve(study, make_objective(spec, folds), round_tasks(job.rounds))
+            serve(study, objective, round_tasks(job.rounds))
         else:
-            optimize_until(study, make_objective(spec, folds), job.budget, on_trial=None, batch=job.batch)
+            optimize_until(study, objective, job.budget, on_trial=None, batch=job.batch)
         return 0
 
     sys.exit(_cli.guarded(body, prefix=f"worker {job.index}"))

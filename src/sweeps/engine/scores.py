@@ -46,6 +46,9 @@ class FoldResult:
     group_val_losses: list[list[float]] = field(default_factory=list)
     group_metrics: list[list[float]] = field(default_factory=list)  # accuracy, or RMSE in target units
     group_curve_val: list[list[float]] = field(default_factory=list)  # per epoch, per group: mean over folds
+    # Each fold's outputs on its validation rows at its best weights [k, n_val, outputs] (logits, or
+    # the members' log mean probability; standardized targets for regression); padding rows included
+    val_outputs: torch.Tensor | None = None
 
     @property
     def cv_loss(self) -> float:
@@ -129,6 +132,7 @@ def final_scores(result: FoldResult, best: StackedMLP, folds: Folds, best_epoch:
         result.best_epochs = [len(result.curve_train)] * folds.k
         return
     out = best.predict(folds.X_val, EVAL_CHUNK, folds.classification)
+    result.val_outputs = out.cpu()  # the out-of-fold predictions an ensemble is selected on
     w = folds.val_weight
     plain, by_group = mean_losses(out, folds.y_val, w, folds.classification, class_weight, folds.val_groups,
                                    len(folds.group_names))

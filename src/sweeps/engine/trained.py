@@ -247,39 +247,138 @@ class TrainedModel(BaseEstimator):
                           "column (all its one-hot inputs 0).", UnseenCategoryWarning, stacklevel=4)
 
     # --- file ----------------------------------------------------------------------------
-    def save(self, path: str | Path) -> Path:
-        """Write the model as one safetensors file, atomically (a crash leaves no half file)."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def payload(self, prefix: str = "") -> tuple[dict, dict[str, torch.Tensor]]:
+        """(JSON header, named tensors) of the model, its tensors' names behind `prefix`."""
         net_meta, tensors = self.net.state()
-        tensors = {f"net.{name}": t.detach().cpu().contiguous() for name, t in tensors.items()}
+        tensors = {f"{prefix}net.{name}": t.detach().cpu().contiguous() for name, t in tensors.items()}
         preprocessing_meta = []
         for i, prep in enumerate(self.preprocessings):
             meta, arrays = prep.state()
             preprocessing_meta.append(meta)
-            tensors.update({f"preprocessing.{i}.{name}": torch.from_numpy(np.ascontiguousarray(a))
+            tensors.update({f"{prefix}preprocessing.{i}.{name}": torch.from_numpy(np.ascontiguousarray(a))
                             for name, a in arrays.items()})
         header = {"task": self.task, "params": self.params, "classes": self.classes, "info": self.info,
                   "net": net_meta, "preprocessings": preprocessing_meta,
                   "member_preprocessing": self.member_preprocessing, "columns": self.columns, "kinds": self.kinds}
-        partial = path.with_name(path.name + ".partial")
-        try:
-            save_file(tensors, str(partial), metadata={"format": FORMAT, "model": json.dumps(header)})
-            os.replace(partial, path)
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
-        return path
+        return header, tensors
+
+    @classmethod
+    def from_payload(cls, header: dict, tensors: dict[str, torch.Tensor], prefix: str = "") -> TrainedModel:
+        """The model of `payload`'s header and tensors, checked (`check_model`; a ValueError if not)."""
+        net = StackedMLP.from_state(header["net"], {k[len(prefix) + 4:]: v for k, v in tensors.items()
+                                                    if k.startswith(f"{prefix}net.")})
+        preprocessings = [
+            Preprocessing.from_state(meta, {k[len(prefix):].split(".", 2)[2]: v.numpy() for k, v in tensors.items()
+                                            if k.startswith(f"{prefix}preprocessing.{i}.")})
+            for i, meta in enumerate(header["preprocessings"])]
+        model = cls(str(header["task"]), dict(header["params"]), preprocessings, net,
+                    [int(i) for i in header["member_preprocessing"]], header["classes"], dict(header["info"]),
+                    header.get("columns"), header.get("kinds"))
+        check_model(model)
+        return model
+
+    def save(self, path: str | Path) -> Path:
+        """Write the model as one safetensors file, atomically (a crash leaves no half file)."""
+        header, tensors = self.payload()
+        return _write(path, tensors, {"format": FORMAT, "model": json.dumps(header)})
 
 
-def load_model(path: str | Path, device: str = "cpu") -> TrainedModel:
+@dataclass(repr=False)
+class EnsembleModel(BaseEstimator):
+    """A weighted average of trained models: the trials an ensemble selection chose
+    (`Study(final_model="ensemble")`), each with its own fold-models and preprocessing.
+
+    Predictions are the weighted average of the parts' class probabilities, or of their
+    predictions in the target's units; otherwise it is used as a `TrainedModel` is (a fitted
+    scikit-learn estimator, `load_model`, ONNX).
+    """
+
+    parts: list[TrainedModel]
+    weights: list[float]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        study = f" of study '{self.info['study']}'" if self.info.get("study") else ""
+        return f"sweeps.EnsembleModel({self.task}{study}, {len(self.parts)} trials, {self.n_members} member(s))"
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return True
+
+    def __sklearn_tags__(self):
+        from sklearn.utils import ClassifierTags, RegressorTags
+
+        tags = super().__sklearn_tags__()
+        if self.task == "classification":
+            tags.estimator_type, tags.classifier_tags = "classifier", ClassifierTags()
+        else:
+            tags.estimator_type, tags.regressor_tags = "regressor", RegressorTags()
+        return tags
+
+    score = TrainedModel.score
+    fit = TrainedModel.fit
+
+    task = property(lambda self: self.parts[0].task)
+    classes = property(lambda self: self.parts[0].classes)
+    columns = property(lambda self: self.parts[0].columns)
+    preprocessing = property(lambda self: self.parts[0].preprocessing)
+    classes_ = TrainedModel.classes_
+    n_features_in_ = property(lambda self: self.parts[0].n_features_in_)
+    feature_names_in_ = property(lambda self: self.parts[0].feature_names_in_)
+    n_members = property(lambda self: sum(p.n_members for p in self.parts))
+    unseen_categories = property(lambda self: max(p.unseen_categories for p in self.parts))
+
+    def log_proba(self, X: Any) -> torch.Tensor:
+        """Log of the weighted average of the parts' class probabilities `[rows, classes]`."""
+        if self.task != "classification":
+            raise SweepsError("log_proba: this is a regression model; use predict.")
+        parts = torch.stack([p.log_proba(X) for p in self.parts])  # [parts, rows, classes]
+        log_w = torch.log(torch.tensor(self.weights, dtype=parts.dtype)).view(-1, 1, 1)
+        return torch.logsumexp(parts + log_w, dim=0)
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        return self.log_proba(X).exp().float().cpu().numpy()
+
+    def predict(self, X: Any) -> np.ndarray:
+        if self.task == "classification":
+            return np.asarray(self.classes)[self.predict_proba(X).argmax(-1)]
+        return sum(w * p.predict(X) for w, p in zip(self.weights, self.parts))
+
+    def save(self, path: str | Path) -> Path:
+        """One safetensors file: every part's tensors behind `part{i}.`, their headers and the weights."""
+        headers, tensors = [], {}
+        for i, part in enumerate(self.parts):
+            header, part_tensors = part.payload(f"part{i}.")
+            headers.append(header)
+            tensors.update(part_tensors)
+        document = {"weights": self.weights, "info": self.info, "parts": headers}
+        return _write(path, tensors, {"format": ENSEMBLE_FORMAT, "model": json.dumps(document)})
+
+
+ENSEMBLE_FORMAT = "sweeps-ensemble-1"
+
+
+def _write(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    try:
+        save_file(tensors, str(partial), metadata=metadata)
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_model(path: str | Path, device: str = "cpu") -> TrainedModel | EnsembleModel:
     """Load a model saved by `python -m sweeps.evaluate`; nothing in the file is executed.
 
     The file's JSON header is checked against its tensors before anything is built (shapes,
     classes, which preprocessing each member reads, finite weights, known scalings): a file
-    edited by hand, or damaged, is refused with one line instead of predicting garbage.
+    edited by hand, or damaged, is refused with one line instead of predicting garbage. A
+    file of `final_model="ensemble"` gives an `EnsembleModel`, whose parts are checked alike.
     """
     from safetensors import safe_open
 
@@ -297,25 +396,37 @@ def load_model(path: str | Path, device: str = "cpu") -> TrainedModel:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             header = f.metadata() or {}
             tensors = {name: f.get_tensor(name) for name in f.keys()}
-        if header.get("format") != FORMAT:
+        if header.get("format") == FORMAT:
+            loaded = TrainedModel.from_payload(json.loads(header["model"]), tensors)
+            models = [loaded]
+        elif header.get("format") == ENSEMBLE_FORMAT:
+            document = json.loads(header["model"])
+            parts = [TrainedModel.from_payload(h, tensors, f"part{i}.") for i, h in enumerate(document["parts"])]
+            loaded = EnsembleModel(parts, [float(w) for w in document["weights"]], dict(document["info"]))
+            check_ensemble(loaded)
+            models = parts
+        else:
             raise ValueError(f"format {header.get('format')!r}")
-        model = json.loads(header["model"])
-        net = StackedMLP.from_state(model["net"], {k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
-        preprocessings = [
-            Preprocessing.from_state(meta, {k.split(".", 2)[2]: v.numpy() for k, v in tensors.items()
-                                            if k.startswith(f"preprocessing.{i}.")})
-            for i, meta in enumerate(model["preprocessings"])]
-        loaded = TrainedModel(str(model["task"]), dict(model["params"]), preprocessings, net,
-                              [int(i) for i in model["member_preprocessing"]], model["classes"], dict(model["info"]),
-                              model.get("columns"), model.get("kinds"))
-        check_model(loaded)
     except SweepsError:
         raise
     except Exception as e:  # a truncated, foreign or hand-edited file
         raise SweepsError(f"{path}: not a sweeps model file, or a damaged one ({type(e).__name__}: {e}); "
                           "python -m sweeps.evaluate STUDY_FILE writes one.") from None
-    loaded.net = loaded.net.to(device)
+    for model in models:
+        model.net = model.net.to(device)
     return loaded
+
+
+def check_ensemble(model: EnsembleModel) -> None:
+    """Raise `ValueError` where an ensemble's parts or weights disagree."""
+    if len(model.parts) < 1 or len(model.weights) != len(model.parts):
+        raise ValueError(f"{len(model.parts)} parts for {len(model.weights)} weights")
+    if not all(math.isfinite(w) and w > 0 for w in model.weights) or abs(sum(model.weights) - 1) > 1e-6:
+        raise ValueError(f"weights {model.weights} must be positive and sum to 1")
+    first = model.parts[0]
+    for part in model.parts[1:]:
+        if (part.task, part.classes, part.columns) != (first.task, first.classes, first.columns):
+            raise ValueError("the parts predict different tasks, classes or columns")
 
 
 def _device(name: str) -> torch.device:

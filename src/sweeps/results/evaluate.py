@@ -31,7 +31,7 @@ from sweeps.sweep import stop
 from sweeps.data.dataset import Dataset
 from sweeps.errors import SweepsError
 from sweeps.results.export import read_config
-from sweeps.results.final import train_final
+from sweeps.results.final import ensemble_final, train_final
 from sweeps.sweep.trial import transfer, trial_seed
 from sweeps.store.storage import load_existing_study
 from sweeps.store.storage import attach, check_writable, describe, output_path
@@ -119,20 +119,29 @@ def evaluate_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
     """
     study, url = load_existing_study(spec.name, storage)
     dataset = record.check_same_study(study, spec, dataset, describe(url))
+    if spec.final_model == "ensemble" and config_path:
+        raise SweepsError(f"{config_path}: --config names one configuration, and final_model=\"ensemble\" "
+                          "chooses among the study's trials; drop --config, or use another final_model.")
     chosen = choose(study, spec, config_path)
     path = Path(model_path) if model_path else output_path(url, spec.name, "-model.pt")
     check_writable(path, "model")  # before training, not after the test set was scored
 
     settings = record.stored_settings(study)  # what the trials were trained with
-    # Retrained as its trial was, scored the same way (the folds strategy checks the CV loss).
-    config = NetConfig.from_params(chosen["params"], settings.get("validation", "plain"))
-    seed = trial_seed(spec.seed, chosen["trial"] if chosen["trial"] is not None else 0)
-    model, result = train_final(spec.final_model, dataset, config, settings=settings, seed=seed,
-                                epochs=chosen["epochs"], task=spec.task, params=chosen["params"], device=device,
-                                init=lambda folds: transfer(spec, folds.n_features, folds.n_outputs,
-                                                            dataset.columns)[1],
-                                expected_cv_loss=chosen["cv_loss"] if chosen["trial"] is not None else None,
-                                source=chosen["source"])
+    if spec.final_model == "ensemble":
+        model, selection = ensemble_final(study, url, dataset, settings, spec.task, device)
+        chosen.update(ensemble_chosen(study, selection))
+        train_loss = None
+    else:
+        # Retrained as its trial was, scored the same way (the folds strategy checks the CV loss).
+        config = NetConfig.from_params(chosen["params"], settings.get("validation", "plain"))
+        seed = trial_seed(spec.seed, chosen["trial"] if chosen["trial"] is not None else 0)
+        model, result = train_final(spec.final_model, dataset, config, settings=settings, seed=seed,
+                                    epochs=chosen["epochs"], task=spec.task, params=chosen["params"], device=device,
+                                    init=lambda folds: transfer(spec, folds.n_features, folds.n_outputs,
+                                                                dataset.columns)[1],
+                                    expected_cv_loss=chosen["cv_loss"] if chosen["trial"] is not None else None,
+                                    source=chosen["source"])
+        train_loss = float(sum(result.train_losses) / len(result.train_losses))
 
     # The model is written before the test set is looked at: a disk that cannot take it stops
     # the evaluation here, with nothing recorded and the test set unused.
@@ -156,7 +165,7 @@ def evaluate_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
             "cv_loss": chosen["cv_loss"], "cv_loss_std": chosen["cv_loss_std"],
             "honest_cv_loss": chosen["honest_cv_loss"],
             "cv_metric": chosen["metric"], "cv_metric_std": chosen["metric_std"],
-            "train_loss": float(sum(result.train_losses) / len(result.train_losses)),
+            "train_loss": train_loss, **({"ensemble": chosen["ensemble"]} if "ensemble" in chosen else {}),
             "final_model": spec.final_model, "members": model.n_members, "model_path": str(path), **test,
         }
         record.write_test_evaluation(study, ledger, ledger_trial, entry)
@@ -171,6 +180,20 @@ def evaluate_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
               f"({e.strerror if isinstance(e, OSError) else e}); the result is recorded on the study "
               f"(evaluation #{evaluation}), and {path} holds the model as saved before scoring.", file=err)
     return entry, model
+
+
+def ensemble_chosen(study: optuna.Study, selection) -> dict[str, Any]:
+    """What the evaluation records of an ensemble: its trials and weights, its out-of-fold loss
+    (optimistic: the selection saw those rows) and the honest estimate beside it."""
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    parts = ", ".join(f"#{t} ({w:.0%})" for t, w in zip(selection.trials, selection.weights))
+    return {"source": f"an ensemble of trials {parts}", "trial": selection.trials[0],
+            "params": dict(trials[selection.trials[0]].params), "cv_loss": selection.oof_loss, "cv_loss_std": None,
+            "honest_cv_loss": selection.honest_loss, "metric": None, "metric_std": None,
+            "ensemble": {"trials": selection.trials, "weights": selection.weights,
+                         "params": [dict(trials[t].params) for t in selection.trials],
+                         "oof_loss": selection.oof_loss, "honest_loss": selection.honest_loss,
+                         "best_single_loss": selection.best_single_loss}}
 
 
 def _save(model: TrainedModel, path: Path) -> None:
@@ -193,7 +216,8 @@ def report(spec: Study, e: dict[str, Any]) -> str:
         f"Held-out test set of '{spec.name}': {e['test_rows']} rows the sweep never saw.",
         notes.final_model_line(e),
         "",
-        f"  {'':10s} {'test':>10s}   CV (mean ± std over {spec.folds} folds)",
+        f"  {'':10s} {'test':>10s}   CV (mean ± std over {spec.folds} folds"
+        + (", of the ensemble's out-of-fold predictions)" if e.get("final_model") == "ensemble" else ")"),
         f"  {'loss':10s} {e['loss']:10.4f}   {_pm(e['cv_loss'], e['cv_loss_std'])}"
         + (f"   (honest: {e['honest_cv_loss']:.4f})" if e.get("honest_cv_loss") is not None else ""),
         f"  {e['metric_name']:10s} {e['metric']:10.4f}   {_pm(e['cv_metric'], e['cv_metric_std'])}",

@@ -21,7 +21,7 @@ from optuna.trial import TrialState
 
 from sweeps import __version__
 from sweeps.data.dataset import Dataset
-from sweeps.engine.trained import TrainedModel, load_model
+from sweeps.engine.trained import EnsembleModel, TrainedModel, load_model
 from sweeps.results.onnx import export_onnx
 from sweeps.errors import SweepsError
 from sweeps.store.storage import attach, check_writable, describe, output_path, write_text_atomic
@@ -167,7 +167,7 @@ def export_study(study: optuna.Study, url: str, *, top: int = 1, rule: str = "be
 
 
 def export_onnx_model(dataset: Dataset, study: optuna.Study, url: str, model_file: str | Path | None = None,
-                      output: str | Path | None = None) -> tuple[Path, Path, TrainedModel]:
+                      output: str | Path | None = None) -> tuple[Path, Path, TrainedModel | EnsembleModel]:
     """The model `evaluate` saved, as an ONNX graph checked with onnxruntime (`results.onnx`);
     returns (the model file read, the graph written, the model)."""
     source = Path(model_file) if model_file else output_path(url, study.study_name, "-model.pt")
@@ -178,7 +178,8 @@ def export_onnx_model(dataset: Dataset, study: optuna.Study, url: str, model_fil
     path = Path(output) if output else output_path(url, study.study_name, ".onnx")
     check_writable(path, "ONNX model")
     sample = dataset.rows(dataset.dev[:256])  # non-test rows, for the parity check only
-    if hasattr(sample, "columns") and not any(p.categorical_columns for p in model.preprocessings):
+    preprocessings = [p for part in getattr(model, "parts", [model]) for p in part.preprocessings]
+    if hasattr(sample, "columns") and not any(p.categorical_columns for p in preprocessings):
         sample = sample[model.preprocessing.numeric_columns].to_numpy(dtype=np.float64, na_value=np.nan)
     export_onnx(model, path, sample)
     attach(study, path, url)

@@ -11,6 +11,9 @@ looked at, so the test set still gives one answer:
 - "refit": one net retrained on every non-test row for the median best epoch of the folds.
 - "refit-seeds": `REFIT_SEEDS` such refits with different seeds, trained together in one
   stack, averaged.
+- "ensemble": a weighted set of the study's best trials, selected on their out-of-fold
+  predictions (`results/ensemble.py`), each contributing the fold-models the sweep trained
+  (`store/candidates.py`): nothing is trained again (`ensemble_final`).
 
 Averaged predictions are class probabilities (classification) or outputs in the target's
 units (regression); `trained.TrainedModel` does the averaging, for `evaluate` and
@@ -23,6 +26,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 
 from sweeps.data.dataset import Dataset
@@ -35,7 +39,10 @@ from sweeps.engine.config import NetConfig
 from sweeps.engine.memory import available_memory, memory_needed
 from sweeps.engine.scores import FoldResult
 from sweeps.engine.train import train_folds
-from sweeps.engine.trained import TrainedModel
+from sweeps.engine.trained import EnsembleModel, TrainedModel
+from sweeps.engine.weights import class_weights
+from sweeps.results.ensemble import Selection, ensemble_selection
+from sweeps.store import candidates
 
 REFIT_SEEDS = 5
 
@@ -50,6 +57,8 @@ def train_final(strategy: str, dataset: Dataset, config: NetConfig, *, settings:
     preprocessing): the fold-models are rebuilt exactly as the trial built them. `init`
     gives the weights to start from for the folds made (transfer learning), or None.
     """
+    if strategy == "ensemble":
+        raise ValueError("train_final: an ensemble is selected, not trained (ensemble_final)")
     if strategy not in FINAL_MODELS:
         raise SweepsError(f"final_model must be one of {', '.join(repr(s) for s in FINAL_MODELS)}, got {strategy!r}.")
     scaling = settings["preprocessing"]
@@ -86,3 +95,42 @@ def _check_memory(folds, config: NetConfig, source: str) -> None:
         raise SweepsError(f"{source}: depth {config.depth}, width {config.width} needs about "
                           f"{needed / 2**30:.1f} GiB, {available / 2**30:.1f} GiB is free; choose a smaller "
                           "configuration.")
+
+
+def ensemble_final(study, url: str, dataset: Dataset, settings: dict[str, Any], task: str,
+                   device: str = "cpu") -> tuple[EnsembleModel, Selection]:
+    """`final_model="ensemble"`: select on the kept candidates' out-of-fold predictions and
+    average the chosen trials' fold-models. Refuses, in one line, a study with fewer than two
+    candidates here (and says which of its best trials' files are missing)."""
+    folder = candidates.folder_for(url, study.study_name)
+    found, missing = candidates.read(folder, study, dataset)
+    if len(found) < 2:
+        where = f"; the files of trial(s) {missing[:5]} are not in {folder} (kept on another machine?)" \
+            if missing else ""
+        raise SweepsError(f"final_model=\"ensemble\" selects among the study's complete trials kept as candidates, "
+                          f"and {len(found)} {'is' if len(found) == 1 else 'are'} here{where}; run more trials "
+                          "(with Study(candidates=) above 1), or use final_model=\"folds\".")
+    folds = cached_folds(dataset, settings["folds"], settings["seed"], device, scaling=settings["preprocessing"])
+    dev = dataset.dev
+    fold_of_row = np.empty(len(dev), dtype=np.int64)
+    y = dataset.y[dev]
+    classification = dataset.classes is not None
+    weight, scale = np.ones(len(dev)), np.ones(len(dev))
+    balanced = classification and "class-balanced" in settings.get("validation", "plain")
+    class_weight = class_weights(folds).cpu().numpy() if balanced else None
+    for f, rows in enumerate(folds.val_rows):
+        at = np.searchsorted(dev, rows)
+        fold_of_row[at] = f
+        if class_weight is not None:
+            weight[at] = class_weight[f][dataset.y[rows]]
+        if not classification:
+            scale[at] = folds.preprocessings[f].y_std ** 2
+    selection = ensemble_selection([c.trial for c in found], [c.oof for c in found], y, classification, weight,
+                                   scale, fold_of_row)
+    by_trial = {c.trial: c for c in found}
+    parts = [by_trial[t].model() for t in selection.trials]
+    for part in parts:
+        part.net = part.net.to(device)
+    model = EnsembleModel(parts, selection.weights, {"final_model": "ensemble", "trials": selection.trials,
+                                                     "weights": selection.weights})
+    return model, selection

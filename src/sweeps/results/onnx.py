@@ -30,7 +30,7 @@ from scipy.special import ndtri
 
 from sweeps.errors import SweepsError
 from sweeps.data.preprocess import _CLIP_EPS
-from sweeps.engine.trained import TrainedModel
+from sweeps.engine.trained import EnsembleModel, TrainedModel
 
 TOLERANCE = 1e-5
 # scikit-learn clips the normal quantiles at ndtri(1e-7 - eps) and its mirror: about ±5.2.
@@ -132,11 +132,25 @@ def parity_gap(model: TrainedModel, theirs: np.ndarray, ours: np.ndarray) -> flo
     """The largest difference between two predictions of `model`: in probability for a classifier,
     in standard deviations of the target for a regressor (float32 networks agree to about 1e-7
     of a prediction's size, so a fixed gap in the target's own units would depend on its scale)."""
-    scale = 1.0 if model.task == "classification" else float(np.mean([p.y_std for p in model.preprocessings]))
+    preprocessings = [p for part in getattr(model, "parts", [model]) for p in part.preprocessings]
+    scale = 1.0 if model.task == "classification" else float(np.mean([p.y_std for p in preprocessings]))
     return float(np.abs(theirs - ours).max()) / scale
 
 
-def export_onnx(model: TrainedModel, path: Path, sample: np.ndarray) -> Path:
+class _ServedEnsemble(torch.nn.Module):
+    """`EnsembleModel`'s prediction: the weighted average of its parts' (probabilities, or values)."""
+
+    def __init__(self, model: EnsembleModel) -> None:
+        super().__init__()
+        self.parts = torch.nn.ModuleList(_Served(part) for part in model.parts)
+        self.weights = [float(w) for w in model.weights]
+        self.classification = model.task == "classification"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return sum(w * part(x) for w, part in zip(self.weights, self.parts))
+
+
+def export_onnx(model: TrainedModel | EnsembleModel, path: Path, sample: np.ndarray) -> Path:
     """Write `model` as ONNX to `path`, after checking onnxruntime against `model` on `sample` rows."""
     try:
         import onnx
@@ -144,11 +158,12 @@ def export_onnx(model: TrainedModel, path: Path, sample: np.ndarray) -> Path:
     except ImportError:
         raise SweepsError("--model onnx needs onnx and onnxruntime: pip install -e \".[onnx]\".") from None
     prep = model.preprocessing
-    if any(p.categorical_columns for p in model.preprocessings):
+    parts = model.parts if isinstance(model, EnsembleModel) else [model]
+    if any(p.categorical_columns for part in parts for p in part.preprocessings):
         raise SweepsError(f"--model onnx: the model one-hot encodes categorical columns "
                           f"({', '.join(prep.categorical_columns)}), which the ONNX graph does not cover; encode "
                           "them upstream (numbers in, as the network sees them), or serve it with sweeps.load_model.")
-    served = _Served(model).eval()
+    served = (_ServedEnsemble(model) if isinstance(model, EnsembleModel) else _Served(model)).eval()
     x = torch.as_tensor(np.asarray(sample, np.float64)).float()
     partial = path.with_name(path.name + ".partial")
     path.parent.mkdir(parents=True, exist_ok=True)

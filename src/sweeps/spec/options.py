@@ -22,7 +22,7 @@ REQUIRED = object()  # `fallback` of the options every configuration must name
 
 TASKS = ("classification", "regression")
 SCALINGS = ("auto", "standard", "robust", "quantile")  # Study.preprocessing (data/preprocess.py)
-FINAL_MODELS = ("folds", "refit", "refit-seeds")  # Study.final_model (results/final.py)
+FINAL_MODELS = ("folds", "refit", "refit-seeds", "ensemble")  # Study.final_model (results/final.py)
 STOPS = (None, "converged")  # Study.stop
 EARLY_STOPPING = ("mean", "worst_group")  # Study.early_stopping
 

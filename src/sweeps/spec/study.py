@@ -68,8 +68,9 @@ class Study:
             "quantile" (ranks mapped to a normal), "standard" (mean and std) or "robust"
             (median and IQR, then smooth clipping). Categorical columns are one-hot encoded.
         final_model: what `evaluate` scores and saves: "folds" (the chosen trial's k
-            fold-models, averaged), "refit" (one net on all non-test rows) or "refit-seeds"
-            (several such nets with different seeds, averaged).
+            fold-models, averaged), "refit" (one net on all non-test rows), "refit-seeds"
+            (several such nets with different seeds, averaged) or "ensemble" (a weighted set of
+            the best trials' fold-models, selected on their out-of-fold predictions).
         stop: "converged" ends the study when further trials are unlikely to beat the best by
             more than the folds' noise (`search.converged`); `n_trials` and `timeout` stay caps.
         groups: each data row's source, to monitor the model per source: a column name of the
@@ -78,6 +79,8 @@ class Study:
         early_stopping: "mean" (each fold stops on its validation loss over all rows) or
             "worst_group" (on its worst group's loss, which is then the trial's value; needs
             `groups`).
+        candidates: how many of the best complete trials keep their out-of-fold predictions and
+            fold-models beside the database, for final_model="ensemble" (0: none).
         target_data: unlabeled rows of the distribution the model will serve (a loader or the
             rows; an `(X, y)` pair's `y` is not used), for `Space(importance="density_ratio")`.
             Never the held-out test rows: overlap is refused.
@@ -110,6 +113,7 @@ class Study:
     groups: Any = None
     early_stopping: str = "mean"
     target_data: Any = None
+    candidates: int = 20
 
     def __post_init__(self) -> None:
         check_name(self.name)
@@ -127,6 +131,7 @@ class Study:
         _check_int("patience", self.patience, 1, "use at least 1 epoch of patience")
         _check_int("n_trials", self.n_trials, 1, "use at least 1 trial")
         _check_int("seed", self.seed, 0, "use a non-negative integer seed")
+        _check_int("candidates", self.candidates, 0, "use 0 to keep no trial for an ensemble")
         if self.seed >= 2**32:
             raise SweepsError(f"Study.seed: must be below 2**32 (numpy and scikit-learn take 32-bit seeds), "
                               f"got {self.seed}; use a smaller seed.")

@@ -47,6 +47,12 @@ def final_model_line(e: dict) -> str:
     if final == "folds":
         return (f"Final model: the {e['members']} fold-models of {e['source']}, averaged (each trained on its "
                 "fold's training part, as in the sweep).")
+    if final == "ensemble":
+        ensemble = e.get("ensemble") or {}
+        return (f"Final model: {e['source']}, weighted, {e['members']} fold-models in all (selected on their "
+                f"out-of-fold predictions: CV loss {ensemble.get('oof_loss', float('nan')):.4f}, honest "
+                f"{ensemble.get('honest_loss', float('nan')):.4f}; the best single trial "
+                f"{ensemble.get('best_single_loss', float('nan')):.4f}).")
     if final == "refit-seeds":
         return (f"Final model: {e['members']} nets of {e['source']} with different seeds, averaged, each "
                 f"retrained on all {e['train_rows']} non-test rows for {e['epochs']} epochs.")

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
+from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
 
-from sweeps.store import internals, notes, record
+from sweeps.data.dataset import Dataset
+from sweeps.store import candidates, internals, notes, record
 from sweeps.sweep import pruners, stop
 from sweeps.errors import FinishedElsewhere, SweepsError, Terminated, TrialFailed
 from sweeps.store.storage import explain as storage_explain, heartbeat_failure
@@ -36,9 +39,12 @@ def _allocation_failure(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and ("allocate" in text or "out of memory" in text)
 
 
-def make_objective(spec: Study, folds: Folds) -> Trainer:
-    """The Optuna objective of a study, over folds prepared once per process (a `Trainer`)."""
-    return Trainer(spec, folds)
+def make_objective(spec: Study, folds: Folds, dataset: Dataset | None = None,
+                   candidates: Path | None = None) -> Trainer:
+    """The Optuna objective of a study, over folds prepared once per process (a `Trainer`).
+    With `candidates` (a folder) and the `dataset`, complete trials among the study's best
+    `Study.candidates` keep their out-of-fold predictions and fold-models there."""
+    return Trainer(spec, folds, dataset, candidates)
 
 
 class Trainer:
@@ -53,9 +59,10 @@ class Trainer:
       function that raises (`SweepsError`), a storage failure, or a bug.
     """
 
-    def __init__(self, spec: Study, folds: Folds) -> None:
+    def __init__(self, spec: Study, folds: Folds, dataset: Dataset | None = None,
+                 candidates_folder: Path | None = None) -> None:
         self.spec, self.init = prepare(spec, folds)
-        self.folds = folds
+        self.folds, self.dataset, self.candidates_folder = folds, dataset, candidates_folder
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.device = folds.X_train.device
 
@@ -149,7 +156,19 @@ class Trainer:
         notes.save_trial_note(trial, notes.trial_note(result, self.spec.task, reason, attrs))
         if reason:
             raise optuna.TrialPruned(reason)
+        self.keep_candidate(trial, result)
         return result.cv_loss
+
+    def keep_candidate(self, trial: optuna.Trial, result) -> None:
+        """A complete trial among the study's best keeps what an ensemble is selected from."""
+        if self.candidates_folder is None or self.dataset is None or not self.spec.candidates:
+            return
+        try:
+            candidates.write(self.candidates_folder, trial, result.cv_loss, result, self.folds, self.dataset,
+                             self.spec.task, dict(trial.params), self.spec.candidates)
+        except OSError as e:  # the sweep goes on; an ensemble will say what is missing
+            print(f"sweeps: warning: trial #{trial.number}'s out-of-fold predictions could not be kept in "
+                  f"{self.candidates_folder} ({e.strerror or e}).", file=sys.stderr)
 
     # --- one trial: the Optuna objective ---------------------------------------------------
     def __call__(self, trial: optuna.Trial) -> float:

@@ -25,7 +25,7 @@ from sweeps.data.dataset import Dataset
 from sweeps.errors import SweepsError
 from sweeps.spec.options import STOPS
 from sweeps.spec.study import Study
-from sweeps.store import notes, record
+from sweeps.store import candidates, notes, record
 from sweeps.store.storage import describe, open_storage, resolve_url, study_exists, use_wal
 from sweeps.sweep.launcher import connect, is_remote, launch, scheduler_address
 from sweeps.sweep.objective import make_objective
@@ -183,7 +183,7 @@ def _run(spec: Study, dataset: Dataset, options: RunOptions, url: str, study_fil
         shown = _Progress(bar, finished)
         batch = options.batch or default_batch(spec)
         if workers == 1 and client is None:
-            optimize_until(study, make_objective(spec, folds), budget,
+            optimize_until(study, make_objective(spec, folds, dataset, candidates.folder_for(url, spec.name)), budget,
                            on_trial=lambda s, t: shown(counts(s)), batch=batch)
         else:
             # On a cluster each Dask worker divides its own machine's cores (threads 0).

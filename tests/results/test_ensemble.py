@@ -1,0 +1,113 @@
+"""final_model="ensemble": out-of-fold predictions kept per trial, greedy selection over them, and
+the weighted ensemble that evaluate scores once and load_model, predict and ONNX reproduce."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import optuna
+import pytest
+import torch
+
+import sweeps
+from sweeps import Space, SweepsError
+from sweeps.data.dataset import load_dataset
+from sweeps.data.folds import make_folds
+from sweeps.results.ensemble import ensemble_selection, select
+from sweeps.results.evaluate import evaluate_study, report
+from sweeps.store import candidates
+from sweeps.sweep.optimize import run_study
+
+from conftest import digits_study
+
+
+def test_greedy_selection_adds_what_lowers_the_loss_of_the_average():
+    y = np.array([0, 1, 0, 1])
+    good_on_first = np.array([[0.9, 0.1], [0.5, 0.5], [0.9, 0.1], [0.5, 0.5]])  # right on rows 0, 2
+    good_on_second = np.array([[0.5, 0.5], [0.1, 0.9], [0.5, 0.5], [0.1, 0.9]])  # right on rows 1, 3
+    wrong = np.array([[0.1, 0.9], [0.9, 0.1], [0.1, 0.9], [0.9, 0.1]])
+    ones = np.ones(4)
+    counts = select([good_on_first, good_on_second, wrong], y, True, ones, ones, rounds=4)
+    assert counts.tolist() == [2, 2, 0]  # the two complementary trials, equally; never the wrong one
+    regression = select([np.array([[1.0], [1.0]]), np.array([[3.0], [3.0]])], np.array([2.0, 2.0]), False,
+                        np.ones(2), np.ones(2), rounds=2)
+    assert regression.tolist() == [1, 1]  # their average is exact
+    chosen = ensemble_selection([7, 8, 9], [good_on_first, good_on_second, wrong], y, True, ones, ones,
+                                np.array([0, 1, 0, 1]))
+    assert set(chosen.trials) == {7, 8} and sum(chosen.weights) == pytest.approx(1.0)
+    assert chosen.oof_loss < chosen.best_single_loss  # the ensemble beats each on the rows it saw
+    assert chosen.honest_loss >= chosen.oof_loss  # selecting on the scored rows is optimistic
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ensemble")
+    spec = digits_study(name="ens", n_trials=5, final_model="ensemble", candidates=3)
+    url = f"sqlite:///{folder / 'ens.db'}"
+    dataset = load_dataset(spec)
+    study = run_study(spec, dataset, storage=url, progress=False, out=io.StringIO())
+    return spec, dataset, url, study, folder
+
+
+def test_only_the_best_trials_keep_their_predictions_and_never_of_held_out_rows(swept):
+    spec, dataset, url, study, folder = swept
+    kept, missing = candidates.read(candidates.folder_for(url, spec.name), study, dataset)
+    complete = sorted((t for t in study.trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
+    assert [c.trial for c in kept] == [t.number for t in complete[:3]] and not missing
+    folds = make_folds(dataset, spec.folds, spec.seed, scaling=spec.preprocessing)
+    for candidate in kept:
+        assert candidate.oof.shape == (len(dataset.dev), 10) and np.isfinite(candidate.oof).all()
+        model = candidate.model()  # its fold-models: member f predicts the rows of fold f
+        outputs = torch.softmax(model.member_outputs(dataset.rows(dataset.dev)), -1).numpy()
+        for f, rows in enumerate(folds.val_rows):
+            at = np.searchsorted(dataset.dev, rows)
+            np.testing.assert_allclose(candidate.oof[at], outputs[f, at], atol=1e-5)
+    assert not set(dataset.test) & set(dataset.dev)  # the rows predicted are the development rows alone
+
+
+def test_evaluate_scores_the_ensemble_once_and_it_reloads_and_exports(swept, tmp_path):
+    spec, dataset, url, study, folder = swept
+    entry, model = evaluate_study(spec, dataset, storage=url, model_path=str(tmp_path / "m.pt"), err=io.StringIO())
+    ensemble = entry["ensemble"]
+    assert entry["final_model"] == "ensemble" and sum(ensemble["weights"]) == pytest.approx(1.0)
+    assert ensemble["oof_loss"] <= ensemble["best_single_loss"] + 1e-12  # greedy starts from the best
+    assert entry["honest_cv_loss"] == ensemble["honest_loss"] and "an ensemble of trials #" in report(spec, entry)
+    loaded = sweeps.load_model(tmp_path / "m.pt")
+    X = dataset.rows(dataset.test)
+    np.testing.assert_allclose(loaded.predict_proba(X), model.predict_proba(X), atol=1e-6)
+    log_p = loaded.log_proba(X)
+    assert entry["loss"] == pytest.approx(float(-log_p[torch.arange(len(X)), torch.as_tensor(dataset.y[dataset.test])]
+                                                .mean()), rel=1e-5)
+    pytest.importorskip("onnxruntime")
+    from sweeps.results.onnx import export_onnx
+
+    export_onnx(loaded, tmp_path / "m.onnx", X[:64])  # checked against load_model inside
+
+
+def test_what_an_ensemble_cannot_be_made_of_is_one_line_and_records_nothing(swept, tmp_path):
+    spec, dataset, url, study, folder = swept
+    with pytest.raises(SweepsError, match="--config names one configuration"):
+        evaluate_study(spec, dataset, storage=url, config_path=str(tmp_path / "c.json"), err=io.StringIO())
+    few = digits_study(name="few", n_trials=1, final_model="ensemble")
+    few_url = f"sqlite:///{tmp_path / 'few.db'}"
+    run_study(few, dataset, storage=few_url, progress=False, out=io.StringIO())
+    with pytest.raises(SweepsError, match=r"selects among the study's complete trials kept as candidates, and 1 is "
+                                          r"here; run more trials"):
+        evaluate_study(few, dataset, storage=few_url, model_path=str(tmp_path / "f.pt"), err=io.StringIO())
+    assert "test_evaluations" not in optuna.load_study(study_name="few", storage=few_url).user_attrs
+    kept = candidates.folder_for(url, spec.name)
+    meta = next(kept.glob("trial-*.json"))
+    document = json.loads(meta.read_text())
+    document["fingerprint"]["data_sha256"] = "0" * 64  # written for other data
+    meta.write_text(json.dumps(document))
+    with pytest.raises(SweepsError, match=r"were written for other data"):
+        evaluate_study(spec, dataset, storage=url, model_path=str(tmp_path / "o.pt"), err=io.StringIO())
+
+
+def test_candidates_zero_keeps_nothing(tmp_path):
+    spec = digits_study(name="none-kept", n_trials=2, candidates=0, space=Space(depth=1, width=16))
+    url = f"sqlite:///{tmp_path / 'n.db'}"
+    run_study(spec, load_dataset(spec), storage=url, progress=False, out=io.StringIO())
+    assert not candidates.folder_for(url, spec.name).exists()
