@@ -123,18 +123,21 @@ def study(name: str, seed: int, trials: int, variant: dict) -> Study:
                  max_epochs=30 if large else 100, patience=4 if large else 10, **study_changes)
 
 
+def gbdt_rows(spec: Study):
+    """The study's non-test and held-out rows as gradient boosting takes them (text as `category`)."""
+    dataset = load_dataset(spec)
+    X = (dataset.X if dataset.is_table else pd.DataFrame(dataset.X)).copy()
+    for column in X.columns:
+        if not pd.api.types.is_numeric_dtype(X[column]):
+            X[column] = X[column].astype("category")
+    return X.iloc[dataset.dev], X.iloc[dataset.test], dataset.y[dataset.dev], dataset.y[dataset.test]
+
+
 def gradient_boosting(spec: Study) -> dict[str, dict[str, float]]:
     """LightGBM and HistGradientBoosting with default parameters on the study's own rows."""
     from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
-    dataset = load_dataset(spec)
-    X = dataset.X if dataset.is_table else pd.DataFrame(dataset.X)
-    X = X.copy()
-    for column in X.columns:
-        if not pd.api.types.is_numeric_dtype(X[column]):
-            X[column] = X[column].astype("category")
-    X_dev, X_test = X.iloc[dataset.dev], X.iloc[dataset.test]
-    y_dev, y_test = dataset.y[dataset.dev], dataset.y[dataset.test]
+    X_dev, X_test, y_dev, y_test = gbdt_rows(spec)
     classification = spec.task == "classification"
     models = {"HistGB": (HistGradientBoostingClassifier if classification else HistGradientBoostingRegressor)(
         random_state=0, categorical_features="from_dtype")}
@@ -149,17 +152,20 @@ def gradient_boosting(spec: Study) -> dict[str, dict[str, float]]:
     for name, model in models.items():
         started = time.perf_counter()
         model.fit(X_dev, y_dev)
-        seconds = time.perf_counter() - started
-        if classification:
-            p = model.predict_proba(X_test)
-            scores[name] = {"accuracy": accuracy_score(y_test, p.argmax(1)), "seconds": seconds}
-            if p.shape[1] == 2:
-                scores[name]["roc_auc"] = roc_auc_score(y_test, p[:, 1])
-        else:
-            pred = model.predict(X_test)
-            scores[name] = {"rmse": mean_squared_error(y_test, pred) ** 0.5, "r2": r2_score(y_test, pred),
-                            "seconds": seconds}
+        scores[name] = held_out_scores(model, X_test, y_test, classification, time.perf_counter() - started)
     return scores
+
+
+def held_out_scores(model, X_test, y_test, classification: bool, seconds: float) -> dict[str, float]:
+    """A fitted scikit-learn-style model's scores on the held-out rows, and the seconds it took."""
+    if classification:
+        p = model.predict_proba(X_test)
+        result = {"accuracy": accuracy_score(y_test, p.argmax(1)), "seconds": seconds}
+        if p.shape[1] == 2:
+            result["roc_auc"] = roc_auc_score(y_test, p[:, 1])
+        return result
+    pred = model.predict(X_test)
+    return {"rmse": mean_squared_error(y_test, pred) ** 0.5, "r2": r2_score(y_test, pred), "seconds": seconds}
 
 
 def tuned_lightgbm(spec: Study, trials: int) -> dict[str, float]:
@@ -170,13 +176,7 @@ def tuned_lightgbm(spec: Study, trials: int) -> dict[str, float]:
     import optuna
     from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
 
-    dataset = load_dataset(spec)
-    X = (dataset.X if dataset.is_table else pd.DataFrame(dataset.X)).copy()
-    for column in X.columns:
-        if not pd.api.types.is_numeric_dtype(X[column]):
-            X[column] = X[column].astype("category")
-    X_dev, X_test = X.iloc[dataset.dev], X.iloc[dataset.test]
-    y_dev, y_test = dataset.y[dataset.dev], dataset.y[dataset.test]
+    X_dev, X_test, y_dev, y_test = gbdt_rows(spec)
     classification = spec.task == "classification"
     Model = lightgbm.LGBMClassifier if classification else lightgbm.LGBMRegressor
     cv = (StratifiedKFold if classification else KFold)(5, shuffle=True, random_state=spec.seed)
@@ -200,15 +200,7 @@ def tuned_lightgbm(spec: Study, trials: int) -> dict[str, float]:
     tuner.optimize(objective, n_trials=trials)
     model = Model(verbose=-1, random_state=spec.seed, **params(optuna.trial.FixedTrial(tuner.best_params)))
     model.fit(X_dev, y_dev)
-    seconds = time.perf_counter() - started
-    if classification:
-        p = model.predict_proba(X_test)
-        result = {"accuracy": accuracy_score(y_test, p.argmax(1)), "seconds": seconds}
-        if p.shape[1] == 2:
-            result["roc_auc"] = roc_auc_score(y_test, p[:, 1])
-        return result
-    pred = model.predict(X_test)
-    return {"rmse": mean_squared_error(y_test, pred) ** 0.5, "r2": r2_score(y_test, pred), "seconds": seconds}
+    return held_out_scores(model, X_test, y_test, classification, time.perf_counter() - started)
 
 
 def sweep(spec: Study, final_models: tuple[str, ...] = ()) -> dict[str, float] | list[dict[str, float]]:

@@ -80,14 +80,7 @@ class TrainedModel(BaseEstimator):
         return True
 
     def __sklearn_tags__(self):
-        from sklearn.utils import ClassifierTags, RegressorTags
-
-        tags = super().__sklearn_tags__()
-        if self.task == "classification":
-            tags.estimator_type, tags.classifier_tags = "classifier", ClassifierTags()
-        else:
-            tags.estimator_type, tags.regressor_tags = "regressor", RegressorTags()
-        return tags
+        return _task_tags(super().__sklearn_tags__(), self.task)
 
     @property
     def classes_(self) -> np.ndarray:
@@ -305,14 +298,7 @@ class EnsembleModel(BaseEstimator):
         return True
 
     def __sklearn_tags__(self):
-        from sklearn.utils import ClassifierTags, RegressorTags
-
-        tags = super().__sklearn_tags__()
-        if self.task == "classification":
-            tags.estimator_type, tags.classifier_tags = "classifier", ClassifierTags()
-        else:
-            tags.estimator_type, tags.regressor_tags = "regressor", RegressorTags()
-        return tags
+        return _task_tags(super().__sklearn_tags__(), self.task)
 
     score = TrainedModel.score
     fit = TrainedModel.fit
@@ -499,6 +485,17 @@ def check_model(model: TrainedModel) -> None:
             raise ValueError("the preprocessing reads other columns than the model's")
         if needed is None and len(columns) != preps[0].n_numeric:
             raise ValueError(f"{len(columns)} columns for {preps[0].n_numeric} numeric inputs")
+
+
+def _task_tags(tags, task: str):
+    """scikit-learn's tags of a fitted classifier or regressor (what `is_classifier` reads)."""
+    from sklearn.utils import ClassifierTags, RegressorTags
+
+    if task == "classification":
+        tags.estimator_type, tags.classifier_tags = "classifier", ClassifierTags()
+    else:
+        tags.estimator_type, tags.regressor_tags = "regressor", RegressorTags()
+    return tags
 
 
 def _preview(names: list[str], most: int = 8) -> str:
