@@ -14,6 +14,7 @@ import torch
 
 import sweeps.data.cache
 from sweeps import Space, SweepsError, Table
+from sweeps.cache import main as cache_main
 from sweeps.data.cache import cache_dir, cached_folds, entries, folds_key
 from sweeps.data.dataset import load_dataset
 from sweeps.data.folds import Folds, make_folds
@@ -139,7 +140,7 @@ def test_the_command_shows_and_clears_the_cache(digits_dataset):
     assert "Cleared 1 entries" in cleared.stdout and entries(cache_dir()) == []
 
 
-def test_the_cache_touches_only_its_own_entries(digits_dataset, tmp_path, monkeypatch):
+def test_the_cache_touches_only_its_own_entries(digits_dataset, tmp_path, monkeypatch, capsys):
     root = tmp_path / "shared-folder"
     monkeypatch.setenv("SWEEPS_CACHE_DIR", str(root))
     monkeypatch.setenv("SWEEPS_CACHE_GB", "0")  # evict everything it may
@@ -152,9 +153,8 @@ def test_the_cache_touches_only_its_own_entries(digits_dataset, tmp_path, monkey
     cached_folds(digits_dataset, 3, 0)
     cached_folds(digits_dataset, 3, 1)
     assert [e.name for e, _, _ in entries(root)] == [folds_key(digits_dataset, 3, 1, "standard")]
-    shown = subprocess.run([sys.executable, "-m", "sweeps.cache", "--clear"], capture_output=True, text=True,
-                           env={**os.environ, "SWEEPS_CACHE_DIR": str(root)})
-    assert shown.returncode == 0 and "Cleared 1 entries" in shown.stdout, shown.stderr
+    assert cache_main(["--clear"]) == 0
+    assert "Cleared 1 entries" in capsys.readouterr().out
     assert all((folder / "keep.txt").read_text() == "mine" for folder in foreign) and (root / "link").is_symlink()
 
 
@@ -168,27 +168,28 @@ def test_an_altered_entry_is_prepared_again(digits_dataset):
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "1e400", "-1", "lots"])
-def test_a_bad_size_setting_is_one_line(digits_dataset, monkeypatch, value, tmp_path):
+def test_a_bad_size_setting_is_one_line(digits_dataset, monkeypatch, value, tmp_path, capsys):
     monkeypatch.setenv("SWEEPS_CACHE_GB", value)
     with pytest.raises(SweepsError, match=rf"SWEEPS_CACHE_GB must be a number of GiB, at least 0, got '{value}'"):
         cached_folds(digits_dataset, 3, 0)
-    shown = subprocess.run([sys.executable, "-m", "sweeps.cache"], capture_output=True, text=True)
-    assert shown.returncode == 2 and "SWEEPS_CACHE_GB" in shown.stderr and "Traceback" not in shown.stderr
+    assert cache_main([]) == 2  # the command (its process is tested above), in this process
+    err = capsys.readouterr().err
+    assert "SWEEPS_CACHE_GB" in err and err.count("\n") == 1 and "Traceback" not in err
 
 
-def test_unfinished_folders_of_stopped_writers_are_shown_counted_and_cleared(digits_dataset):
+def test_unfinished_folders_of_stopped_writers_are_shown_counted_and_cleared(digits_dataset, capsys):
     cached_folds(digits_dataset, 3, 0)
     root = cache_dir()
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True).stdout.strip()  # a pid that has ended
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    dead = ended.pid  # a pid that has ended
     left = root / f".{'a' * 32}.{dead}.partial"
     writing = root / f".{'b' * 32}.{os.getpid()}.partial"  # this process: still writing
     for folder in (left, writing):
         folder.mkdir()
         (folder / "X_train.npy").write_bytes(b"0" * 2048)
-    shown = subprocess.run([sys.executable, "-m", "sweeps.cache"], capture_output=True, text=True, check=True)
-    assert "2 unfinished folder(s), 1 of them left by stopped processes" in shown.stdout
-    cleared = subprocess.run([sys.executable, "-m", "sweeps.cache", "--clear"], capture_output=True, text=True,
-                             check=True)
-    assert "and 1 unfinished folder(s)" in cleared.stdout
+    assert cache_main([]) == 0
+    assert "2 unfinished folder(s), 1 of them left by stopped processes" in capsys.readouterr().out
+    assert cache_main(["--clear"]) == 0
+    assert "and 1 unfinished folder(s)" in capsys.readouterr().out
     assert not left.exists() and writing.exists()

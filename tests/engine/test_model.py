@@ -91,6 +91,11 @@ def reference_forward(params, model, x, dropout_masks=None, scale=1.0):
         u = torch.cat([torch.cos(z), torch.sin(z)], -1)
         e = torch.relu(torch.einsum("kbfi,kfid->kbfd", u, w_e) + b_e.squeeze(2)[:, None])
         h = torch.cat([e.flatten(2), x[..., F:]], -1)
+    if model.categories is not None:  # the masked weight: zero outside each column's block, and stays so
+        w_c, mask = params.pop(0), params.pop(0)
+        split = x.shape[2] - model.categories.width
+        numeric = h[..., :h.shape[2] - model.categories.width] if model.embedding is not None else x[..., :split]
+        h = torch.cat([numeric, x[..., split:] @ (w_c * mask.detach())], -1)
     if model.scales is not None:
         r = params.pop(0)
         h = h[:, None] * r[:, :, None]  # [k, E, B, D]
@@ -134,6 +139,55 @@ def test_embeddings_and_members_backward_match_autograd(classification, embeddin
     reference_loss(reference, y, classification, 0.1 if classification else 0.0).backward()
     for ours, p in zip(grads, params):
         torch.testing.assert_close(ours, p.grad, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("classification", [True, False])
+@pytest.mark.parametrize("embedding, members", [(None, 1), ((6, 0.7, 5), 1), (None, 3), ((6, 0.7, 5), 2)])
+def test_category_embeddings_backward_match_autograd(classification, embedding, members):
+    gen = torch.Generator().manual_seed(2)
+    n_out = 3 if classification else 1
+    # Two folds with different kept categories: columns of 3 and 2 one-hot columns, then 2 and 3.
+    blocks = [[(0, 3), (3, 2)], [(0, 2), (2, 3)]]
+    model = StackedMLP.init([4, 5], n_in=9, n_out=n_out, depth=2, width=12, n_numeric=4, embedding=embedding,
+                            members=members, categories=(blocks, 3))
+    assert model.n_inputs == 9 and model.categories.out == 6
+    x = torch.randn(2, 25, 9, generator=gen)
+    one_hot = torch.zeros(2, 25, 5)
+    for f, fold_blocks in enumerate(blocks):
+        for start, count in fold_blocks:
+            picks = torch.randint(start, start + count, (25,), generator=gen)
+            one_hot[f, torch.arange(25), picks] = 1.0
+    x[..., 4:] = one_hot
+    y = torch.randint(0, 3, (2, 25), generator=gen) if classification else torch.randn(2, 25, generator=gen)
+    out, cache = model.forward(x)
+    _, grad_out = loss_and_grad(out, y.repeat(1, members), classification)
+    grads = [torch.zeros_like(p) for p in model.params]
+    model.backward(cache, grad_out, grads)
+    params = [p.clone().requires_grad_() for p in model.params]
+    reference = reference_forward(params, model, x)
+    torch.testing.assert_close(out.view(2, members, 25, n_out), reference.detach(), rtol=1e-5, atol=1e-5)
+    reference_loss(reference, y, classification).backward()
+    roles = model._roles()
+    for ours, p, role in zip(grads, params, roles):
+        if role == "category_mask":  # never trained: no gradient at all
+            assert not ours.any()
+            continue
+        torch.testing.assert_close(ours, p.grad, rtol=1e-4, atol=1e-5)
+    category = grads[roles.index("category")]
+    assert not (category * (1 - model.categories.mask)).any()  # nothing leaks outside a column's block
+
+
+def test_category_embeddings_survive_state_and_select():
+    model = StackedMLP.init([1, 2, 3], n_in=7, n_out=2, depth=1, width=8, n_numeric=2,
+                            categories=([[(0, 2), (2, 3)]] * 3, 4))
+    meta, tensors = model.state()
+    again = StackedMLP.from_state(meta, tensors)
+    x = torch.randn(3, 10, 7)
+    torch.testing.assert_close(again.forward(x)[0], model.forward(x)[0])
+    one = model.select(torch.tensor([1]))
+    torch.testing.assert_close(one.forward(x[1:2])[0], model.forward(x)[0][1:2])
+    # a category's vector is d numbers, counted once: 5 categories x 4, not the [5, 2*4] block of zeros
+    assert model.n_params == (2 + 2 * 4) * 8 + 8 + 8 * 2 + 2 + 5 * 4
 
 
 def test_members_with_dropout_match_autograd_with_the_same_masks():

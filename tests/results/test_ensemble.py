@@ -86,6 +86,39 @@ def test_evaluate_scores_the_ensemble_once_and_it_reloads_and_exports(swept, tmp
     export_onnx(loaded, tmp_path / "m.onnx", X[:64])  # checked against load_model inside
 
 
+def test_the_folds_preprocessings_are_stored_once_beside_the_candidates_and_in_an_ensemble_file(swept, tmp_path):
+    spec, dataset, url, study, folder = swept
+    kept = candidates.folder_for(url, spec.name)
+    shared = list(kept.glob("preprocessing-*.pt"))
+    assert len(shared) == 1  # every trial's folds are the same: one file, which each trial names
+    metas = [json.loads(p.read_text()) for p in kept.glob("trial-*.json")]
+    assert {m["preprocessing"] for m in metas} == {shared[0].name}
+    model_bytes = [p.stat().st_size for p in kept.glob("trial-*-model.pt")]
+    assert max(model_bytes) < shared[0].stat().st_size / 4  # digits' quantile tables dwarf a small net
+    entry, model = evaluate_study(spec, dataset, storage=url, model_path=str(tmp_path / "m.pt"), err=io.StringIO())
+    assert len(model.parts) >= 2
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "m.pt"), framework="pt") as f:
+        stored = [k for k in f.keys() if ".preprocessing." in k]
+    assert {k.split(".")[0] for k in stored} == {"part0"}  # the other parts name part 0's
+    loaded = sweeps.load_model(tmp_path / "m.pt")
+    assert all(p.preprocessings is loaded.parts[0].preprocessings for p in loaded.parts)
+    X = dataset.rows(dataset.test)
+    np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
+
+
+def test_a_damaged_candidate_is_one_line(swept, tmp_path):
+    spec, dataset, url, study, folder = swept
+    kept, _ = candidates.read(candidates.folder_for(url, spec.name), study, dataset)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "trial-0-model.pt").write_bytes(kept[0].model_path.read_bytes()[:100])
+    candidate = candidates.Candidate(0, 0.0, kept[0].oof, broken / "trial-0-model.pt", kept[0].preprocessing_path)
+    with pytest.raises(SweepsError, match=r"a damaged candidate .* remove .* and run the sweep again"):
+        candidate.model()
+
+
 def test_what_an_ensemble_cannot_be_made_of_is_one_line_and_records_nothing(swept, tmp_path):
     spec, dataset, url, study, folder = swept
     with pytest.raises(SweepsError, match="--config names one configuration"):

@@ -4,26 +4,21 @@ from __future__ import annotations
 
 import multiprocessing
 
-
-def _open(url: str, results) -> None:
-    from sweeps.store.storage import open_storage
-
-    try:
-        open_storage(url, create=True)
-        results.put("ok")
-    except Exception as e:  # reported to the parent
-        results.put(f"{type(e).__name__}: {e}")
+from racer import open_new_database
 
 
 def test_processes_racing_to_create_a_new_database_all_succeed(tmp_path):
     # Without the retry in open_storage, 14 of 36 such opens failed here on
     # "UNIQUE constraint failed: alembic_version.version_num".
-    context = multiprocessing.get_context("spawn")
+    # A fork server that imported sweeps once: the processes start in milliseconds, not
+    # seconds of imports each, and without the test process's threads.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["racer", "sweeps.store.storage"])
     failures = []
     for round_ in range(3):
         url = f"sqlite:///{tmp_path / f'race{round_}.db'}"
-        results = context.Queue()
-        processes = [context.Process(target=_open, args=(url, results)) for _ in range(6)]
+        results, start = context.Queue(), context.Barrier(6)
+        processes = [context.Process(target=open_new_database, args=(url, results, start)) for _ in range(6)]
         for p in processes:
             p.start()
         for p in processes:
@@ -112,11 +107,14 @@ def test_a_page_corrupted_database_is_refused_before_anything_is_written(tmp_pat
 
 
 @pytest.fixture
-def tiny_disk(tmp_path):
-    """A 1.2 MB tmpfs: a disk that fills up after a few trials (needs mount permission)."""
+def tiny_disk(tmp_path, request):
+    """A 1.2 MB tmpfs (or the size a test marks with `disk_size`): a disk that fills up after a few
+    trials (needs mount permission)."""
+    marker = request.node.get_closest_marker("disk_size")
     mount = tmp_path / "tiny"
     mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1200k", "tmpfs", str(mount)], capture_output=True)
+    size = marker.args[0] if marker else "1200k"
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], capture_output=True)
     if made.returncode != 0:
         if os.environ.get("CI"):
             pytest.fail(f"cannot mount a tmpfs in CI: {made.stderr.decode().strip()}")
@@ -127,12 +125,40 @@ def tiny_disk(tmp_path):
 
 def test_a_full_disk_is_one_line_and_finished_trials_are_kept(tmp_path, tiny_disk, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SWEEPS_CANDIDATES_DIR", str(tmp_path / "candidates"))  # the database alone fills it
     url = f"sqlite:///{tiny_disk / 's.db'}"
     code = run_main([study_file(tmp_path, n_trials=500), "--no-progress", "--storage", url])
     one_line_exit_2(capsys, code, r"the disk is full \(database or disk is full\); free some space")
     trials = optuna.load_study(study_name="s", storage=url).trials  # still readable
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert complete and all(t.user_attrs.get("fold_val_losses") for t in complete)
+
+
+@pytest.mark.disk_size("4m")  # a digits candidate is 1.5 MB: two fit
+def test_a_full_disk_under_the_candidates_alone_stops_the_sweep_in_one_line(tmp_path, tiny_disk, monkeypatch,
+                                                                             capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SWEEPS_CANDIDATES_DIR", str(tiny_disk))
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    code = run_main([study_file(tmp_path, n_trials=500), "--no-progress", "--storage", url])
+    one_line_exit_2(capsys, code, r"tiny/s: the disk is full \(No space left on device\); free some space, "
+                                  r"or set SWEEPS_CANDIDATES_DIR")
+    trials = optuna.load_study(study_name="s", storage=url).trials
+    assert [t for t in trials if t.state == TrialState.COMPLETE]  # those before the disk filled are kept
+    assert not list(tiny_disk.rglob("*.partial"))  # no half-written file
+
+
+def test_a_candidates_folder_that_cannot_be_made_is_one_warning_and_the_sweep_finishes(tmp_path, monkeypatch,
+                                                                                      capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("SWEEPS_CANDIDATES_DIR", str(tmp_path / "a-file"))  # a folder under a file: ENOTDIR
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    assert run_main([study_file(tmp_path, n_trials=3), "--no-progress", "--storage", url]) == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot be kept in" in err and "keeps no more candidates" in err, err
+    trials = optuna.load_study(study_name="s", storage=url).trials
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 3
 
 
 # --- a study that sweeps did not write is left alone ---------------------------------------------

@@ -97,12 +97,12 @@ def test_two_workers_on_sqlite_exact_count_and_no_lock_error(tmp_path, batch):
 
 def test_three_workers_on_postgresql_total_is_exact(tmp_path, postgres):
     name = f"pg-{uuid.uuid4().hex[:8]}"
-    path = write_study(tmp_path, name, n_trials=30)
+    path = write_study(tmp_path, name, n_trials=20)
     try:
         process = sweeps_run(path, "--workers", "3", "--storage", postgres, cwd=tmp_path)
         out, err = process.communicate(timeout=400)
         assert process.returncode == 0, err
-        trials = assert_exact(name, postgres, 30)
+        trials = assert_exact(name, postgres, 20)
         assert all(t.state != TrialState.FAIL or "not needed" in t.user_attrs.get("fail_reason", "")
                    for t in trials)
     finally:
@@ -151,7 +151,7 @@ def worker_pids(launcher: int) -> list[int]:
 
 def test_a_sigkilled_worker_is_failed_by_heartbeat_and_retried(tmp_path, postgres):
     name = f"pg-kill-{uuid.uuid4().hex[:8]}"
-    path = write_study(tmp_path, name, n_trials=30, epochs=30)  # ~1-2 s trials: kills land mid-trial
+    path = write_study(tmp_path, name, n_trials=16, epochs=30)  # ~1-2 s trials: kills land mid-trial
     try:
         process = sweeps_run(path, "--workers", "3", "--storage", postgres, "--heartbeat-interval", "1",
                              "--grace-period", "4", cwd=tmp_path)
@@ -160,7 +160,7 @@ def test_a_sigkilled_worker_is_failed_by_heartbeat_and_retried(tmp_path, postgre
         out, err = process.communicate(timeout=400)
         assert process.returncode == 0, err
         assert f"pid {victim}) ended with exit code -9" in err
-        trials = assert_exact(name, postgres, 30)
+        trials = assert_exact(name, postgres, 16)
         killed = [t for t in trials if t.state == TrialState.FAIL
                   and not t.user_attrs.get("fail_reason", "").startswith("not needed")]
         assert len(killed) == 1  # failed by the heartbeat check (the worker could not), with the reason
@@ -233,7 +233,7 @@ def test_a_worker_whose_data_differs_refuses_before_training(tmp_path):
 
 
 def test_sigterm_fails_running_trials_stops_workers_and_a_rerun_finishes_at_once(tmp_path):
-    path = write_study(tmp_path, "term", n_trials=40, epochs=15)
+    path = write_study(tmp_path, "term", n_trials=14, epochs=15)
     url = f"sqlite:///{tmp_path / 'storage' / 'term.db'}"
     process = sweeps_run(path, "--workers", "2", cwd=tmp_path)
     deadline = time.time() + 180
@@ -263,7 +263,7 @@ def test_sigterm_fails_running_trials_stops_workers_and_a_rerun_finishes_at_once
     assert rerun.returncode == 0, err
     assert_exact_total = len(optuna.load_study(study_name="term", storage=url).get_trials(
         states=(TrialState.COMPLETE, TrialState.PRUNED)))
-    assert assert_exact_total == 40
+    assert assert_exact_total == 14
     assert time.time() - started < 60 + 120  # no wait for the 60 s heartbeat grace period before work
 
 
@@ -377,7 +377,7 @@ def dask_cluster(tmp_path):
             p.terminate()
         for p in processes:
             try:
-                p.wait(timeout=30)
+                p.wait(timeout=3)  # a nanny takes its time: the test is over, no need to wait
             except subprocess.TimeoutExpired:
                 p.kill()
         logs.close()
@@ -386,7 +386,7 @@ def dask_cluster(tmp_path):
 def test_a_dask_cluster_runs_the_study_exactly_and_a_killed_dask_worker_loses_nothing(
         tmp_path, postgres, dask_cluster):
     name = f"pg-dask-{uuid.uuid4().hex[:8]}"
-    path = write_study(tmp_path, name, n_trials=24, epochs=30)  # ~1-2 s trials: the kill lands mid-trial
+    path = write_study(tmp_path, name, n_trials=12, epochs=30)  # ~1-2 s trials: the kill lands mid-trial
     try:
         process = sweeps_run(path, "--cluster", dask_cluster, "--storage", postgres, "--heartbeat-interval", "1",
                              "--grace-period", "4", cwd=tmp_path)
@@ -395,7 +395,7 @@ def test_a_dask_cluster_runs_the_study_exactly_and_a_killed_dask_worker_loses_no
         out, err = process.communicate(timeout=400)
         assert process.returncode == 0, err
         assert f"with 2 workers on {dask_cluster}" in out
-        trials = assert_exact(name, postgres, 24)  # the exact total, nothing left running
+        trials = assert_exact(name, postgres, 12)  # the exact total, nothing left running
         complete = {t.number for t in trials if t.state == TrialState.COMPLETE}
         assert set(killed_at) <= complete  # no finished trial lost
         stopped = [t for t in trials if t.state == TrialState.FAIL

@@ -102,6 +102,19 @@ class Folds:
         return isinstance(self.X_train, FoldRows)
 
     @property
+    def category_blocks(self) -> list[list[tuple[int, int]]]:
+        """Per fold, its categorical columns' blocks of one-hot columns: (first, count), counted
+        after the numeric columns (`engine.categories`); empty lists for data without text columns."""
+        found = []
+        for prep in self.preprocessings:
+            start, fold = 0, []
+            for kept, infrequent in zip(prep.categories, prep.infrequent):
+                fold.append((start, len(kept) + int(infrequent)))
+                start += len(kept) + int(infrequent)
+            found.append(fold)
+        return found
+
+    @property
     def has_validation(self) -> bool:
         return self.X_val.shape[1] > 0
 

@@ -34,6 +34,7 @@ class NetConfig:
     n_frequencies: int = _FALLBACK["n_frequencies"]
     frequency_scale: float = _FALLBACK["frequency_scale"]
     embedding_dim: int = _FALLBACK["embedding_dim"]
+    category_dim: int = _FALLBACK["category_dim"]
     ensemble: int = _FALLBACK["ensemble"]
     label_smoothing: float = _FALLBACK["label_smoothing"]
     beta2: float = _FALLBACK["beta2"]
@@ -64,7 +65,8 @@ OPTION_FIELDS = tuple(f.name for f in fields(NetConfig) if f.name in OPTIONS)
 def groupable(a: NetConfig, b: NetConfig) -> bool:
     """Whether two trials can train in one stack: the same shape but for the width (padded)."""
     # resampling: the epoch's length; freeze: which tensors the optimizer steps
-    same = ("depth", "batch_size", "embedding", "ensemble", "resampling", "freeze", "importance", "adversarial")
+    same = ("depth", "batch_size", "embedding", "ensemble", "resampling", "freeze", "importance", "adversarial",
+            "category_dim")
     if any(getattr(a, name) != getattr(b, name) for name in same):
         return False
     return a.embedding != "periodic" or (a.n_frequencies, a.embedding_dim) == (b.n_frequencies, b.embedding_dim)

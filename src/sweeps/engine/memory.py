@@ -26,6 +26,10 @@ def memory_needed(folds: Folds, config: NetConfig) -> int:
         numeric = folds.n_numeric
         d_in = numeric * d + n_in - numeric
         embedding = numeric * (n + 2 * n * d + d)
+    if config.category_dim and folds.category_blocks and folds.category_blocks[0]:
+        one_hot, columns = n_in - folds.n_numeric, len(folds.category_blocks[0])
+        d_in += columns * config.category_dim - one_hot
+        embedding += 2 * one_hot * columns * config.category_dim  # the vectors, and their mask
     params = (embedding + d_in * width + (depth - 1) * width * width + depth * width
               + members * (width * n_out + n_out + d_in))
     rows = max(config.batch_size * 2, min(folds.X_val.shape[1], EVAL_CHUNK))

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import torch
 
 from sweeps.engine import members as ensemble
+from sweeps.engine.categories import CategoryEmbedding
 from sweeps.engine.dropout import backward_scale, drop
 from sweeps.engine.embeddings import Periodic
 
@@ -44,6 +45,7 @@ class Cache:
     features_t: torch.Tensor | None = None  # numeric inputs as [k, F, B]
     trig: torch.Tensor | None = None  # [k*F, B, 2n]: cos z, then sin z
     embedded: torch.Tensor | None = None  # [k*F, B, d] after ReLU
+    category_input: torch.Tensor | None = None  # [k, B, C]: the one-hot columns the category embedding read
 
     # Compatibility with code that treats the cache as the list of activations.
     def __getitem__(self, i):
@@ -63,6 +65,7 @@ class StackedMLP:
     embedding: Periodic | None = None  # on inputs [0, n_numeric)
     n_numeric: int = 0
     scales: torch.Tensor | None = None  # [k, E, D]: the members' input adapters (E > 1)
+    categories: CategoryEmbedding | None = None  # on the one-hot inputs after the numeric ones
 
     def __post_init__(self) -> None:
         if self.weights[-1].ndim == 3:  # one member: the output layer as [k, 1, width, out]
@@ -72,18 +75,21 @@ class StackedMLP:
     @classmethod
     def init(cls, seeds: list[int], n_in: int, n_out: int, depth: int, width: int,
              dropout: float = 0.0, device: torch.device | str = "cpu", *, n_numeric: int = 0,
-             embedding: tuple[int, float, int] | None = None, members: int = 1) -> StackedMLP:
+             embedding: tuple[int, float, int] | None = None, members: int = 1,
+             categories: tuple[list[list[tuple[int, int]]], int] | None = None) -> StackedMLP:
         """One network per seed; linear layers initialised like `torch.nn.Linear`: U(±1/sqrt(fan_in)).
 
         `embedding` is (n_frequencies, frequency_scale, embedding_dim) for the first `n_numeric`
         inputs; frequencies are drawn from N(0, scale²) truncated at ±3 scale, as in
-        `rtdl_num_embeddings.PeriodicEmbeddings`.
+        `rtdl_num_embeddings.PeriodicEmbeddings`. `categories` is (each fold's blocks of one-hot
+        columns, dim) for the inputs after the numeric ones (`categories.CategoryEmbedding`).
         """
         if depth < 1:
             raise ValueError("depth must be >= 1")
         k = len(seeds)
-        n_cat = n_in - n_numeric if embedding else 0
-        d_in = n_numeric * embedding[2] + n_cat if embedding else n_in
+        n_one_hot = n_in - n_numeric
+        d_numeric = n_numeric * embedding[2] if embedding else n_numeric
+        d_in = d_numeric + (len(categories[0][0]) * categories[1] if categories else n_one_hot)
         sizes = [d_in] + [width] * depth
         weights = [torch.empty(k, a, b) for a, b in zip(sizes[:-1], sizes[1:])]
         biases = [torch.empty(k, 1, b) for b in sizes[1:]]
@@ -103,11 +109,17 @@ class StackedMLP:
                 periodic.init_(f, embedding[1], generator)
             if scales is not None:
                 scales[f] = torch.randint(0, 2, scales[f].shape, generator=generator).float() * 2 - 1
+        category = None
+        if categories:  # drawn after everything else: a net without them is initialised as before
+            category = CategoryEmbedding.init(categories[0], n_one_hot, categories[1],
+                                              [torch.Generator().manual_seed(seed + 1) for seed in seeds])
         move = lambda t: t.to(device)  # noqa: E731
         if periodic is not None:
             periodic = Periodic(*map(move, (periodic.frequencies, periodic.weight, periodic.bias)))
         return cls([move(w) for w in weights], [move(b) for b in biases], dropout, periodic,
-                   n_numeric if embedding else 0, None if scales is None else move(scales))
+                   n_numeric if embedding else 0, None if scales is None else move(scales),
+                   None if category is None else CategoryEmbedding(move(category.weight), move(category.mask),
+                                                                   category.dim))
 
     # --- shape --------------------------------------------------------------------------
     @property
@@ -122,6 +134,8 @@ class StackedMLP:
     def params(self) -> list[torch.Tensor]:
         """Every trained tensor, leading dimension k (`select` slices them all alike)."""
         front = [] if self.embedding is None else self.embedding.tensors
+        if self.categories is not None:  # its mask rides along as a frozen tensor: sliced alike, never stepped
+            front += [self.categories.weight, self.categories.mask]
         if self.scales is not None:
             front.append(self.scales)
         return front + [t for pair in zip(self.weights, self.biases) for t in pair]
@@ -130,24 +144,25 @@ class StackedMLP:
     def no_decay(self) -> list[bool]:
         """Per tensor of `params`: True for those weight decay must not pull to 0 (the embeddings'
         frequencies and the members' ±1 adapters: their scale is their meaning)."""
-        front = [] if self.embedding is None else [True, False, False]
-        if self.scales is not None:
-            front.append(True)
-        return front + [False] * (2 * len(self.weights))
+        return [role in ("frequencies", "scales", "category_mask") for role in self._roles()]
 
     def frozen(self, layers: int) -> list[bool]:
         """Per tensor of `params`: True for the first `layers` hidden layers and everything
         before them (embeddings, the members' adapters); the output layer is never frozen."""
-        if not layers:
-            return [False] * len(self.params)
-        front = (3 if self.embedding is not None else 0) + (1 if self.scales is not None else 0)
+        roles = self._roles()
+        front = len(roles) - 2 * len(self.weights)
         layers = min(layers, len(self.weights) - 1)
-        return [True] * (front + 2 * layers) + [False] * (2 * (len(self.weights) - layers))
+        kept = front + 2 * layers if layers else 0
+        return [i < kept or role == "category_mask" for i, role in enumerate(roles)]
 
     @property
     def n_params(self) -> int:
-        """Parameters of one fold-model."""
-        return sum(t[0].numel() for t in self.params)
+        """Parameters of one fold-model (the category embeddings' vectors, not their zeros)."""
+        counted = [t[0].numel() for t, role in zip(self.params, self._roles()) if role not in ("category",
+                                                                                            "category_mask")]
+        if self.categories is not None:
+            counted.append(int(self.categories.mask[0].sum()))
+        return sum(counted)
 
     def _with(self, tensors: list[torch.Tensor], dropout: float | torch.Tensor | None = None) -> StackedMLP:
         """The same architecture holding `tensors` (in the order of `params`)."""
@@ -155,9 +170,11 @@ class StackedMLP:
         embedding = None
         if self.embedding is not None:
             embedding = Periodic(tensors.pop(0), tensors.pop(0), tensors.pop(0))
+        categories = CategoryEmbedding(tensors.pop(0), tensors.pop(0), self.categories.dim) \
+            if self.categories is not None else None
         scales = tensors.pop(0) if self.scales is not None else None
         return StackedMLP(tensors[0::2], tensors[1::2], self.dropout if dropout is None else dropout, embedding,
-                          self.n_numeric, scales)
+                          self.n_numeric, scales, categories)
 
     def select(self, index: torch.Tensor) -> StackedMLP:
         """A new stack holding only the fold-models at `index` (copies)."""
@@ -200,6 +217,7 @@ class StackedMLP:
     def _roles(self) -> list[str]:
         """What each tensor of `params` is, for padding: hidden widths change, inputs and outputs do not."""
         front = (["frequencies", "embedding", "embedding"] if self.embedding is not None else []) + (
+            ["category", "category_mask"] if self.categories is not None else []) + (
             ["scales"] if self.scales is not None else [])
         layers = []
         depth = len(self.weights) - 1
@@ -229,14 +247,20 @@ class StackedMLP:
         if self.embedding is not None:
             _, n, d = self.embedding.shape
             arch.update(n_frequencies=n, embedding_dim=d)
+        if self.categories is not None:
+            arch.update(category_dim=self.categories.dim)
         return arch
 
     @property
     def n_inputs(self) -> int:
-        if self.embedding is None:
-            return self.weights[0].shape[1]
-        F, _, d = self.embedding.shape
-        return self.weights[0].shape[1] - F * d + F
+        """Columns of the input rows (numeric, then one-hot)."""
+        d_in = self.weights[0].shape[1]
+        if self.categories is not None:
+            d_in += self.categories.width - self.categories.out
+        if self.embedding is not None:
+            F, _, d = self.embedding.shape
+            d_in += F - F * d
+        return d_in
 
     @property
     def n_outputs(self) -> int:
@@ -252,7 +276,11 @@ class StackedMLP:
                            embedding_bias=self.embedding.bias)
         if self.scales is not None:
             tensors["scales"] = self.scales
+        if self.categories is not None:
+            tensors.update(category_weight=self.categories.weight, category_mask=self.categories.mask)
         meta = {"kind": "mlp", "layers": len(self.weights), "dropout": self.dropout, "n_numeric": self.n_numeric}
+        if self.categories is not None:
+            meta["category_dim"] = self.categories.dim
         return meta, tensors
 
     @classmethod
@@ -266,8 +294,12 @@ class StackedMLP:
         if "frequencies" in tensors:
             embedding = Periodic(tensors["frequencies"].float(), tensors["embedding_weight"].float(),
                                  tensors["embedding_bias"].float())
+        categories = None
+        if "category_weight" in tensors:
+            categories = CategoryEmbedding(tensors["category_weight"].float(), tensors["category_mask"].float(),
+                                           int(meta["category_dim"]))
         net = cls(weights, biases, float(meta["dropout"]), embedding, int(meta.get("n_numeric", 0)),
-                  tensors["scales"].float() if "scales" in tensors else None)
+                  tensors["scales"].float() if "scales" in tensors else None, categories)
         net._check_shapes()
         return net
 
@@ -286,6 +318,11 @@ class StackedMLP:
             if (self.embedding.frequencies.shape != (k, F, n) or self.embedding.bias.shape != (k, F, 1, d)
                     or F != self.n_numeric or d_in < F * d):
                 raise ValueError("embedding shapes do not match")
+        if self.categories is not None:
+            c = self.categories
+            if c.weight.shape != c.mask.shape or c.weight.shape[0] != k or c.out > d_in or c.dim < 1 \
+                    or c.out % c.dim or bool(((c.mask != 0) & (c.mask != 1)).any()):
+                raise ValueError("category embedding shapes do not match")
 
     # --- forward and backward ----------------------------------------------------------
     def forward(self, x: torch.Tensor, dropout_rng: torch.Generator | None = None
@@ -299,8 +336,7 @@ class StackedMLP:
         cache = Cache([])
         # The first layer reads its input in parts (embedded numeric columns, then the rest),
         # each against its block of rows of the weights: no concatenated copy of the input.
-        parts = self.embedding.forward(x, cache) if self.embedding is not None else [x]
-        cache.inputs = parts
+        cache.inputs = parts = self._first_inputs(x, cache)
         weight, bias = self.weights[0], self.biases[0]
         if members > 1:  # every member's adapted weights, in one matmul (`members`)
             weight = ensemble.scaled_weight(weight, self.scales)
@@ -325,6 +361,18 @@ class StackedMLP:
         out = torch.baddbmm(head_bias.view(k * members, 1, n_out), h.view(k * members, batch, h.shape[-1]),
                             head.view(k * members, head.shape[-2], n_out), alpha=alpha)
         return out.view(k, members * batch, n_out), cache
+
+    def _first_inputs(self, x: torch.Tensor, cache: Cache) -> list[torch.Tensor]:
+        """The first layer's input parts: numeric columns (embedded or not), then the one-hot
+        columns (embedded per categorical column, or as they are)."""
+        one_hot = None
+        if self.categories is not None:
+            split = x.shape[2] - self.categories.width
+            x, one_hot = x[..., :split], x[..., split:]
+        parts = self.embedding.forward(x, cache) if self.embedding is not None else ([x] if x.shape[2] else [])
+        if one_hot is not None:
+            parts.append(self.categories.forward(one_hot, cache))
+        return parts
 
     def backward_scale(self, training: bool) -> tuple[float, float | torch.Tensor]:
         """(alpha of the matmuls, factor of the gradient through each dropout) for the backward pass."""
@@ -391,11 +439,15 @@ class StackedMLP:
             else:
                 dw[:, rows], d_scales[:, rows] = ensemble.first_layer_grads(part, dz, weight[:, rows],
                                                                             scales_t[:, rows], members)
+        effective = cache.member_weight if members > 1 else weight
         if self.embedding is not None:
-            effective = cache.member_weight if members > 1 else weight
             F, _, d = self.embedding.shape
             d_flat = torch.bmm(dz, effective[:, : F * d].transpose(1, 2))  # [k, B, F*d], summed over members
             self.embedding.backward(cache, d_flat, grads[0], grads[1], grads[2])
+        if self.categories is not None:  # its rows are the first layer's last
+            rows = self.categories.out
+            d_vectors = torch.bmm(dz, effective[:, weight.shape[1] - rows:].transpose(1, 2))
+            self.categories.backward(cache, d_vectors, grads[3 if self.embedding is not None else 0])
 
     # --- predictions -------------------------------------------------------------------
     def combine(self, out: torch.Tensor, classification: bool) -> torch.Tensor:

@@ -240,29 +240,34 @@ class TrainedModel(BaseEstimator):
                           "column (all its one-hot inputs 0).", UnseenCategoryWarning, stacklevel=4)
 
     # --- file ----------------------------------------------------------------------------
-    def payload(self, prefix: str = "") -> tuple[dict, dict[str, torch.Tensor]]:
-        """(JSON header, named tensors) of the model, its tensors' names behind `prefix`."""
+    def payload(self, prefix: str = "", preprocessing: bool = True) -> tuple[dict, dict[str, torch.Tensor]]:
+        """(JSON header, named tensors) of the model, its tensors' names behind `prefix`; without
+        `preprocessing`, the preprocessings' arrays are left out (another payload holds them)."""
         net_meta, tensors = self.net.state()
         tensors = {f"{prefix}net.{name}": t.detach().cpu().contiguous() for name, t in tensors.items()}
         preprocessing_meta = []
         for i, prep in enumerate(self.preprocessings):
             meta, arrays = prep.state()
             preprocessing_meta.append(meta)
-            tensors.update({f"{prefix}preprocessing.{i}.{name}": torch.from_numpy(np.ascontiguousarray(a))
-                            for name, a in arrays.items()})
+            if preprocessing:
+                tensors.update({f"{prefix}preprocessing.{i}.{name}": torch.from_numpy(np.ascontiguousarray(a))
+                                for name, a in arrays.items()})
         header = {"task": self.task, "params": self.params, "classes": self.classes, "info": self.info,
                   "net": net_meta, "preprocessings": preprocessing_meta,
                   "member_preprocessing": self.member_preprocessing, "columns": self.columns, "kinds": self.kinds}
         return header, tensors
 
     @classmethod
-    def from_payload(cls, header: dict, tensors: dict[str, torch.Tensor], prefix: str = "") -> TrainedModel:
-        """The model of `payload`'s header and tensors, checked (`check_model`; a ValueError if not)."""
+    def from_payload(cls, header: dict, tensors: dict[str, torch.Tensor], prefix: str = "",
+                     preprocessing_prefix: str | None = None) -> TrainedModel:
+        """The model of `payload`'s header and tensors, checked (`check_model`; a ValueError if not);
+        the preprocessings' arrays are read behind `preprocessing_prefix` when another payload holds them."""
         net = StackedMLP.from_state(header["net"], {k[len(prefix) + 4:]: v for k, v in tensors.items()
                                                     if k.startswith(f"{prefix}net.")})
+        at = prefix if preprocessing_prefix is None else preprocessing_prefix
         preprocessings = [
-            Preprocessing.from_state(meta, {k[len(prefix):].split(".", 2)[2]: v.numpy() for k, v in tensors.items()
-                                            if k.startswith(f"{prefix}preprocessing.{i}.")})
+            Preprocessing.from_state(meta, {k[len(at):].split(".", 2)[2]: v.numpy() for k, v in tensors.items()
+                                            if k.startswith(f"{at}preprocessing.{i}.")})
             for i, meta in enumerate(header["preprocessings"])]
         model = cls(str(header["task"]), dict(header["params"]), preprocessings, net,
                     [int(i) for i in header["member_preprocessing"]], header["classes"], dict(header["info"]),
@@ -330,10 +335,17 @@ class EnsembleModel(BaseEstimator):
         return sum(w * p.predict(X) for w, p in zip(self.weights, self.parts))
 
     def save(self, path: str | Path) -> Path:
-        """One safetensors file: every part's tensors behind `part{i}.`, their headers and the weights."""
+        """One safetensors file: every part's tensors behind `part{i}.`, their headers and the weights.
+
+        The parts of one study were trained on the same folds, so their preprocessings are as a
+        rule the same arrays (quantile tables: the bulk of a model file); a part whose
+        preprocessings equal the first part's stores none and names it (`preprocessing_of`)."""
         headers, tensors = [], {}
         for i, part in enumerate(self.parts):
-            header, part_tensors = part.payload(f"part{i}.")
+            shared = i > 0 and _same_preprocessings(part, self.parts[0])
+            header, part_tensors = part.payload(f"part{i}.", preprocessing=not shared)
+            if shared:
+                header["preprocessing_of"] = 0
             headers.append(header)
             tensors.update(part_tensors)
         document = {"weights": self.weights, "info": self.info, "parts": headers}
@@ -344,18 +356,37 @@ ENSEMBLE_FORMAT = "sweeps-ensemble-1"
 
 
 def _write(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
+    # Serialized in memory and written by Python, so that a full disk or a refused write is an
+    # OSError with its errno (safetensors' own writer raises an error of its own kind).
+    data = save(tensors, metadata=metadata)
     try:
-        save_file(tensors, str(partial), metadata=metadata)
+        with open(partial, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(partial, path)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
     return path
+
+
+def _same_preprocessings(a: TrainedModel, b: TrainedModel) -> bool:
+    if a.preprocessings is b.preprocessings:
+        return True
+    if len(a.preprocessings) != len(b.preprocessings):
+        return False
+    for p, q in zip(a.preprocessings, b.preprocessings):
+        (p_meta, p_arrays), (q_meta, q_arrays) = p.state(), q.state()
+        if p_meta != q_meta or p_arrays.keys() != q_arrays.keys() or not all(
+                np.array_equal(p_arrays[k], q_arrays[k], equal_nan=p_arrays[k].dtype.kind == "f") for k in p_arrays):
+            return False
+    return True
 
 
 def load_model(path: str | Path, device: str = "cpu") -> TrainedModel | EnsembleModel:
@@ -387,7 +418,15 @@ def load_model(path: str | Path, device: str = "cpu") -> TrainedModel | Ensemble
             models = [loaded]
         elif header.get("format") == ENSEMBLE_FORMAT:
             document = json.loads(header["model"])
-            parts = [TrainedModel.from_payload(h, tensors, f"part{i}.") for i, h in enumerate(document["parts"])]
+            parts = []
+            for i, h in enumerate(document["parts"]):
+                source = h.get("preprocessing_of")
+                if source is not None and not (isinstance(source, int) and 0 <= source < i):
+                    raise ValueError(f"part {i} names the preprocessing of part {source!r}")
+                parts.append(TrainedModel.from_payload(h, tensors, f"part{i}.",
+                                                       None if source is None else f"part{source}."))
+                if source is not None:  # one set of preprocessing objects for the parts that share it
+                    parts[-1].preprocessings = parts[source].preprocessings
             loaded = EnsembleModel(parts, [float(w) for w in document["weights"]], dict(document["info"]))
             check_ensemble(loaded)
             models = parts

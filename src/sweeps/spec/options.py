@@ -98,6 +98,9 @@ OPTIONS_LIST: tuple[Option, ...] = (
            "recipe", log=True, valid=(1e-9, math.inf), periodic_only=True),
     Option("embedding_dim", "int", 16, 16, "periodic embeddings: outputs per feature", "recipe",
            valid=(1, math.inf), periodic_only=True),
+    Option("category_dim", "int", 0, 0, "tables: each categorical column's categories as learned vectors of this "
+           "size instead of one-hot inputs (RealMLP's and TabM's treatment of categories; 0: one-hot)", "recipe",
+           valid=(0, 256), optional=True),
     Option("ensemble", "int", 1, 1, "members of the shared-weight ensemble (TabM-mini) in every fold-model",
            "recipe", valid=(1, 1024), optional=True),
     Option("label_smoothing", "float", 0.0, 0.0, "classification: training target smoothing (values stay "

@@ -129,6 +129,7 @@ class Space:
     n_frequencies: Any = _default("n_frequencies")
     frequency_scale: Any = _default("frequency_scale")
     embedding_dim: Any = _default("embedding_dim")
+    category_dim: Any = _default("category_dim")
     ensemble: Any = _default("ensemble")
     label_smoothing: Any = _default("label_smoothing")
     beta2: Any = _default("beta2")

@@ -10,8 +10,11 @@ trained again.
 Files, beside the database (`storage/<name>-candidates/`, or under `storage/` for a server
 URL), per trial: `trial-N-oof.npy` (float32 [development rows, outputs]: class probabilities,
 or predictions in the target's units; rows in the order of `Dataset.dev`), `trial-N-model.pt`
-(its fold-models, a `TrainedModel` file) and `trial-N.json` (the trial, its value, the data's
-fingerprint; written last: a candidate with it is whole). Every file is written to a
+(its fold-models: a `TrainedModel` file without the preprocessings' arrays) and `trial-N.json`
+(the trial, its value, the data's fingerprint; written last: a candidate with it is whole).
+Every trial of a study is trained on the same folds, so the folds' fitted preprocessings (their
+quantile tables are most of a model's bytes) are kept once, in `preprocessing-<sha256>.pt`,
+named by their content, which each trial's JSON names. Every file is written to a
 temporary name and renamed; the held-out rows are never predicted here. When a trial joins
 the best M, the files of the trials that left them are removed. With workers on several
 machines each keeps the files of the trials it ran: evaluate where they are, or point
@@ -20,6 +23,8 @@ machines each keeps the files of the trials it ran: evaluate where they are, or 
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 from dataclasses import dataclass
@@ -33,11 +38,12 @@ from optuna.trial import TrialState
 from sweeps.data.dataset import Dataset
 from sweeps.data.folds import Folds
 from sweeps.engine.scores import FoldResult
-from sweeps.engine.trained import TrainedModel, load_model
+from sweeps.engine.trained import TrainedModel
 from sweeps.errors import SweepsError
 from sweeps.store.storage import output_path
 
-FORMAT = "sweeps-candidate-1"
+FORMAT = "sweeps-candidate-2"  # 1: each trial's model file held its preprocessings
+MODEL_FORMAT = "sweeps-candidate-model-1"
 
 
 def folder_for(url: str, study_name: str) -> Path:
@@ -80,8 +86,9 @@ def write(folder: Path, trial: optuna.Trial, value: float, result: FoldResult, f
     model = TrainedModel(task, dict(params), folds.preprocessings, result.model, list(range(folds.k)), classes,
                          {"trial": n}, None if dataset.columns is None else list(dataset.columns),
                          list(dataset.kinds) or None)
-    model.save(folder / f"trial-{n}-model.pt")
-    meta = {"format": FORMAT, "trial": n, "value": value, "fingerprint": _identity(dataset), "k": folds.k}
+    preprocessing = _save_model(folder, n, model)
+    meta = {"format": FORMAT, "trial": n, "value": value, "fingerprint": _identity(dataset), "k": folds.k,
+            "preprocessing": preprocessing}
     _save_text(folder / f"trial-{n}.json", json.dumps(meta))
     _keep_best(folder, [t.number for t in complete if t.number != n] + [n], {t.number: t.value for t in complete}
                | {n: value}, keep)
@@ -96,15 +103,56 @@ def _keep_best(folder: Path, numbers: list[int], values: dict[int, float], keep:
                 path.unlink(missing_ok=True)
 
 
+def _save_model(folder: Path, n: int, model: TrainedModel) -> str:
+    """The trial's fold-models in `trial-N-model.pt`, their preprocessings' arrays in the folder's
+    shared file (written once); the shared file's name."""
+    from safetensors.torch import save
+
+    header, tensors = model.payload()
+    shared = {k: v for k, v in tensors.items() if k.startswith("preprocessing.")}
+    digest = hashlib.sha256()
+    for name in sorted(shared):
+        digest.update(name.encode())
+        digest.update(shared[name].numpy().tobytes())
+    name = f"preprocessing-{digest.hexdigest()[:32]}.pt"
+    if not (folder / name).is_file():  # each process its own temporary name: workers may race here
+        _save_bytes(folder / name, save(shared, metadata={"format": MODEL_FORMAT}), unique=True)
+    own = {k: v for k, v in tensors.items() if k not in shared}
+    _save_bytes(folder / f"trial-{n}-model.pt", save(own, metadata={"format": MODEL_FORMAT,
+                                                                    "model": json.dumps(header)}))
+    return name
+
+
+def _load_model(path: Path, shared: Path) -> TrainedModel:
+    """A candidate's fold-models with their preprocessings, checked as `load_model` checks a model."""
+    from safetensors import safe_open
+
+    def read(file: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+        with safe_open(str(file), framework="pt", device="cpu") as f:
+            header = f.metadata() or {}
+            if header.get("format") != MODEL_FORMAT:
+                raise ValueError(f"{file.name}: format {header.get('format')!r}")
+            return header, {name: f.get_tensor(name) for name in f.keys()}
+
+    try:
+        header, tensors = read(path)
+        tensors.update(read(shared)[1])
+        return TrainedModel.from_payload(json.loads(header["model"]), tensors)
+    except Exception as e:  # a damaged or foreign file
+        raise SweepsError(f"{path}: a damaged candidate ({type(e).__name__}: {e}); remove {path.parent} and run "
+                          "the sweep again, or use another final_model.") from None
+
+
 @dataclass
 class Candidate:
     trial: int
     value: float
     oof: np.ndarray  # [development rows, outputs]
     model_path: Path
+    preprocessing_path: Path
 
     def model(self) -> TrainedModel:
-        return load_model(self.model_path)
+        return _load_model(self.model_path, self.preprocessing_path)
 
 
 def read(folder: Path, study: optuna.Study, dataset: Dataset) -> tuple[list[Candidate], list[int]]:
@@ -125,10 +173,12 @@ def read(folder: Path, study: optuna.Study, dataset: Dataset) -> tuple[list[Cand
             foreign.append(number)
             continue
         oof = np.load(folder / f"trial-{number}-oof.npy", allow_pickle=False)
-        if oof.shape[0] != len(dataset.dev) or not (folder / f"trial-{number}-model.pt").is_file():
+        shared = folder / str(meta.get("preprocessing"))
+        if oof.shape[0] != len(dataset.dev) or not (folder / f"trial-{number}-model.pt").is_file() \
+                or shared.parent != folder or not shared.is_file():
             foreign.append(number)
             continue
-        found.append(Candidate(number, complete[number], oof, folder / f"trial-{number}-model.pt"))
+        found.append(Candidate(number, complete[number], oof, folder / f"trial-{number}-model.pt", shared))
     if foreign:
         raise SweepsError(f"{folder}: the candidates of trial(s) {sorted(foreign)[:5]} were written for other data "
                           "(their fingerprint or rows differ from the study's); remove the folder and run the sweep "
@@ -152,13 +202,21 @@ def _number(path: Path) -> int | None:
 
 
 def _save_array(path: Path, array: np.ndarray) -> None:
-    partial = path.with_name(path.name + ".partial")
-    with open(partial, "wb") as f:
-        np.save(f, array, allow_pickle=False)
-    os.replace(partial, path)
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    _save_bytes(path, buffer.getvalue())
+
+
+def _save_bytes(path: Path, data: bytes, unique: bool = False) -> None:
+    partial = path.with_name(path.name + (f".{os.getpid()}" if unique else "") + ".partial")
+    try:
+        with open(partial, "wb") as f:
+            f.write(data)
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
 
 
 def _save_text(path: Path, text: str) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text)
-    os.replace(partial, path)
+    _save_bytes(path, text.encode())

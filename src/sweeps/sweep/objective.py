@@ -11,6 +11,7 @@ ignores failed ones and would keep proposing the same diverging region.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import sys
@@ -166,9 +167,17 @@ class Trainer:
         try:
             candidates.write(self.candidates_folder, trial, result.cv_loss, result, self.folds, self.dataset,
                              self.spec.task, dict(trial.params), self.spec.candidates)
-        except OSError as e:  # the sweep goes on; an ensemble will say what is missing
-            print(f"sweeps: warning: trial #{trial.number}'s out-of-fold predictions could not be kept in "
-                  f"{self.candidates_folder} ({e.strerror or e}).", file=sys.stderr)
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):  # the study's own disk, as a rule: stop, as storage does
+                raise SweepsError(f"{self.candidates_folder}: the disk is full ({e.strerror}); free some space, "
+                                  "or set SWEEPS_CANDIDATES_DIR or --storage on another disk; finished trials "
+                                  "are kept.") from None
+            # Anything else (a folder made read-only, say): one warning, and the sweep goes on without
+            # candidates; the ensemble will say which trials it lacks.
+            print(f"sweeps: warning: out-of-fold predictions cannot be kept in {self.candidates_folder} "
+                  f"({e.strerror or e}); this run keeps no more candidates for final_model='ensemble'.",
+                  file=sys.stderr)
+            self.candidates_folder = None
 
     # --- one trial: the Optuna objective ---------------------------------------------------
     def __call__(self, trial: optuna.Trial) -> float:

@@ -50,6 +50,10 @@ def transfer(spec: Study, n_features: int, n_outputs: int,
         raise SweepsError(f"Study.init_from: {spec.init_from} holds {model.n_members} models (an ensemble "
                           "of fold models or refits); transfer starts from one: save a model with "
                           "final_model=\"refit\".")
+    if net.categories is not None:
+        raise SweepsError(f"Study.init_from: {spec.init_from} embeds categorical columns (category_dim), whose "
+                          "categories belong to its own data; transfer from a model with one-hot inputs "
+                          "(category_dim=0).")
     architecture = net.architecture()
     freeze = spec.space.freeze
     most = max(freeze.choices) if isinstance(freeze, Categorical) else freeze.high
