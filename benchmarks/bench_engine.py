@@ -120,7 +120,7 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--quick", action="store_true", help="digits only, 3 repetitions")
-    p.add_argument("--only", choices=("speed", "compact", "ingredients", "grouped"), help="run one table")
+    p.add_argument("--only", choices=("speed", "compact", "ingredients", "categories", "grouped"), help="run one table")
     args = p.parse_args()
     if args.only in (None, "speed"):
         speed(args)
@@ -129,6 +129,8 @@ def main() -> None:
     if args.only in (None, "ingredients"):
         ingredients(args)
         embedding_columns(args)
+    if args.only in (None, "ingredients", "categories"):
+        category_embeddings(args)
     if args.only in (None, "grouped"):
         grouped(args)
 
@@ -262,6 +264,40 @@ def ingredients(args) -> None:
     for name, times in rows.items():
         cells = " | ".join(f"{t:.3f} s | {t / p:.2f}x" for t, p in zip(times, rows["plain"]))
         print(f"| {name} | {cells} |", flush=True)
+
+
+def category_embeddings(args) -> None:
+    """Learned category embeddings (`Space(category_dim=d)`) against one-hot inputs: seconds per
+    trial on adult's 8 categorical columns (one-hot: 100 columns), ratio to one-hot, same run."""
+    from pathlib import Path
+
+    from sweeps import Table
+
+    reps = 3 if args.quick else args.reps
+    data = Path(__file__).resolve().parent.parent / "studies" / "data"
+    columns = ["age", "workclass", "fnlwgt", "education", "education-num", "marital-status", "occupation",
+               "relationship", "race", "sex", "capital-gain", "capital-loss", "hours-per-week", "native-country",
+               "income"]
+    spec = Study(name="adult", task="classification", data=Table(data / "adult-train.csv.gz", target="income",
+                                                                 columns=columns), space=Space(), folds=5, seed=0)
+    folds = make_folds(load_dataset(spec), folds=5, seed=0, device=args.device)
+    print(f"\nCategory embeddings against one-hot (adult, {folds.n_features - folds.n_numeric} one-hot columns of "
+          f"8 categorical, {folds.n_numeric} numeric; 5 folds, batch 256, 3 epochs; medians of {reps}, interleaved):")
+    print("| config | one-hot | category_dim=8 | ratio | category_dim=16 | ratio |")
+    print("|---|---|---|---|---|---|")
+    for depth, width in CONFIGS[:2]:
+        runs = {}
+        for dim in (0, 8, 16):
+            config = NetConfig(depth, width, 0.2, 1e-4, 1e-3, batch_size=256, embedding="none", category_dim=dim)
+            runs[dim] = lambda config=config: train_folds(folds, config, max_epochs=3, patience=None, seed=0)
+            runs[dim]()  # warm-up
+        seconds: dict[int, list[float]] = {dim: [] for dim in runs}
+        for _ in range(reps):
+            for dim, run in runs.items():
+                seconds[dim].append(timed(run, args.device)[0])
+        t = {dim: statistics.median(v) for dim, v in seconds.items()}
+        print(f"| d{depth} w{width} | {t[0]:.3f} s | {t[8]:.3f} s | {t[8] / t[0]:.2f}x | {t[16]:.3f} s | "
+              f"{t[16] / t[0]:.2f}x |", flush=True)
 
 
 def embedding_columns(args) -> None:

@@ -288,7 +288,7 @@ def test_a_study_of_5000_trials_opens_with_its_history_plot(browser, tmp_path):
                                                   / "bench_dashboard.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    study_file = bench.make_big_study(tmp_path, trials=5000)
+    study_file = bench.make_big_study(tmp_path, trials=5000, source_trials=4)
     db = tmp_path / "storage" / "big.db"
     assert db.stat().st_size / 5000 < 12 * 1024  # compact rows: ~6.5 KiB per trial
     timings = bench.open_page(study_file, timeout=150, browser=browser, api=False)  # the page alone

@@ -131,13 +131,12 @@ def test_off_writes_nothing_and_the_limit_evicts_the_least_recently_used(digits_
     assert [e.name for e, _, _ in kept] == [folds_key(digits_dataset, 3, 1, "standard")]
 
 
-def test_the_command_shows_and_clears_the_cache(digits_dataset):
+def test_the_command_shows_and_clears_the_cache(digits_dataset, capsys):
     cached_folds(digits_dataset, 3, 0)
     shown = subprocess.run([sys.executable, "-m", "sweeps.cache"], capture_output=True, text=True, check=True)
     assert str(cache_dir()) in shown.stdout and "1 entries" in shown.stdout
-    cleared = subprocess.run([sys.executable, "-m", "sweeps.cache", "--clear"], capture_output=True, text=True,
-                             check=True)
-    assert "Cleared 1 entries" in cleared.stdout and entries(cache_dir()) == []
+    assert cache_main(["--clear"]) == 0  # in this process: the command's process is the one above
+    assert "Cleared 1 entries" in capsys.readouterr().out and entries(cache_dir()) == []
 
 
 def test_the_cache_touches_only_its_own_entries(digits_dataset, tmp_path, monkeypatch, capsys):

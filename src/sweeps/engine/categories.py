@@ -6,9 +6,14 @@ learned d-vector, and the first hidden layer reads the J columns' vectors instea
 one-hot blocks: RealMLP's and TabM's treatment of categories, a low-rank factorization of the
 first layer's weights for each column, with its own weight decay.
 
-One matmul runs every column of every fold-model: the one-hot part `[k, B, C]` times a
-weight `[k, C, J*d]` that is zero outside each column's block (rows of column j, outputs
-j*d:(j+1)*d) and stays zero (its gradient is masked, and AdamW's decay of zero is zero).
+Every column of every fold-model is one weight `[k, C, J*d]` that is zero outside each
+column's block (rows of column j, outputs j*d:(j+1)*d) and stays zero (its gradient is
+masked, and AdamW's decay of zero is zero). The first layer then reads the one-hot part
+`[k, B, C]` through the product of this weight and its own rows for the vectors, `[k, C, width]`
+(`fold_into`), computed once per step: the rows of a batch cost what one-hot inputs cost, and
+the embedding adds three matmuls of C x J*d x width, whatever the batch (`bench_engine.py
+--only categories`). With shared-weight members, whose adapters scale each input column of
+the first layer per member, the vectors are computed per row instead (`forward`).
 Folds may keep different categories (each fold's encoder is fitted on its training part), so
 the block layout, and the mask, are per fold. `tests/engine` checks the gradient against
 autograd.
@@ -51,6 +56,20 @@ class CategoryEmbedding:
     def out(self) -> int:
         """Columns written: J * d."""
         return self.weight.shape[2]
+
+    def fold_into(self, rows: torch.Tensor) -> torch.Tensor:
+        """The first layer's weight for the one-hot columns `[k, C, width]`, from its rows for the
+        category vectors `rows` `[k, J*d, width]`."""
+        return torch.bmm(self.weight, rows)
+
+    def folded_backward(self, one_hot: torch.Tensor, dz: torch.Tensor, rows: torch.Tensor,
+                        d_rows: torch.Tensor, d_weight: torch.Tensor) -> None:
+        """Gradients of `fold_into`'s two factors, from the first layer's pre-activation gradient
+        `dz` `[k, B, width]`: into `d_rows` `[k, J*d, width]` and `d_weight` `[k, C, J*d]`."""
+        g = torch.bmm(one_hot.transpose(1, 2), dz)  # [k, C, width]: the gradient one-hot inputs would have
+        torch.bmm(self.weight.transpose(1, 2), g, out=d_rows)
+        torch.bmm(g, rows.transpose(1, 2), out=d_weight)
+        d_weight.mul_(self.mask)
 
     def forward(self, one_hot: torch.Tensor, cache) -> torch.Tensor:
         cache.category_input = one_hot

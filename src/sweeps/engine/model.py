@@ -346,6 +346,8 @@ class StackedMLP:
         for part in parts:
             z = torch.baddbmm(z, part, weight[:, offset:offset + part.shape[2]])
             offset += part.shape[2]
+        if self._folded:  # the one-hot columns through the category vectors' rows (`categories`)
+            z = torch.baddbmm(z, cache.category_input, self.categories.fold_into(weight[:, offset:]))
         if members > 1:
             z = ensemble.member_major(z, members)
         cache.activations.append(None)  # the first layer's input is `inputs`
@@ -370,9 +372,17 @@ class StackedMLP:
             split = x.shape[2] - self.categories.width
             x, one_hot = x[..., :split], x[..., split:]
         parts = self.embedding.forward(x, cache) if self.embedding is not None else ([x] if x.shape[2] else [])
-        if one_hot is not None:
+        if self._folded:
+            cache.category_input = one_hot
+        elif one_hot is not None:
             parts.append(self.categories.forward(one_hot, cache))
         return parts
+
+    @property
+    def _folded(self) -> bool:
+        """Category embeddings read through one weight per step (`categories.fold_into`): without
+        members (theirs scale each input column of the first layer per member)."""
+        return self.categories is not None and self.members == 1
 
     def backward_scale(self, training: bool) -> tuple[float, float | torch.Tensor]:
         """(alpha of the matmuls, factor of the gradient through each dropout) for the backward pass."""
@@ -445,9 +455,13 @@ class StackedMLP:
             d_flat = torch.bmm(dz, effective[:, : F * d].transpose(1, 2))  # [k, B, F*d], summed over members
             self.embedding.backward(cache, d_flat, grads[0], grads[1], grads[2])
         if self.categories is not None:  # its rows are the first layer's last
-            rows = self.categories.out
-            d_vectors = torch.bmm(dz, effective[:, weight.shape[1] - rows:].transpose(1, 2))
-            self.categories.backward(cache, d_vectors, grads[3 if self.embedding is not None else 0])
+            start = weight.shape[1] - self.categories.out
+            d_weight = grads[3 if self.embedding is not None else 0]
+            if self._folded:
+                self.categories.folded_backward(cache.category_input, dz, weight[:, start:], dw[:, start:], d_weight)
+            else:
+                d_vectors = torch.bmm(dz, effective[:, start:].transpose(1, 2))
+                self.categories.backward(cache, d_vectors, d_weight)
 
     # --- predictions -------------------------------------------------------------------
     def combine(self, out: torch.Tensor, classification: bool) -> torch.Tensor:
