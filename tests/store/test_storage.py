@@ -134,7 +134,7 @@ def test_a_full_disk_is_one_line_and_finished_trials_are_kept(tmp_path, tiny_dis
     assert complete and all(t.user_attrs.get("fold_val_losses") for t in complete)
 
 
-@pytest.mark.disk_size("4m")  # a digits candidate is 1.5 MB: two fit
+@pytest.mark.disk_size("1800k")  # the folds' preprocessing (1.45 MB, once) and ~4 digits candidates (~90 KB each) fit, not the 20 kept
 def test_a_full_disk_under_the_candidates_alone_stops_the_sweep_in_one_line(tmp_path, tiny_disk, monkeypatch,
                                                                              capsys):
     monkeypatch.chdir(tmp_path)
