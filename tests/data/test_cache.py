@@ -19,12 +19,7 @@ from sweeps.data.cache import cache_dir, cached_folds, entries, folds_key
 from sweeps.data.dataset import load_dataset
 from sweeps.data.folds import Folds, make_folds
 
-from conftest import digits_study
-
-DATA = Path(__file__).parents[2] / "studies" / "data"
-ADULT = ["age", "workclass", "fnlwgt", "education", "education-num", "marital-status", "occupation",
-         "relationship", "race", "sex", "capital-gain", "capital-loss", "hours-per-week", "native-country",
-         "income"]
+from conftest import ADULT, DATA, digits_study
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,12 +18,7 @@ from sweeps.engine.config import NetConfig
 from sweeps.engine.trained import TrainedModel, UnseenCategoryWarning
 from sweeps.engine.train import train_folds
 
-from conftest import digits_study
-
-DATA = Path(__file__).parents[2] / "studies" / "data"
-ADULT = ["age", "workclass", "fnlwgt", "education", "education-num", "marital-status", "occupation",
-         "relationship", "race", "sex", "capital-gain", "capital-loss", "hours-per-week", "native-country",
-         "income"]
+from conftest import ADULT, DATA, digits_study
 
 
 @pytest.fixture(scope="module")

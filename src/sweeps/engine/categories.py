@@ -27,6 +27,12 @@ from dataclasses import dataclass
 import torch
 
 
+def layout(blocks: list[list[tuple[int, int]]], dim: int) -> tuple[list[list[tuple[int, int]]], int] | None:
+    """(each fold's blocks, d) when a trial embeds categories: `category_dim` asked, and the table
+    has categorical columns (`Folds.category_blocks`); None otherwise (one-hot inputs as they are)."""
+    return (blocks, dim) if dim and blocks and blocks[0] else None
+
+
 @dataclass
 class CategoryEmbedding:
     weight: torch.Tensor  # [k, C, J*d]: category vectors, zero outside each column's block

@@ -6,6 +6,7 @@ import torch
 
 from sweeps.data.folds import Folds
 from sweeps.data.shared import WINDOW_ROWS
+from sweeps.engine import categories
 from sweeps.engine.config import NetConfig
 from sweeps.engine.scores import EVAL_CHUNK
 
@@ -26,8 +27,9 @@ def memory_needed(folds: Folds, config: NetConfig) -> int:
         numeric = folds.n_numeric
         d_in = numeric * d + n_in - numeric
         embedding = numeric * (n + 2 * n * d + d)
-    if config.category_dim and folds.category_blocks and folds.category_blocks[0]:
-        one_hot, columns = n_in - folds.n_numeric, len(folds.category_blocks[0])
+    embedded = categories.layout(folds.category_blocks, config.category_dim)
+    if embedded:
+        one_hot, columns = n_in - folds.n_numeric, len(embedded[0][0])
         d_in += columns * config.category_dim - one_hot
         embedding += 2 * one_hot * columns * config.category_dim  # the vectors, and their mask
     params = (embedding + d_in * width + (depth - 1) * width * width + depth * width

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from sweeps.data.folds import Folds
+from sweeps.engine import categories
 from sweeps.engine.batches import EpochRows
 from sweeps.engine.config import NetConfig, groupable
 from sweeps.engine.domain import Adversary
@@ -154,13 +155,10 @@ def _initial(folds: Folds, config: NetConfig, seed: int, init: StackedMLP | None
         stack = init.tiled(folds.k, folds.X_train.device)
         stack.dropout = config.dropout
         return stack
-    categories = None
-    if config.category_dim and folds.category_blocks and folds.category_blocks[0]:  # tables with text columns
-        categories = (folds.category_blocks, config.category_dim)
     return StackedMLP.init(seeds_for(seed, folds.fold_ids, "init"), folds.n_features, folds.n_outputs,
                            config.depth, config.width, config.dropout, folds.X_train.device,
                            n_numeric=folds.n_numeric, embedding=config.embedding_shape, members=config.ensemble,
-                           categories=categories)
+                           categories=categories.layout(folds.category_blocks, config.category_dim))
 
 
 def _optimizer(model: StackedMLP, configs: list[NetConfig], positions: Positions, carry: StackedAdamW | None = None,

@@ -278,7 +278,7 @@ class TrainedModel(BaseEstimator):
     def save(self, path: str | Path) -> Path:
         """Write the model as one safetensors file, atomically (a crash leaves no half file)."""
         header, tensors = self.payload()
-        return _write(path, tensors, {"format": FORMAT, "model": json.dumps(header)})
+        return write_safetensors(path, tensors, {"format": FORMAT, "model": json.dumps(header)})
 
 
 @dataclass(repr=False)
@@ -349,18 +349,21 @@ class EnsembleModel(BaseEstimator):
             headers.append(header)
             tensors.update(part_tensors)
         document = {"weights": self.weights, "info": self.info, "parts": headers}
-        return _write(path, tensors, {"format": ENSEMBLE_FORMAT, "model": json.dumps(document)})
+        return write_safetensors(path, tensors, {"format": ENSEMBLE_FORMAT, "model": json.dumps(document)})
 
 
 ENSEMBLE_FORMAT = "sweeps-ensemble-1"
 
 
-def _write(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
+def write_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
+    """`tensors` and `metadata` as one safetensors file, whole or not at all (a crash or a full disk
+    leaves the old file, if any, and no partial one); processes writing the same path at once
+    each write a temporary file of their own."""
     from safetensors.torch import save
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
     # Serialized in memory and written by Python, so that a full disk or a refused write is an
     # OSError with its errno (safetensors' own writer raises an error of its own kind).
     data = save(tensors, metadata=metadata)

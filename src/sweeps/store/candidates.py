@@ -38,7 +38,7 @@ from optuna.trial import TrialState
 from sweeps.data.dataset import Dataset
 from sweeps.data.folds import Folds
 from sweeps.engine.scores import FoldResult
-from sweeps.engine.trained import TrainedModel
+from sweeps.engine.trained import TrainedModel, write_safetensors
 from sweeps.errors import SweepsError
 from sweeps.store.storage import output_path
 
@@ -106,8 +106,6 @@ def _keep_best(folder: Path, numbers: list[int], values: dict[int, float], keep:
 def _save_model(folder: Path, n: int, model: TrainedModel) -> str:
     """The trial's fold-models in `trial-N-model.pt`, their preprocessings' arrays in the folder's
     shared file (written once); the shared file's name."""
-    from safetensors.torch import save
-
     header, tensors = model.payload()
     shared = {k: v for k, v in tensors.items() if k.startswith("preprocessing.")}
     digest = hashlib.sha256()
@@ -115,11 +113,10 @@ def _save_model(folder: Path, n: int, model: TrainedModel) -> str:
         digest.update(name.encode())
         digest.update(shared[name].numpy().tobytes())
     name = f"preprocessing-{digest.hexdigest()[:32]}.pt"
-    if not (folder / name).is_file():  # each process its own temporary name: workers may race here
-        _save_bytes(folder / name, save(shared, metadata={"format": MODEL_FORMAT}), unique=True)
+    if not (folder / name).is_file():  # workers may race here: each writes a temporary file of its own
+        write_safetensors(folder / name, shared, {"format": MODEL_FORMAT})
     own = {k: v for k, v in tensors.items() if k not in shared}
-    _save_bytes(folder / f"trial-{n}-model.pt", save(own, metadata={"format": MODEL_FORMAT,
-                                                                    "model": json.dumps(header)}))
+    write_safetensors(folder / f"trial-{n}-model.pt", own, {"format": MODEL_FORMAT, "model": json.dumps(header)})
     return name
 
 
@@ -207,8 +204,8 @@ def _save_array(path: Path, array: np.ndarray) -> None:
     _save_bytes(path, buffer.getvalue())
 
 
-def _save_bytes(path: Path, data: bytes, unique: bool = False) -> None:
-    partial = path.with_name(path.name + (f".{os.getpid()}" if unique else "") + ".partial")
+def _save_bytes(path: Path, data: bytes) -> None:
+    partial = path.with_name(path.name + ".partial")
     try:
         with open(partial, "wb") as f:
             f.write(data)

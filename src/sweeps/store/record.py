@@ -45,12 +45,14 @@ from optuna.trial import TrialState
 
 from sweeps import __version__
 from sweeps.errors import SweepsError
+from sweeps.spec.study import Study
 from sweeps.store import internals
 
-if TYPE_CHECKING:  # only for annotations: the launcher records without loading torch
+# Only for annotations, and no cycle behind them (neither module imports sweeps.store): the
+# launcher records without loading torch (engine.scores) or scikit-learn and pandas (data.dataset).
+if TYPE_CHECKING:
     from sweeps.data.dataset import Dataset
     from sweeps.engine.scores import FoldResult
-    from sweeps.spec.study import Study
 
 OBJECTIVE_NAME = "cv_loss"
 
