@@ -13,7 +13,8 @@ arithmetic floor: the trial's FLOPs over this machine's measured fp32 matmul thr
 A second table measures what removing stopped folds from the stack saves against masking;
 a third, what each ingredient of the recipe costs, as a ratio to the plain trial (sweeps
 engine, same data and epochs): periodic embeddings, shared-weight members, label smoothing,
-the cosine schedule, gradient clipping, and all of them together.
+the cosine schedule, gradient clipping, and all of them together; then category embeddings
+against one-hot (adult) and the regression-only options against squared error (California).
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--quick", action="store_true", help="digits only, 3 repetitions")
-    p.add_argument("--only", choices=("speed", "compact", "ingredients", "categories", "grouped"), help="run one table")
+    p.add_argument("--only", choices=("speed", "compact", "ingredients", "categories", "regression", "grouped"), help="run one table")
     args = p.parse_args()
     if args.only in (None, "speed"):
         speed(args)
@@ -131,6 +132,8 @@ def main() -> None:
         embedding_columns(args)
     if args.only in (None, "ingredients", "categories"):
         category_embeddings(args)
+    if args.only in (None, "ingredients", "regression"):
+        regression_ingredients(args)
     if args.only in (None, "grouped"):
         grouped(args)
 
@@ -298,6 +301,36 @@ def category_embeddings(args) -> None:
         t = {dim: statistics.median(v) for dim, v in seconds.items()}
         print(f"| d{depth} w{width} | {t[0]:.3f} s | {t[8]:.3f} s | {t[8] / t[0]:.2f}x | {t[16]:.3f} s | "
               f"{t[16] / t[0]:.2f}x |", flush=True)
+
+
+def regression_ingredients(args) -> None:
+    """The regression-only options (`Space(huber=)`) against squared error: seconds per trial on
+    California housing (20,640 rows, 8 numeric columns), ratio to squared error, same run."""
+    from pathlib import Path
+
+    from sweeps import Table
+
+    reps = 3 if args.quick else args.reps
+    data = Path(__file__).resolve().parent.parent / "studies" / "data" / "california_housing.csv.gz"
+    spec = Study(name="california", task="regression", data=Table(data, target="median_house_value"),
+                 space=Space(), folds=5, seed=0)
+    folds = make_folds(load_dataset(spec), folds=5, seed=0, device=args.device)
+    print(f"\nRegression options against squared error (California, 5 folds, batch 256, 3 epochs, no embeddings; "
+          f"medians of {reps}, interleaved):")
+    print("| config | squared error | Huber δ=1 | ratio |")
+    print("|---|---|---|---|")
+    for depth, width in CONFIGS[:2]:
+        runs = {}
+        for huber in (0.0, 1.0):
+            config = NetConfig(depth, width, 0.2, 1e-4, 1e-3, batch_size=256, embedding="none", huber=huber)
+            runs[huber] = lambda config=config: train_folds(folds, config, max_epochs=3, patience=None, seed=0)
+            runs[huber]()  # warm-up
+        seconds: dict[float, list[float]] = {h: [] for h in runs}
+        for _ in range(reps):
+            for huber, run in runs.items():
+                seconds[huber].append(timed(run, args.device)[0])
+        t = {h: statistics.median(v) for h, v in seconds.items()}
+        print(f"| d{depth} w{width} | {t[0.0]:.3f} s | {t[1.0]:.3f} s | {t[1.0] / t[0.0]:.2f}x |", flush=True)
 
 
 def embedding_columns(args) -> None:

@@ -12,6 +12,10 @@ SRC = Path(__file__).parents[1] / "src" / "sweeps"
 FLOORS = {"spec": 0, "data": 1, "engine": 2, "store": 3, "sweep": 4, "results": 5}
 TOP = 6
 ANYWHERE = {"sweeps", "sweeps.errors"}  # the package's face (__version__) and the one exception type
+# The doors (`python -m sweeps.<verb>`) import their work inside `main`, after the arguments are
+# read, so that --help and a wrong flag answer at once (tests/cli). Nothing imports a door, so
+# such an import cannot hide a cycle; the cycle check below still follows it.
+DOORS = {f"sweeps.{verb}" for verb in ("run", "export", "evaluate", "diagnose", "dashboard", "new", "cache")}
 
 
 def room(module: str) -> str:
@@ -56,8 +60,10 @@ def test_imports_run_down_the_data_flow_without_cycles_or_hidden_imports():
     for module, path in known.items():
         for target, line, in_function in imports(path, set(known)):
             where = f"{path.relative_to(SRC.parent)}:{line} imports {target}"
-            if in_function:
+            if in_function and module not in DOORS:
                 wrong.append(f"{where} inside a function (a cycle in hiding)")
+            if target in DOORS and module not in DOORS:
+                wrong.append(f"{where}: a door is imported by nothing")
             if target in ANYWHERE or module == "sweeps":
                 continue
             low, high = room(target), room(module)

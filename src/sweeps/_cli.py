@@ -1,15 +1,14 @@
 """Shared pieces of the command-line verbs: arguments, loading, and error handling.
 
-Each verb is `main(argv=None) -> int`. A `SweepsError` or a storage failure becomes one
+Each verb is `main(argv=None) -> int`; its arguments are read with `sweeps._args` before this
+module (and the verb's work, torch and scikit-learn) is imported. A `SweepsError` or a storage failure becomes one
 line on stderr and exit code 2; Ctrl+C becomes exit code 130 and SIGTERM exit code 143, with
 a line saying what was kept.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
-import math
 import os
 import sys
 import warnings
@@ -20,34 +19,16 @@ import torch
 
 from sweeps.data.dataset import Dataset, load_dataset
 from sweeps.sweep import stop
-from sweeps.errors import SweepsError, Terminated
+from sweeps.errors import READER, SweepsError, Terminated
 from sweeps.store.storage import explain
 from sweeps.spec.study import Study, load_study_file
-
-
-def parser(prog: str, description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=description)
-    p.add_argument("study_file", help="a study file, e.g. studies/digits.py")
-    p.add_argument("--storage", metavar="URL",
-                   help="Optuna storage URL (default: sqlite:///storage/<name>.db)")
-    return p
-
-
-def positive_seconds(text: str) -> float:
-    """argparse type for a number of seconds: finite and > 0 (`nan` and `inf` are refused)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive, finite number of seconds, got {text!r}")
-    return value
 
 
 def guarded(body: Callable[[], int], prefix: str | None = None) -> int:
     """Run a verb's body; user and storage errors become one line and exit code 2, never a traceback."""
     lead = f"sweeps: {prefix}: " if prefix else "sweeps: "
     installed = stop.install()
+    reader = READER.set("cli")  # messages name options as flags
     try:
         return body()
     except SweepsError as e:
@@ -73,6 +54,7 @@ def guarded(body: Callable[[], int], prefix: str | None = None) -> int:
         print(f"{lead}error: {message}", file=sys.stderr)
         return 2
     finally:
+        READER.reset(reader)
         if installed:
             stop.uninstall()
 

@@ -5,6 +5,8 @@
     >>> sweeps.api.export("studies/digits.py")["params"]               # doctest: +SKIP
     >>> result, model = sweeps.api.evaluate("studies/digits.py")       # doctest: +SKIP
     >>> model.predict(X)                                               # doctest: +SKIP
+    >>> sweeps.api.export_onnx("studies/digits.py")                    # doctest: +SKIP
+    >>> sweeps.api.held_out_rows("studies/digits.py")                  # doctest: +SKIP
 
 (`export`, `evaluate` and `diagnose` live in `sweeps.api`: `sweeps.evaluate` and its
 siblings are the command-line modules, `python -m sweeps.evaluate`.)
@@ -29,7 +31,8 @@ from sweeps import _cli
 from sweeps.errors import SweepsError
 from sweeps.results.diagnose import Diagnosis, Thresholds, diagnose_study
 from sweeps.results.evaluate import evaluate_study, report
-from sweeps.results.export import export_study
+from sweeps.results.export import export_onnx_model, export_study
+from sweeps.results.export import held_out_rows as _held_out_rows
 from sweeps.spec.study import Study, load_study_file
 from sweeps.store.storage import load_existing_study
 from sweeps.sweep.optimize import RunOptions, run_study
@@ -81,6 +84,26 @@ def export(study: Study | str | Path, *, rule: str = "best", top: int = 1, outpu
     stored, url = load_existing_study(spec.name, storage)
     document, _ = export_study(stored, url, top=top, rule=rule, output=output, fmt=format)
     return document
+
+
+def export_onnx(study: Study | str | Path, *, model_file: str | Path | None = None, output: str | Path | None = None,
+                storage: str | None = None) -> Path:
+    """The model `evaluate` saved, as an ONNX graph checked against `load_model` with onnxruntime,
+    as `python -m sweeps.export STUDY_FILE --model onnx`; returns the graph's path."""
+    spec, path = _spec(study)
+    stored, url = load_existing_study(spec.name, storage)
+    _, written, _ = export_onnx_model(_dataset(spec, path), stored, url, model_file, output)
+    return written
+
+
+def held_out_rows(study: Study | str | Path):
+    """The positions (from 0, sorted) of the rows `evaluate` scores, to score another tool on the
+    same rows: positions in the rows the study's `data` returns, or, for a study with
+    `test_data=`, in the rows of `test_data` (all of them). Nothing is scored, and the test
+    set's use is not counted: only which rows, not their score, leaves the study."""
+    spec, path = _spec(study)
+    rows, _ = _held_out_rows(_dataset(spec, path), spec.test_data is not None)
+    return rows
 
 
 def evaluate(study: Study | str | Path, *, config: str | Path | None = None, storage: str | None = None,

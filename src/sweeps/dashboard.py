@@ -24,12 +24,7 @@ import sys
 from collections.abc import Callable, Iterable
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from sweeps import _cli
-from sweeps.errors import SweepsError
-from sweeps.store import internals
-from sweeps.store.storage import load_existing_study
-from sweeps.store.storage import artifact_folder, describe
-from sweeps.spec.study import load_study_file
+from sweeps import _args
 
 READ_METHODS = ("GET", "HEAD", "OPTIONS")
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
@@ -107,7 +102,7 @@ class _QuietHandler(WSGIRequestHandler):
 
 def parser() -> argparse.ArgumentParser:
     """The command's arguments (the docs' command lines are checked against it)."""
-    p = _cli.parser("python -m sweeps.dashboard", "Browse a study in optuna-dashboard (read-only by default).")
+    p = _args.parser("python -m sweeps.dashboard", "Browse a study in optuna-dashboard (read-only by default).")
     p.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only). Another address "
@@ -123,9 +118,17 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    # The work's imports come after the arguments are read: --help and a wrong flag answer at once,
+    # without loading torch and scikit-learn (seconds). A door is imported by nothing: no cycle hides here.
+    from optuna_dashboard import wsgi
+
+    from sweeps import _cli
+    from sweeps.errors import SweepsError
+    from sweeps.spec.study import load_study_file
+    from sweeps.store import internals
+    from sweeps.store.storage import artifact_folder, describe, load_existing_study
 
     def body() -> int:
-        from optuna_dashboard import wsgi
 
         if not 0 < args.port < 65536:
             raise SweepsError(f"--port must be between 1 and 65535, got {args.port}.")

@@ -1,6 +1,19 @@
-"""The one exception type a user sees."""
+"""The one exception type a user sees, and how a message names an option to its reader."""
 
+import contextvars
 import sys
+
+# Who reads the messages: "python" (a notebook, a script: `sweeps.optimize(n_trials=3)`) or
+# "cli" (`python -m sweeps.run --n-trials 3`); the command-line verbs set it (`_cli.guarded`).
+READER: contextvars.ContextVar[str] = contextvars.ContextVar("sweeps_reader", default="python")
+
+
+def option(name: str, value: str = "") -> str:
+    """An option as its reader writes it: `--n-trials N` on the command line, `n_trials=N` from Python
+    (without a value: `--n-trials`, `n_trials`)."""
+    if READER.get() == "cli":
+        return "--" + name.replace("_", "-") + (f" {value}" if value else "")
+    return f"{name}={value}" if value else name
 
 
 class SweepsError(Exception):

@@ -12,23 +12,26 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sweeps import _cli
-from sweeps.results.evaluate import evaluate_study, report
+from sweeps import _args
 
 
 def parser() -> argparse.ArgumentParser:
     """The command's arguments (the docs' command lines are checked against it)."""
-    p = _cli.parser("python -m sweeps.evaluate",
+    p = _args.parser("python -m sweeps.evaluate",
                     "Retrain the chosen configuration and score the held-out test set once.")
     p.add_argument("--config", metavar="FILE", help="a file written by python -m sweeps.export "
                    "(default: the study's best trial)")
     p.add_argument("--output", metavar="PATH", help="where to save the model (default: storage/<name>-model.pt)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--device", choices=_args.DEVICES, default="auto")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    # The work's imports come after the arguments are read: --help and a wrong flag answer at once,
+    # without loading torch and scikit-learn (seconds). A door is imported by nothing: no cycle hides here.
+    from sweeps import _cli
+    from sweeps.results.evaluate import evaluate_study, report
 
     def body() -> int:
         _cli.quiet_optuna()

@@ -29,10 +29,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sweeps import _cli
 from sweeps.errors import SweepsError
-from sweeps.spec.study import STUDY_NAME
-from sweeps.store.storage import write_text_atomic
 from sweeps.spec.table import Table
 
 LARGE = 10_000  # rows: above, batches of 256 and 30 epochs (patience 4); below, 64 and 100 (patience 10)
@@ -65,7 +62,121 @@ def inspect(path: Path, target: str, columns: list[str] | None, drop: list[str],
         if not pd.api.types.is_numeric_dtype(y):
             raise SweepsError(f"{path}: --task regression needs a numeric target; {target!r} is not numeric.")
         facts["target_range"] = (float(y.min()), float(y.max()))
+    facts["column_info"] = column_info(X)
+    facts["warnings"] = table_warnings(X, y, task)
     return facts
+
+
+# --- what a reader of the table should know before a sweep ----------------------------------
+LEAK_CORRELATION = 0.999  # a numeric column this correlated with a regression target
+LEAK_ERROR_SHARE = 0.01  # one column leaves under 1 % of the majority class's errors
+CODE_LEVELS = (3, 50)  # whole-number columns with this many levels...
+CODE_SPREAD = 2.0  # ...spread over more than twice as many values: codes, not counts
+SAMPLE_ROWS = 20_000  # the checks read at most this many rows (seeded)
+
+
+def column_info(X) -> dict[str, tuple[str, str, float]]:
+    """Per column: its type in the table, how sweeps treats it, its share of missing values."""
+    import pandas as pd
+
+    info = {}
+    for name in X.columns:
+        column = X[name]
+        if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
+            treated = "numeric: scaled per fold"
+        else:
+            treated = f"categorical: one-hot, {column.nunique()} levels"
+        info[str(name)] = (str(column.dtype), treated, round(float(column.isna().mean()), 4))
+    return info
+
+
+def table_warnings(X, y, task: str) -> list[str]:
+    """What looks wrong before any training: leaks (a column, or a sum of columns, that gives the
+    target), columns that carry nothing, and whole-number codes read as quantities. Column
+    names appear as `repr` (a name may hold anything)."""
+    import numpy as np
+    import pandas as pd
+
+    if len(X) > SAMPLE_ROWS:
+        rows = np.random.default_rng(0).choice(len(X), SAMPLE_ROWS, replace=False)
+        X, y = X.iloc[rows], y.iloc[rows]
+    found = []
+    numeric = [c for c in X.columns if pd.api.types.is_numeric_dtype(X[c]) and not pd.api.types.is_bool_dtype(X[c])]
+    for name in X.columns:
+        if X[name].nunique(dropna=True) <= 1:
+            found.append(f"column {str(name)!r} has one value: it carries nothing; drop it (--drop).")
+    if task == "regression":
+        found += _regression_leaks(X[numeric], y.to_numpy(dtype=float))
+    else:
+        found += _class_leaks(X, y.astype(str))
+    for name in numeric:
+        values = X[name].dropna()
+        levels = values.nunique()
+        if (values == values.round()).all() and CODE_LEVELS[0] <= levels <= CODE_LEVELS[1] \
+                and values.max() - values.min() + 1 > CODE_SPREAD * levels:
+            found.append(f"column {str(name)!r} holds {levels} whole numbers spread from {values.min():g} to "
+                         f"{values.max():g}: if they are codes (stores, regions, products), not quantities, read "
+                         "them as categories: Table(..., categorical=[...]).")
+    return found
+
+
+def _regression_leaks(X, y) -> list[str]:
+    """A numeric column, or a weighted sum of them, that reproduces the target."""
+    import numpy as np
+
+    found = []
+    complete = X.dropna()
+    if complete.empty or len(complete) < 3:
+        return found
+    values, target = complete.to_numpy(dtype=float), y[X.index.get_indexer(complete.index)]
+    scale = values.std(0)
+    varying = scale > 0
+    if not varying.any() or target.std() == 0:
+        return found
+    for j, name in enumerate(complete.columns):
+        if varying[j] and abs(np.corrcoef(values[:, j], target)[0, 1]) >= LEAK_CORRELATION:
+            found.append(f"column {str(name)!r} predicts the target almost perfectly (correlation "
+                         f"{np.corrcoef(values[:, j], target)[0, 1]:+.4f}): a leak? Drop it (--drop) unless it is "
+                         "known when predictions are made.")
+    design = np.column_stack([values[:, varying] / scale[varying], np.ones(len(values))])
+    coef, *_ = np.linalg.lstsq(design, target, rcond=None)
+    residual = target - design @ coef
+    if np.sqrt(np.mean(residual ** 2)) <= 1e-6 * target.std():
+        used = np.abs(coef[:-1]) > 1e-6 * np.abs(coef[:-1]).max()
+        names = [str(c) for c in complete.columns[varying][used]]
+        weights = coef[:-1][used] / scale[varying][used]  # back in the columns' own units
+        if len(names) > 1:
+            formula = " + ".join(f"{w:.4g}·{n!r}" for w, n in zip(weights, names))
+            intercept = target.mean() - float(values[:, varying][:, used].mean(0) @ weights)
+            if abs(intercept) > 1e-6 * target.std():
+                formula += f" + {intercept:.4g}"
+            found.append(f"columns {', '.join(repr(n) for n in names)} reproduce the target exactly on every row "
+                         f"(target = {formula}): a leak? Drop them (--drop) unless they are all known when "
+                         "predictions are made.")
+    return found
+
+
+def _class_leaks(X, y) -> list[str]:
+    """A single column whose values (binned, for numeric ones) give the class almost always."""
+    import pandas as pd
+
+    found = []
+    n = len(y)
+    majority_errors = 1 - y.value_counts(normalize=True).max()
+    if majority_errors == 0:
+        return found
+    for name in X.columns:
+        column = X[name]
+        if pd.api.types.is_numeric_dtype(column) and column.nunique() > 100:
+            column = pd.qcut(column, q=min(100, max(2, n // 20)), duplicates="drop")
+        if column.nunique() > max(2, n // 20):  # too many levels to judge from their rows
+            continue
+        grouped = pd.crosstab(column.astype(str), y)
+        errors = 1 - grouped.max(axis=1).sum() / n
+        if errors <= LEAK_ERROR_SHARE * majority_errors:
+            found.append(f"column {str(name)!r} gives the class almost always on its own ({1 - errors:.2%} of the "
+                         "rows): a leak? Drop it (--drop) unless it is known when predictions are made.")
+    return found
 
 
 # --- writing source from data: literals only ----------------------------------------------
@@ -199,6 +310,13 @@ def study_file(data: Path, output: Path, name: str, target: str, columns: list[s
               f"CATEGORICAL = {literal(facts['categorical'])}"]
     if facts["missing"]:
         lines += ["# Rows with a missing value, per column.", f"MISSING = {literal(facts['missing'])}"]
+    lines += ["# Each column: its type in the table, how sweeps treats it, its share of missing values.",
+              "COLUMN_INFO = {"]
+    lines += [f"    {literal(name)}: {literal(info)}," for name, info in facts["column_info"].items()]
+    lines.append("}")
+    if facts["warnings"]:
+        lines += ["# Found in the table before any training (also printed by sweeps.new): read them first.",
+                  f"WARNINGS = {literal(facts['warnings'])}"]
     if task == "classification":
         lines += ["# Each class's share of the rows.", f"CLASSES = {literal(facts['classes'])}"]
     lines.append("")
@@ -252,6 +370,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    # The work's imports come after the arguments are read: --help and a wrong flag answer at once,
+    # without loading torch and scikit-learn (seconds). A door is imported by nothing: no cycle hides here.
+    from sweeps import _cli
+    from sweeps.spec.study import STUDY_NAME
+    from sweeps.store.storage import write_text_atomic
 
     def body() -> int:
         data = Path(args.data)
@@ -270,6 +393,8 @@ def main(argv: list[str] | None = None) -> int:
         write_text_atomic(output, text)
         print(f"Wrote {output}: {facts['task']} of {args.target!r} on {facts['rows']:,} rows. Run it with:\n"
               f"  python -m sweeps.run {output}")
+        for warning in facts["warnings"]:
+            print(f"sweeps: warning: {warning}", file=sys.stderr)
         return 0
 
     return _cli.guarded(body)

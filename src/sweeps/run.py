@@ -12,19 +12,21 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import TYPE_CHECKING
 
-import numpy as np
-import optuna
-from optuna.trial import TrialState
+from sweeps import _args
 
-from sweeps import _cli
-from sweeps.store.storage import describe, resolve_url
-from sweeps.sweep.launcher import connect
-from sweeps.sweep.optimize import RunOptions, run_study
+if TYPE_CHECKING:
+    import optuna
 
 
 def summary(study: optuna.Study, url: str, seconds: float | None = None) -> str:
     """The end-of-run report: best trial, its CV loss ± fold spread and metric, counts, where."""
+    import numpy as np
+    from optuna.trial import TrialState
+
+    from sweeps.store.storage import describe
+
     trials = study.get_trials(deepcopy=False)
     counts = {state: sum(t.state == state for t in trials)
               for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
@@ -60,11 +62,11 @@ def _fmt(value: object) -> str:
 
 def parser() -> argparse.ArgumentParser:
     """The command's arguments (the docs' command lines are checked against it)."""
-    p = _cli.parser("python -m sweeps.run", "Run or resume a hyperparameter sweep.")
+    p = _args.parser("python -m sweeps.run", "Run or resume a hyperparameter sweep.")
     p.add_argument("--n-trials", type=int, metavar="N", help="run N more trials than the study has")
-    p.add_argument("--timeout", type=_cli.positive_seconds, metavar="S", help="start no new trial after S seconds")
+    p.add_argument("--timeout", type=_args.positive_seconds, metavar="S", help="start no new trial after S seconds")
     p.add_argument("--seed", type=int, metavar="N", help="override the study file's seed")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+    p.add_argument("--device", choices=_args.DEVICES, default="auto",
                    help="where to train (auto: CUDA when available)")
     p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="worker processes on this machine, sharing the study (default 1)")
@@ -96,6 +98,12 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    # The work's imports come after the arguments are read: --help and a wrong flag answer at once,
+    # without loading torch and scikit-learn (seconds). A door is imported by nothing: no cycle hides here.
+    from sweeps import _cli
+    from sweeps.store.storage import resolve_url
+    from sweeps.sweep.launcher import connect
+    from sweeps.sweep.optimize import RunOptions, run_study
 
     def body() -> int:
         if args.until_converged:

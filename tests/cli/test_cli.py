@@ -143,3 +143,22 @@ def test_output_into_a_closed_pipe_ends_quietly(tmp_path):
     process.stdout.close()
     err = process.stderr.read().decode()
     assert process.wait(timeout=60) == 141 and err == "", err
+
+
+@pytest.mark.parametrize("verb", ["run", "export", "evaluate", "diagnose", "dashboard", "new", "cache"])
+def test_help_and_a_wrong_flag_answer_without_loading_the_work(verb):
+    # --help and an argument error are read before torch, scikit-learn, pandas or optuna load
+    # (seconds): the answer is immediate, whatever the machine.
+    probe = textwrap.dedent(f"""
+        import sys
+        from sweeps.{verb} import main
+        for argv in (["--help"], ["study.py", "--no-such-flag"]):
+            try:
+                main(argv)
+            except SystemExit as e:
+                assert e.code == (0 if argv == ["--help"] else 2), e.code
+        print(sorted(m for m in ("torch", "sklearn", "pandas", "optuna", "scipy") if m in sys.modules))
+    """)
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"

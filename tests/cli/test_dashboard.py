@@ -116,6 +116,8 @@ def test_a_person_sees_the_study_its_trials_attrs_and_note(browser, dashboard):
     assert "dash (id=1)" in study
     assert "cv_loss" in study  # the objective is named
     assert "fingerprint" in study and "settings" in study  # study user attrs
+    # where the study opens: the held-out result and the diagnosis's state in words
+    assert "Held-out test (evaluation #1" in study and "Not diagnosed yet" in study
 
     trials = page_text(browser, f"{base}/dashboard/studies/1/trials", "dashboard-trials.png", "fold_val_losses")
     assert "5 Trials" in trials

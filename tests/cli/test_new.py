@@ -117,7 +117,9 @@ def test_hostile_names_from_a_table_stay_strings(tmp_path):
     def check(target, columns, labels, file_name, with_header):
         facts = {"rows": 1000, "columns": columns, "task": "classification", "numeric": columns[:1],
                  "categorical": columns[1:], "missing": {c: 3 for c in columns[:2]},
-                 "classes": {label: round(1 / len(labels), 4) for label in labels}, "rare": False}
+                 "classes": {label: round(1 / len(labels), 4) for label in labels}, "rare": False,
+                 "column_info": {c: ("object", "categorical: one-hot, 2 levels", 0.25) for c in columns},
+                 "warnings": [f"column {c!r} has one value: it carries nothing" for c in columns] + labels}
         text = study_file(tmp_path / "data" / file_name, tmp_path / "studies" / "s.py", "s", target,
                           None if with_header else columns, columns[2:3], facts)
         namespace = generated_namespace(text, tmp_path)
@@ -127,8 +129,9 @@ def test_hostile_names_from_a_table_stay_strings(tmp_path):
         assert Path(namespace["study"].data.path).name == file_name
         if not with_header:
             assert namespace["COLUMNS"] == columns
+        assert namespace["COLUMN_INFO"] == facts["column_info"] and namespace["WARNINGS"] == facts["warnings"]
         expected = {"__builtins__", "__doc__", "Space", "Study", "Table", "TARGET", "NUMERIC", "CATEGORICAL", "MISSING",
-                    "CLASSES", "study", *(() if with_header else ("COLUMNS",))}
+                    "CLASSES", "COLUMN_INFO", "WARNINGS", "study", *(() if with_header else ("COLUMNS",))}
         assert set(namespace) == expected
 
     check()
@@ -161,3 +164,45 @@ def test_a_hostile_csv_gives_a_study_file_that_runs_nothing(tmp_path, monkeypatc
     assert not (tmp_path / "PWNED").exists()
     X, y = spec.data()
     assert list(X.columns) == [payload, "bad\\N{", "q'\""] and set(y) == {payload, "x\\"}
+
+
+def test_the_table_is_inspected_before_the_file_is_written(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(50, 10, 400).round(2), rng.normal(20, 5, 400).round(2)
+    frame = pd.DataFrame({"a": a, "b": b, "noise": rng.normal(size=400), "const": 1,
+                          "store": rng.choice([101, 205, 317, 422, 530, 999], 400), "city": rng.choice(["x", "y"], 400),
+                          "count": rng.integers(0, 5, 400), "total": a + b})
+    frame.to_csv(tmp_path / "sales.csv", index=False)
+    assert new_main([str(tmp_path / "sales.csv"), "--target", "total", "--output", "s.py"]) == 0
+    err = capsys.readouterr().err
+    assert "columns 'a', 'b' reproduce the target exactly on every row (target = 1·'a' + 1·'b')" in err
+    assert "column 'const' has one value" in err and "column 'store' holds 6 whole numbers" in err
+    assert "'noise'" not in err and "'count'" not in err and "'city'" not in err  # nothing said of sound columns
+    text = (tmp_path / "s.py").read_text()
+    for name in frame.columns.drop("total"):  # one line per column: its type, its treatment, its missing share
+        assert sum(line.startswith(f"    {name!r}: (") for line in text.splitlines()) == 1
+    assert "    'city': ('" in text and "categorical: one-hot, 2 levels" in text
+    namespace: dict = {}
+    exec(compile(text, "s.py", "exec"), namespace)  # what the warnings say stays in the file, as literals
+    assert len(namespace["WARNINGS"]) == 3 and namespace["COLUMN_INFO"]["store"][1] == "numeric: scaled per fold"
+    # a classification leak: one column that gives the class on its own
+    frame = pd.DataFrame({"x": rng.normal(size=300), "grade": rng.choice(["a", "b", "c"], 300)})
+    frame["passed"] = np.where(frame["grade"] == "c", "no", "yes")
+    frame.to_csv(tmp_path / "exam.csv", index=False)
+    assert new_main([str(tmp_path / "exam.csv"), "--target", "passed", "--output", "e.py"]) == 0
+    err = capsys.readouterr().err
+    assert "column 'grade' gives the class almost always on its own (100.00% of the rows)" in err and "'x'" not in err
+
+
+def test_codes_are_read_as_categories_when_the_table_says_so(tmp_path):
+    from sweeps import Table
+    from sweeps.data.dataset import column_schema
+
+    frame = pd.DataFrame({"store": [101.0, 205.0, np.nan, 101.0], "sales": [1.0, 2.0, 3.0, 4.0], "y": [0, 1, 0, 1]})
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    X, _ = Table(tmp_path / "t.csv", target="y", categorical=["store"])()
+    assert column_schema(X)[1] == ("categorical", "numeric")
+    assert X["store"].tolist()[:2] == ["101", "205"] and pd.isna(X["store"][2])  # 101.0 is the label '101'
+    with pytest.raises(Exception, match=r"categorical names unknown column\(s\) \['shop'\]"):
+        Table(tmp_path / "t.csv", target="y", categorical=["shop"])()

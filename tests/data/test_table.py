@@ -115,6 +115,13 @@ def test_unusable_columns_are_named(adult_sample, tmp_path, edit, message):
 def test_bad_files_and_targets(adult_sample, tmp_path):
     with pytest.raises(SweepsError, match=r"Table: no such file"):
         load_dataset(adult_study(tmp_path / "nope.csv"))
+    study_file = tmp_path / "study.py"  # a relative path: looked for beside the study file, then here
+    study_file.write_text("from sweeps import Study, Table\nstudy = Study(name='t', task='classification', "
+                          "data=Table('data/nope.csv', target='income'))\n")
+    from sweeps.spec.study import load_study_file
+
+    with pytest.raises(SweepsError, match=r"Table: no such file data/nope.csv \(looked for .*data/nope.csv and "):
+        load_dataset(load_study_file(study_file))
     with pytest.raises(SweepsError, match=r"no target column 'salary'; columns are age, workclass"):
         load_dataset(adult_study(adult_sample, data=Table(adult_sample, target="salary")))
     frame = pd.read_csv(adult_sample)

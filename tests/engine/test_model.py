@@ -245,3 +245,23 @@ def test_a_plain_net_is_initialised_as_in_sweeps_0_1():
                                                        generator=generator)
         torch.testing.assert_close(w.reshape(w.shape[-2:]), expected_w)
         torch.testing.assert_close(b.reshape(-1), expected_b)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_the_huber_gradient_is_twice_torchs_huber_loss_and_the_value_stays_squared_error(weighted):
+    gen = torch.Generator().manual_seed(3)
+    out, y = torch.randn(3, 40, 1, generator=gen) * 2, torch.randn(3, 40, generator=gen)
+    w = torch.rand(3, 40, generator=gen) + 0.5 if weighted else None
+    deltas = torch.tensor([0.5, 0.0, 1.5])  # one per position: 0 is squared error
+    loss_sum, grad = loss_and_grad(out.clone(), y, False, row_weight=w, huber=deltas)
+    squared_sum, _ = loss_and_grad(out.clone(), y, False, row_weight=w)
+    torch.testing.assert_close(loss_sum, squared_sum)  # what the trial reports: squared error
+    assert ((out.squeeze(-1) - y).abs() > 0.5).any()  # the thresholds do bite
+    for f, delta in enumerate(deltas.tolist()):
+        o = out[f].clone().requires_grad_()
+        loss = (torch.nn.functional.huber_loss(o.squeeze(-1), y[f], reduction="none", delta=delta) * 2 if delta
+                else (o.squeeze(-1) - y[f]).square())
+        (loss.mean() if w is None else (loss * w[f]).sum() / w[f].sum()).backward()
+        torch.testing.assert_close(grad[f], o.grad, rtol=1e-5, atol=1e-7)
+    single = loss_and_grad(out.clone(), y, False, row_weight=w, huber=0.5)[1]
+    torch.testing.assert_close(single[0], grad[0])  # a float threshold acts as the same one everywhere

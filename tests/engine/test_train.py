@@ -160,3 +160,21 @@ def test_a_batch_is_grouped_by_shape_and_close_widths():
     odd = [("h", dataclasses.replace(config(2, 16), resampling="over")),
            ("i", dataclasses.replace(config(2, 16), freeze=1)), ("j", config(2, 16))]
     assert sorted(sorted(n for n, _ in group) for group in _groups(odd)) == [["h"], ["i"], ["j"]]
+
+
+def test_huber_trials_train_in_one_stack_as_alone_and_are_scored_by_squared_error():
+    from sweeps.engine.train import train_trials
+
+    folds = diabetes_folds()
+    configs = [NetConfig(1, 32, 0.0, 1e-4, 1e-2, batch_size=32, huber=0.5), NetConfig(1, 32, 0.0, 1e-4, 1e-2,
+                                                                                        batch_size=32)]
+    together = train_trials(folds, configs, [4, 4], [None, None], max_epochs=8, patience=None)
+    for config, grouped in zip(configs, together):
+        alone = train_trials(folds, [config], [4], [None], max_epochs=8, patience=None)[0]
+        np.testing.assert_allclose(grouped.val_losses, alone.val_losses, rtol=1e-4)
+    huber, squared = together
+    assert huber.val_losses != squared.val_losses  # same seed, the loss changed the training
+    f, model = 0, huber.model.select(torch.tensor([0]))
+    prediction = model.forward(folds.X_val[f:f + 1])[0].squeeze(-1)
+    mse = ((prediction - folds.y_val[f:f + 1]).square() * folds.val_weight[f:f + 1]).sum() / folds.val_weight[f:f + 1].sum()
+    assert huber.val_losses[f] == pytest.approx(mse.item(), rel=1e-4)  # the value: squared error, not Huber's

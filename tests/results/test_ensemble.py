@@ -144,3 +144,29 @@ def test_candidates_zero_keeps_nothing(tmp_path):
     url = f"sqlite:///{tmp_path / 'n.db'}"
     run_study(spec, load_dataset(spec), storage=url, progress=False, out=io.StringIO())
     assert not candidates.folder_for(url, spec.name).exists()
+
+
+def test_auto_is_the_ensemble_for_a_regression_with_candidates_and_the_folds_otherwise(tmp_path):
+    from sklearn.datasets import load_diabetes
+
+    regression = dict(task="regression", data=lambda: load_diabetes(return_X_y=True), n_trials=3,
+                      space=Space(depth=1, width=(16, 32), lr=(3e-3, 3e-2)))
+    spec = digits_study(name="auto", **regression)
+    assert spec.final_model == "auto"  # the default
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    dataset = load_dataset(spec)
+    run_study(spec, dataset, storage=url, progress=False, out=io.StringIO())
+    entry, model = evaluate_study(spec, dataset, storage=url, model_path=str(tmp_path / "a.pt"), err=io.StringIO())
+    assert entry["final_model"] == "ensemble" and model.info["final_model"] == "ensemble"
+    assert "a regression, 3 trials kept as candidates" in report(spec, entry)
+    none_kept = digits_study(name="auto-none", candidates=0, **regression)
+    run_study(none_kept, dataset, storage=url, progress=False, out=io.StringIO())
+    entry, model = evaluate_study(none_kept, dataset, storage=url, model_path=str(tmp_path / "n.pt"),
+                                  err=io.StringIO())
+    assert entry["final_model"] == "folds" and model.info["final_model"] == "folds"
+    assert "a regression, but 0 trial(s) kept as candidates" in report(none_kept, entry)
+    classification = digits_study(name="auto-cls", n_trials=2, space=Space(depth=1, width=16))
+    run_study(classification, load_dataset(classification), storage=url, progress=False, out=io.StringIO())
+    entry, _ = evaluate_study(classification, load_dataset(classification), storage=url,
+                              model_path=str(tmp_path / "c.pt"), err=io.StringIO())
+    assert entry["final_model"] == "folds" and "a classification keeps" in entry["final_model_reason"]

@@ -171,6 +171,9 @@ def test_cli_bad_input_exit_2(tmp_path, monkeypatch, capsys):
     assert evaluate_main([str(study_file)]) == 2
     err = capsys.readouterr().err
     assert "no such study database" in err and "Traceback" not in err and err.count("\n") == 1
+    # run from another folder than the sweep's: the line names where it looked, and why there
+    assert f"{tmp_path / 'storage' / 'x.db'}: no such study database" in err
+    assert "the default storage/ is found from the current folder" in err
     assert export_main([str(study_file)]) == 2
     assert not (tmp_path / "storage").exists()
 
@@ -223,7 +226,7 @@ def test_an_unwritable_output_is_refused_before_the_test_set_is_used(study_url, 
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     before = snapshot(study_url)
-    with pytest.raises(SweepsError, match=r"cannot write the model there .*pass another --output"):
+    with pytest.raises(SweepsError, match=r"cannot write the model there .*pass another output\."):
         evaluate(study_url, model_path=str(blocker / "m.pt"))
     assert snapshot(study_url) == before  # not counted: the test set was never scored
     assert "digits-test:test-evaluations" not in optuna.get_all_study_names(study_url)

@@ -44,6 +44,7 @@ def test_space_suggests_every_parameter_within_its_range():
     (dict(depth=(0, 3)), r"Space.depth: depth >= 1 must hold"),
     (dict(width=(1.5, 8)), r"Space.width: takes whole numbers"),
     (dict(depth="deep"), r"Space.depth: expected a \(low, high\) tuple"),
+    (dict(huber=-1.0), r"Space.huber: huber >= 0 must hold"),
 ])
 def test_impossible_ranges_are_named(kwargs, message):
     with pytest.raises(SweepsError, match=message):
@@ -62,6 +63,7 @@ def test_impossible_ranges_are_named(kwargs, message):
     (dict(timeout=float("nan")), r"Study.timeout: must be a positive number"),
     (dict(space=(1, 2)), r"Study.space: must be a Space"),
     (dict(pruner="median"), r"Study.pruner: must be an Optuna pruner"),
+    (dict(space=Space(huber=(0.5, 2.0))), r"Space.huber: the Huber loss is a regression loss"),
 ])
 def test_invalid_study_fields_are_named(changes, message):
     with pytest.raises(SweepsError, match=message):

@@ -183,6 +183,10 @@ def test_a_stopped_trial_is_failed_with_why(sqlite_url, monkeypatch, stop, reaso
 def test_a_stop_inside_a_storage_write_waits_for_it_and_one_in_training_does_not():
     from sweeps.sweep import stop
 
+    # The test must not depend on how pytest was started: a shell starts a background job with
+    # SIGINT ignored, which stop.install() rightly leaves alone (nohup). Here SIGINT is as a
+    # terminal gives it, for the test's length; the ignored case is checked after.
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
     assert stop.install()
     try:
         finished = []
@@ -200,6 +204,12 @@ def test_a_stop_inside_a_storage_write_waits_for_it_and_one_in_training_does_not
         assert finished == ["write"]
     finally:
         stop.uninstall()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            assert stop.install() and signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # nohup: left ignored
+        finally:
+            stop.uninstall()
+            signal.signal(signal.SIGINT, inherited)
 
 
 def test_a_space_function_that_fails_is_one_line_before_anything_is_written(tmp_path):
@@ -243,7 +253,7 @@ def test_a_change_of_what_values_mean_is_refused_unless_accepted_and_then_record
     spec = digits_study(n_trials=1, space=Space(depth=1, width=16, lr=5e-3))
     run(spec, sqlite_url)
     changed = spec.replace(**change)
-    with pytest.raises(SweepsError, match=r"new trials' values would not be comparable .* --accept-changed-settings"):
+    with pytest.raises(SweepsError, match=r"new trials. values would not be comparable .* accept_changed_settings=True"):
         run(changed, sqlite_url, n_trials=1)
     assert len(optuna.load_study(study_name=spec.name, storage=sqlite_url).trials) == 1
     run(changed, sqlite_url, n_trials=1, accept_changed_settings=True)

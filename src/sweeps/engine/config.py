@@ -37,6 +37,7 @@ class NetConfig:
     category_dim: int = _FALLBACK["category_dim"]
     ensemble: int = _FALLBACK["ensemble"]
     label_smoothing: float = _FALLBACK["label_smoothing"]
+    huber: float = _FALLBACK["huber"]
     beta2: float = _FALLBACK["beta2"]
     schedule: str = _FALLBACK["schedule"]
     grad_clip: float = _FALLBACK["grad_clip"]

@@ -1,8 +1,9 @@
 """The losses of the stacked nets, with their gradients written out (no autograd).
 
 `loss_and_grad` returns each fold's summed training loss and d(mean loss)/d(outputs) for
-cross-entropy (class weights, label smoothing, row weights) and squared error; the trials'
-values are always the unsmoothed loss. `tests/engine` checks them against torch's losses.
+cross-entropy (class weights, label smoothing, row weights) and squared error (or Huber's
+loss); the trials' values are always the unsmoothed cross-entropy or the squared error.
+`tests/engine` checks them against torch's losses.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import torch
 
 def loss_and_grad(out: torch.Tensor, y: torch.Tensor, classification: bool,
                   class_weight: torch.Tensor | None = None, label_smoothing: float | torch.Tensor = 0.0,
-                  row_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                  row_weight: torch.Tensor | None = None,
+                  huber: float | torch.Tensor = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-fold summed loss over the batch `[k]`, and d(per-fold mean loss)/d(out).
 
     Classification: cross-entropy on logits `[k, B, C]` with class indices `[k, B]`;
@@ -20,18 +22,27 @@ def loss_and_grad(out: torch.Tensor, y: torch.Tensor, classification: bool,
     with `label_smoothing` ε, the target is (1 - ε) on the class and ε / C on every class, as
     `torch.nn.CrossEntropyLoss(label_smoothing=)`. The returned loss is always the
     *unsmoothed* one: trials are compared on it.
-    Regression: squared error on `[k, B, 1]` against standardized targets `[k, B]`.
+    Regression: squared error on `[k, B, 1]` against standardized targets `[k, B]`; with
+    `huber` δ > 0 (a float, or one per position `[k]` where 0 means squared error), the
+    gradient is Huber's loss's, scaled to equal squared error's within δ:
+    2 · clamp(residual, -δ, δ) (`torch.nn.HuberLoss(delta=δ)` × 2). The returned loss is
+    always the squared error: trials are compared on it.
     With `row_weight` `[k, B]` (importance weights), the weighted mean over the batch, the
     weights multiplying any class weights.
     """
     batch = out.shape[1]
     if not classification:
         diff = out.squeeze(-1) - y
+        squared = diff.square()
+        if torch.is_tensor(huber):  # one threshold per stack position (trials trained together)
+            limit = torch.where(huber > 0, huber, torch.inf).view(-1, 1).to(diff.dtype)
+            diff = torch.minimum(torch.maximum(diff, -limit), limit)
+        elif huber:
+            diff.clamp_(-huber, huber)
         if row_weight is not None:
             scale = row_weight / row_weight.sum(1, keepdim=True)
-            return (diff.square() * scale).sum(1).mul_(batch), diff.mul_(scale).mul_(2.0).unsqueeze(-1)
-        loss_sum = diff.square().sum(dim=1)
-        return loss_sum, diff.mul_(2.0 / batch).unsqueeze(-1)
+            return (squared * scale).sum(1).mul_(batch), diff.mul_(scale).mul_(2.0).unsqueeze(-1)
+        return squared.sum(dim=1), diff.mul_(2.0 / batch).unsqueeze(-1)
     index = y.unsqueeze(-1)
     shifted = out - out.amax(dim=-1, keepdim=True)
     grad = shifted.exp()

@@ -71,7 +71,7 @@ def train_trials(folds: Folds, configs: list[NetConfig], seeds: list[int], on_ep
     The stack holds trial t's fold f at one position: weights [trials x k, ...]. Trials of
     different widths are padded to the widest (`StackedMLP.concat`: padded units stay 0);
     each trial keeps its own learning rate, weight decay, beta2 and schedule (one AdamW
-    kernel call per trial), dropout, label smoothing, noise, class weights and gradient
+    kernel call per trial), dropout, label smoothing, Huber threshold, noise, class weights and gradient
     clipping (per position), and its own random streams: a trial trains as it would alone
     (`tests/engine`). Each trial reports, is pruned and stops on its own; a pruned trial or a
     stopped fold leaves the stack.
@@ -93,6 +93,7 @@ def train_trials(folds: Folds, configs: list[NetConfig], seeds: list[int], on_ep
     stops = Stops(folds, configs, [s.n_params for s in stacks], positions, weights, model, patience, on_epochs,
                   max_epochs, compact)
     smoothing = [c.label_smoothing if classification else 0.0 for c in configs]
+    hubers = [0.0 if classification else c.huber for c in configs]
     clipping = [c.grad_clip for c in configs]
     step_count = 0
     for epoch in range(1, max_epochs + 1):
@@ -102,6 +103,7 @@ def train_trials(folds: Folds, configs: list[NetConfig], seeds: list[int], on_ep
         if adversary is not None:
             adversary.epoch(rows.n_steps, rows.batch_size)
         label_smoothing, clip = positions.per_position(smoothing), positions.per_position(clipping)
+        huber = positions.per_position(hubers)
         dropout = _dropout_plan(model, configs, runs, widths, dropout_rngs)
         loss_sum = torch.zeros(len(positions.live), device=device)
         for step in range(rows.n_steps):
@@ -115,7 +117,7 @@ def train_trials(folds: Folds, configs: list[NetConfig], seeds: list[int], on_ep
                 out = adversary.labelled(out, n_source)
             targets = y if members == 1 else y.repeat(1, members)  # every member learns from the same rows
             batch_loss, grad_out = loss_and_grad(out, targets, classification, row_weights.classes, label_smoothing,
-                                                 row_weights.batch(batch))
+                                                 row_weights.batch(batch), huber)
             loss_sum += batch_loss
             extra_dh = None
             if adversary is not None:

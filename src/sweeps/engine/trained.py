@@ -405,7 +405,8 @@ def load_model(path: str | Path, device: str = "cpu") -> TrainedModel | Ensemble
     path = Path(path)
     device = _device(device)
     if not path.is_file():
-        raise SweepsError(f"{path}: no such model file; python -m sweeps.evaluate STUDY_FILE writes one.")
+        raise SweepsError(f"{Path(path).absolute()}: no such model file; python -m sweeps.evaluate STUDY_FILE "
+                          "writes one.")
     with open(path, "rb") as f:
         magic = f.read(4)
     if magic.startswith(_OLD_FORMAT_MAGIC):

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -150,10 +152,11 @@ def _shallow_net(spec: Study, best: optuna.trial.FrozenTrial, folds: Folds) -> d
 
 
 def _learning_curve(spec: Study, dataset: Dataset, best: optuna.trial.FrozenTrial,
-                    device: str) -> list[dict[str, float]]:
+                    device: str, step: Callable[[str], None] = lambda _: None) -> list[dict[str, float]]:
     """The best configuration trained on growing parts of each fold's training rows."""
     points = []
     for fraction in LEARNING_CURVE_FRACTIONS:
+        step(f"learning curve: the best configuration on {fraction:.0%} of the training rows")
         folds = make_folds(dataset, spec.folds, spec.seed, device, train_fraction=fraction,
                            scaling=spec.preprocessing)
         result = train_folds(folds, NetConfig.from_params(best.params, spec.validation),
@@ -206,8 +209,14 @@ def adversarial_auc(dataset: Dataset, seed: int, max_rows: int = 20000) -> float
 
 
 # --- verdicts -------------------------------------------------------------------------------
-def _bias(trials, baselines, chance, edges, th: Thresholds) -> Verdict:
-    simple = {k: v for k, v in baselines.items() if not k.startswith("shallowest")}
+def _bias(trials, baselines, chance, edges, th: Thresholds, k: int) -> Verdict:
+    """Is the model family too weak? The nets' training loss against the simple baselines'.
+
+    A baseline that also *validates* as well as the best net (within the folds' noise) while
+    the nets fit the training rows at least as well as it does says something else: the nets
+    add nothing over it, and more capacity will not help (the features carry no more); that
+    is not bias, and widening depth and width is the wrong advice."""
+    simple = {k_: v for k_, v in baselines.items() if not k_.startswith("shallowest")}
     base_name, base = min(simple.items(), key=lambda kv: kv[1]["train_loss"])
     best = min(trials, key=lambda t: t.user_attrs["train_loss"])
     net = best.user_attrs["train_loss"]
@@ -219,6 +228,26 @@ def _bias(trials, baselines, chance, edges, th: Thresholds) -> Verdict:
     hints = [f"the best trial's {name} sits at the top of its range: widen the range upward"
              for name in ("depth", "width") if edges.get(name) == "top"]
     threshold = f"problem when the nets' training loss > (1 - {th.bias_margin:g}) x the baseline's = {limit:.4f}"
+    # The fold noise of a difference of two k-fold means (standard error, folds taken as independent).
+    valid_name, valid = min(simple.items(), key=lambda kv: kv[1]["val_loss"])
+    top = min(trials, key=lambda t: t.value)
+    val_noise = math.hypot(top.user_attrs.get("cv_loss_std") or 0.0, valid["val_loss_std"]) / math.sqrt(k)
+    train_noise = math.hypot(best.user_attrs.get("train_loss_std") or 0.0, valid["train_loss_std"]) / math.sqrt(k)
+    # Nets that fit the training rows worse than a baseline validating as well are too weak (or
+    # badly trained): capacity does help then, and the rule below speaks.
+    fit_as_well = net <= valid["train_loss"] + train_noise
+    if fit_as_well and valid["val_loss"] <= top.value + val_noise:
+        evidence.append(f"validation loss of the best net: {top.value:.4f} (trial #{top.number}); of "
+                        f"{valid_name}: {valid['val_loss']:.4f}; fold noise of their difference {val_noise:.4f}")
+        return Verdict("model bias", "no",
+                       f"the nets add nothing over {valid_name}: it validates "
+                       f"{'better than' if valid['val_loss'] < top.value - val_noise else 'as well as'} the best "
+                       f"net ({valid['val_loss']:.4f} vs {top.value:.4f}; the folds' noise {val_noise:.4f}) "
+                       "while the nets fit the training rows at least as closely; more capacity will not help.",
+                       evidence, threshold + "; not bias when a baseline validates within the folds' noise of the "
+                       "best net and the nets fit the training rows at least as well as it",
+                       [f"the simpler model: {valid_name} is as good here, cheaper and easier to trust",
+                        "add features, or more informative ones: the nets find nothing more in these"], hints)
     if net > limit:
         return Verdict("model bias", "yes",
                        f"the swept nets do not fit the training data clearly better than {base_name} "
@@ -309,7 +338,7 @@ def imbalance_hints(spec: Study, result: dict[str, Any]) -> list[str]:
 
 
 def _mismatch(study: optuna.Study, dataset: Dataset, seed: int, th: Thresholds,
-              spec: Study | None = None) -> Verdict:
+              spec: Study | None = None, step: Callable[[str], None] = lambda _: None) -> Verdict:
     result = study.user_attrs.get("test_result")
     threshold = (f"problem when the test loss > CV mean + {th.mismatch_sigma:g} fold std and > "
                  f"{th.mismatch_ratio:g} x CV mean, or when adversarial validation AUC > {th.adversarial_auc:g}")
@@ -321,6 +350,7 @@ def _mismatch(study: optuna.Study, dataset: Dataset, seed: int, th: Thresholds,
     # fold's stopping epoch on the rows it scores, and that optimism is not a mismatch.
     honest = result.get("honest_cv_loss")
     reference, name = (honest, "honest CV loss") if honest is not None else (cv, "CV loss")
+    step("adversarial validation: can a random forest tell test rows from the others?")
     auc = adversarial_auc(dataset, seed)
     evidence = [notes.final_model_line(result),
                 f"test loss {test:.4f} vs {name} {reference:.4f} ± {std:.4f} over folds "
@@ -356,11 +386,26 @@ def _mismatch(study: optuna.Study, dataset: Dataset, seed: int, th: Thresholds,
 
 
 # --- the whole diagnosis ---------------------------------------------------------------------
+class _Steps:
+    """Tells `progress` each step as it starts: "[2/7] ... (3.1 s so far)"."""
+
+    def __init__(self, progress: Callable[[str], None] | None, total: int):
+        self.progress, self.total, self.done = progress, total, 0
+        self.started = time.perf_counter()
+
+    def __call__(self, what: str) -> None:
+        self.done += 1
+        if self.progress is not None:
+            self.progress(f"[{self.done}/{self.total}] {what} ({time.perf_counter() - self.started:.1f} s so far)")
+
+
+
 def diagnose_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
                    thresholds: Thresholds = Thresholds(), device: str = "cpu",
-                   output: str | None = None) -> Diagnosis:
+                   output: str | None = None, progress: Callable[[str], None] | None = None) -> Diagnosis:
     """Diagnose a stored study; save the report as Markdown, attach it to the study, and return
-    the diagnosis (its `report`, and the `path` it was written to)."""
+    the diagnosis (its `report`, and the `path` it was written to). `progress` is told each
+    step as it starts, numbered, with the seconds spent so far (the command prints them)."""
     study, url = load_existing_study(spec.name, storage)
     dataset = record.check_same_study(study, spec, dataset, describe(url))
     spec = spec.replace(preprocessing=record.stored_settings(study)["preprocessing"])  # as the trials had it
@@ -370,23 +415,28 @@ def diagnose_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
     if not trials:
         raise SweepsError(f"study '{spec.name}' has no completed trial yet; run the sweep first.")
     best = trials[0]
+    step = _Steps(progress, 2 + len(LEARNING_CURVE_FRACTIONS) + bool(study.user_attrs.get("test_result")))
     folds = cached_folds(dataset, spec.folds, spec.seed, device, scaling=spec.preprocessing)
 
     baselines = study.user_attrs.get("baselines")
+    step("baselines on the same folds: " + ("fitting them" if not baselines else "stored, reused"))
     if not baselines:  # fitted once per study, then reused
         baselines = fit_baselines(folds, spec.seed)
+        step("the shallowest net of the space, with the best trial's other settings")
         shallow = _shallow_net(spec, best, folds)
         baselines[f"shallowest net (depth {shallow.pop('depth')})"] = shallow
         record.write_baselines(study, baselines)
+    else:
+        step("the shallowest net: stored, reused")
     chance = chance_loss(folds)
-    curve = _learning_curve(spec, dataset, best, device)
+    curve = _learning_curve(spec, dataset, best, device, step)
     by_depth = _best_by_depth(trials)
     edges = _edges(spec, best.params, thresholds.edge)
 
-    verdicts = [_bias(trials, baselines, chance, edges, thresholds),
+    verdicts = [_bias(trials, baselines, chance, edges, thresholds, spec.folds),
                 _optimization(by_depth, chance, thresholds),
                 _overfitting(best, curve, chance, edges, thresholds),
-                _mismatch(study, dataset, spec.seed, thresholds, spec)]
+                _mismatch(study, dataset, spec.seed, thresholds, spec, step)]
     diagnosis = Diagnosis(spec.name, verdicts, baselines, curve, by_depth, chance, thresholds)
     diagnosis.report = markdown(diagnosis, study, best)
 

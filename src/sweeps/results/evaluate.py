@@ -31,7 +31,7 @@ from sweeps.sweep import stop
 from sweeps.data.dataset import Dataset
 from sweeps.errors import SweepsError
 from sweeps.results.export import read_config
-from sweeps.results.final import ensemble_final, train_final
+from sweeps.results.final import ensemble_final, resolve, train_final
 from sweeps.sweep.trial import transfer, trial_seed
 from sweeps.store.storage import load_existing_study
 from sweeps.store.storage import attach, check_writable, describe, output_path
@@ -125,9 +125,10 @@ def evaluate_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
     chosen = choose(study, spec, config_path)
     path = Path(model_path) if model_path else output_path(url, spec.name, "-model.pt")
     check_writable(path, "model")  # before training, not after the test set was scored
+    strategy, why = resolve(spec.final_model, spec.task, study, url, dataset, config_path)
 
     settings = record.stored_settings(study)  # what the trials were trained with
-    if spec.final_model == "ensemble":
+    if strategy == "ensemble":
         model, selection = ensemble_final(study, url, dataset, settings, spec.task, device)
         chosen.update(ensemble_chosen(study, selection))
         train_loss = None
@@ -135,7 +136,7 @@ def evaluate_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
         # Retrained as its trial was, scored the same way (the folds strategy checks the CV loss).
         config = NetConfig.from_params(chosen["params"], settings.get("validation", "plain"))
         seed = trial_seed(spec.seed, chosen["trial"] if chosen["trial"] is not None else 0)
-        model, result = train_final(spec.final_model, dataset, config, settings=settings, seed=seed,
+        model, result = train_final(strategy, dataset, config, settings=settings, seed=seed,
                                     epochs=chosen["epochs"], task=spec.task, params=chosen["params"], device=device,
                                     init=lambda folds: transfer(spec, folds.n_features, folds.n_outputs,
                                                                 dataset.columns)[1],
@@ -166,7 +167,8 @@ def evaluate_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
             "honest_cv_loss": chosen["honest_cv_loss"],
             "cv_metric": chosen["metric"], "cv_metric_std": chosen["metric_std"],
             "train_loss": train_loss, **({"ensemble": chosen["ensemble"]} if "ensemble" in chosen else {}),
-            "final_model": spec.final_model, "members": model.n_members, "model_path": str(path), **test,
+            "final_model": strategy, **({"final_model_reason": why} if why else {}),
+            "members": model.n_members, "model_path": str(path), **test,
         }
         record.write_test_evaluation(study, ledger, ledger_trial, entry)
     # What follows only adds to what is recorded: a failure is one line, and loses nothing.

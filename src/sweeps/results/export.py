@@ -4,7 +4,8 @@ The file holds the best trial's hyperparameters, its CV loss with the per-fold s
 metric, the median best epoch, the study's name, settings, data and test fingerprints, and
 the versions of sweeps, optuna and torch: enough for `python -m sweeps.evaluate --config`
 or another person to use it. `top=K` lists the K best complete trials instead (the first
-is the one `evaluate --config` uses).
+is the one `evaluate --config` uses). `held_out_rows` gives the held-out rows' positions, so
+that another tool can be scored on exactly the rows `evaluate` scores.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from sweeps import __version__
 from sweeps.data.dataset import Dataset
 from sweeps.engine.trained import EnsembleModel, TrainedModel, load_model
 from sweeps.results.onnx import export_onnx
-from sweeps.errors import SweepsError
+from sweeps.errors import SweepsError, option
 from sweeps.store.storage import attach, check_writable, describe, output_path, write_text_atomic
+from sweeps.spec.options import EXPORT_RULES
 from sweeps.spec.space import check_config
 
 FORMAT = "sweeps-config-1"
@@ -53,7 +55,7 @@ def trial_entry(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
     }
 
 
-RULES = ("best", "one-se")
+RULES = EXPORT_RULES
 
 
 def one_standard_error(complete: list[optuna.trial.FrozenTrial]) -> tuple[optuna.trial.FrozenTrial, str]:
@@ -86,7 +88,7 @@ def export_config(study: optuna.Study, url: str, top: int = 1, rule: str = "best
     if not complete:
         raise SweepsError(f"study '{study.study_name}' has no completed trial yet; run the sweep first.")
     if rule not in RULES:
-        raise SweepsError(f"--rule must be 'best' or 'one-se', got {rule!r}.")
+        raise SweepsError(f"{option('rule')} must be 'best' or 'one-se', got {rule!r}.")
     ranked = sorted(complete, key=lambda t: t.value)
     chosen, why = (ranked[0], "best: the lowest CV loss") if rule == "best" else one_standard_error(complete)
     ranked = [chosen] + [t for t in ranked if t.number != chosen.number][: top - 1]
@@ -127,7 +129,8 @@ def read_config(path: str | Path) -> dict[str, Any]:
     """An exported configuration file (JSON or YAML), checked for shape."""
     path = Path(path)
     if not path.is_file():
-        raise SweepsError(f"{path}: no such config file; python -m sweeps.export STUDY_FILE writes one.")
+        raise SweepsError(f"{Path(path).absolute()}: no such config file; python -m sweeps.export STUDY_FILE "
+                          "writes one.")
     text = path.read_text()
     try:
         if path.suffix in (".yaml", ".yml"):
@@ -158,7 +161,7 @@ def export_study(study: optuna.Study, url: str, *, top: int = 1, rule: str = "be
     """Write the export document of `study` (format from `fmt`, else `output`'s suffix, else
     JSON) and attach it to the study; returns the document and where it went."""
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
-        raise SweepsError(f"--top must be >= 1, got {top!r}.")
+        raise SweepsError(f"{option('top')} must be >= 1, got {top!r}.")
     fmt = fmt or ("yaml" if output and Path(output).suffix in (".yaml", ".yml") else "json")
     document = export_config(study, url, top, rule)
     path = write_config(document, Path(output) if output else default_path(study.study_name, url, fmt), fmt)
@@ -184,3 +187,20 @@ def export_onnx_model(dataset: Dataset, study: optuna.Study, url: str, model_fil
     export_onnx(model, path, sample)
     attach(study, path, url)
     return source, path, model
+
+
+def held_out_rows(dataset: Dataset, has_test_data: bool) -> tuple[np.ndarray, str]:
+    """The held-out rows' positions and what they index: the rows the study's `data` returns
+    ("data_row"), or with `Study(test_data=)`, the rows of `test_data` (all of them,
+    "test_data_row"). Reading them scores nothing and does not count as a use of the test set."""
+    if has_test_data:
+        return dataset.test - dataset.test[0], "test_data_row"
+    return dataset.test.copy(), "data_row"
+
+
+def write_held_out_rows(dataset: Dataset, has_test_data: bool, path: Path) -> tuple[np.ndarray, str]:
+    """`held_out_rows` as a one-column CSV (a header naming what the positions index), atomically."""
+    rows, kind = held_out_rows(dataset, has_test_data)
+    check_writable(path, "held-out rows")
+    write_text_atomic(path, kind + "\n" + "".join(f"{r}\n" for r in rows.tolist()))
+    return rows, kind

@@ -22,7 +22,8 @@ REQUIRED = object()  # `fallback` of the options every configuration must name
 
 TASKS = ("classification", "regression")
 SCALINGS = ("auto", "standard", "robust", "quantile")  # Study.preprocessing (data/preprocess.py)
-FINAL_MODELS = ("folds", "refit", "refit-seeds", "ensemble")  # Study.final_model (results/final.py)
+EXPORT_RULES = ("best", "one-se")  # python -m sweeps.export --rule (results/export.py)
+FINAL_MODELS = ("auto", "folds", "refit", "refit-seeds", "ensemble")  # Study.final_model (results/final.py)
 STOPS = (None, "converged")  # Study.stop
 EARLY_STOPPING = ("mean", "worst_group")  # Study.early_stopping
 
@@ -105,6 +106,10 @@ OPTIONS_LIST: tuple[Option, ...] = (
            "recipe", valid=(1, 1024), optional=True),
     Option("label_smoothing", "float", 0.0, 0.0, "classification: training target smoothing (values stay "
            "unsmoothed)", "recipe", valid=(0.0, _BELOW_ONE), optional=True),
+    Option("huber", "float", 0.0, 0.0, "regression: train on the Huber loss with this threshold (in target "
+           "standard deviations: squared error within it, linear beyond, so outliers pull less), e.g. 1.0; "
+           "trials are still scored by squared error; 0: squared error", "recipe", valid=(0.0, math.inf),
+           optional=True),
     Option("beta2", "float", 0.95, 0.999, "AdamW's second-moment decay (0.999 for configurations that do not "
            "name it: the plain MLP of sweeps 0.1)", "recipe", valid=(0.0, _BELOW_ONE), optional=True),
     Option("schedule", "choice", "constant", "constant", "\"cosine\": warm-up, then cosine decay over max_epochs",

@@ -132,6 +132,7 @@ class Space:
     category_dim: Any = _default("category_dim")
     ensemble: Any = _default("ensemble")
     label_smoothing: Any = _default("label_smoothing")
+    huber: Any = _default("huber")
     beta2: Any = _default("beta2")
     schedule: Any = _default("schedule")
     grad_clip: Any = _default("grad_clip")

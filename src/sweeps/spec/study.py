@@ -69,8 +69,10 @@ class Study:
             (median and IQR, then smooth clipping). Categorical columns are one-hot encoded.
         final_model: what `evaluate` scores and saves: "folds" (the chosen trial's k
             fold-models, averaged), "refit" (one net on all non-test rows), "refit-seeds"
-            (several such nets with different seeds, averaged) or "ensemble" (a weighted set of
-            the best trials' fold-models, selected on their out-of-fold predictions).
+            (several such nets with different seeds, averaged), "ensemble" (a weighted set of
+            the best trials' fold-models, selected on their out-of-fold predictions) or "auto"
+            (the default: "ensemble" for a regression with at least two trials kept as
+            candidates, else "folds"; the evaluation says which, and why).
         stop: "converged" ends the study when further trials are unlikely to beat the best by
             more than the folds' noise (`search.converged`); `n_trials` and `timeout` stay caps.
         groups: each data row's source, to monitor the model per source: a column name of the
@@ -108,7 +110,7 @@ class Study:
     test_data: Any = None
     init_from: str | Path | None = None
     preprocessing: str = "auto"
-    final_model: str = "folds"
+    final_model: str = "auto"
     stop: str | None = None
     groups: Any = None
     early_stopping: str = "mean"
@@ -176,6 +178,9 @@ class Study:
         if self.task == "regression" and isinstance(self.space, Space) and not self.space.off("resampling"):
             raise SweepsError("Space.resampling: re-sampling balances classes, and a regression has none; "
                               "remove resampling= from the Space (or use task='classification').")
+        if self.task == "classification" and isinstance(self.space, Space) and not self.space.off("huber"):
+            raise SweepsError("Space.huber: the Huber loss is a regression loss, and a classification trains on "
+                              "cross-entropy; remove huber= from the Space (or use task='regression').")
         if self.pruner is not None and not isinstance(self.pruner, optuna.pruners.BasePruner):
             raise SweepsError(f"Study.pruner: must be an Optuna pruner, got {self.pruner!r}.")
 
@@ -258,7 +263,8 @@ def load_study_file(path: str | Path) -> Study:
     """
     path = Path(path)
     if not path.is_file():
-        raise SweepsError(f"{path}: no such study file; give the path of a .py file that builds a Study.")
+        raise SweepsError(f"{Path(path).absolute()}: no such study file; give the path of a .py file that "
+                          "builds a Study.")
     module_name = f"_sweeps_study_{abs(hash(str(path.resolve())))}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:

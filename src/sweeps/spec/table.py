@@ -36,6 +36,8 @@ class Table:
         columns: column names, for a file without a header row.
         drop: columns to leave out (ids, leaks).
         na_values: strings that mean "missing", besides empty cells.
+        categorical: numeric columns to treat as categories (one-hot, or category embeddings):
+            codes such as store or region numbers, which are labels, not quantities.
     """
 
     path: str | Path
@@ -43,6 +45,7 @@ class Table:
     columns: Sequence[str] | None = None
     drop: Sequence[str] = ()
     na_values: Sequence[str] = ("?", "NA", "N/A", "nan", "")
+    categorical: Sequence[str] = ()
     base_dir: Path | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -61,8 +64,11 @@ class Table:
 
         path = self.resolved
         if not path.is_file():
-            raise SweepsError(f"Table: no such file {path}; give the path of a CSV or Parquet file "
-                              "(relative paths are looked up next to the study file).")
+            looked = [path.absolute()] if path.is_absolute() or self.base_dir is None else \
+                [(self.base_dir / path).absolute(), path.absolute()]
+            raise SweepsError(f"Table: no such file {self.path!s} (looked for {' and '.join(map(str, looked))}); give "
+                              "the path of a CSV or Parquet file (relative paths are looked up next to the study "
+                              "file, then in the current folder).")
         try:
             if path.suffix == ".parquet":
                 frame = pd.read_parquet(path)
@@ -89,17 +95,35 @@ class Table:
         if self.target not in frame.columns:
             raise SweepsError(f"Table {path}: no target column {self.target!r}; columns are "
                               f"{', '.join(map(str, frame.columns))}.")
-        unknown = [c for c in self.drop if c not in frame.columns]
-        if unknown:
-            raise SweepsError(f"Table {path}: drop names unknown column(s) {unknown}.")
+        for option in ("drop", "categorical"):
+            unknown = [c for c in getattr(self, option) if c not in frame.columns]
+            if unknown:
+                raise SweepsError(f"Table {path}: {option} names unknown column(s) {unknown}.")
+        if self.target in self.categorical:
+            raise SweepsError(f"Table {path}: categorical names the target {self.target!r}; the study's task says "
+                              "how the target is read.")
         y = frame[self.target]
         missing = int(y.isna().sum())
         if missing:
             raise SweepsError(f"Table {path}: the target {self.target!r} is missing in {missing} row(s); "
                               "drop those rows first.")
         X = frame.drop(columns=[self.target, *self.drop])
+        for name in self.categorical:
+            if name in X.columns:
+                X[name] = as_categories(X[name])
         check_columns(X, str(path))
         return X, y
+
+
+def as_categories(column):
+    """A column's values as category labels (text), missing values kept missing: 7 and 7.0
+    (an integer column read as float because of a missing cell) are the same label '7'."""
+    import pandas as pd
+
+    present = column.dropna()
+    if pd.api.types.is_float_dtype(column) and bool((present == present.round()).all()):
+        column = column.astype("Int64")
+    return column.astype(str).where(column.notna(), np.nan).astype(object)
 
 
 def check_columns(X, where: str) -> None:

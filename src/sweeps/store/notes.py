@@ -10,7 +10,7 @@ from __future__ import annotations
 import optuna
 from optuna_dashboard import save_note
 
-from sweeps.store import internals
+from sweeps.store import internals, record
 
 
 def study_note(study: optuna.Study) -> str:
@@ -42,7 +42,12 @@ def study_note(study: optuna.Study) -> str:
 
 
 def final_model_line(e: dict) -> str:
-    """What was scored: the declared final model, in words."""
+    """What was scored: the declared final model, in words (and why, when "auto" chose it)."""
+    line = _final_model_words(e)
+    return f"{line} ({e['final_model_reason']}.)" if e.get("final_model_reason") else line
+
+
+def _final_model_words(e: dict) -> str:
     final = e.get("final_model", "refit")
     if final == "folds":
         return (f"Final model: the {e['members']} fold-models of {e['source']}, averaged (each trained on its "
@@ -65,9 +70,32 @@ def _pm(mean, std) -> str:
     return f"{mean:.4f} ± {std:.4f}" if std is not None else f"{mean:.4f}"
 
 
+def summary(study: optuna.Study) -> str:
+    """The held-out result and the diagnosis in two sentences (the page the study opens on shows
+    it; the note has the whole story)."""
+    a = study.user_attrs
+    result = a.get("test_result")
+    if result:
+        final = result.get("final_model", "refit")
+        told = (f"Held-out test (evaluation #{result['evaluation']}, {result['test_rows']} rows, final model "
+                f"{final}): {result['metric_name']} {result['metric']:.4f}, loss {result['loss']:.4f}; CV "
+                f"{result['metric_name']} {_pm(result.get('cv_metric'), result.get('cv_metric_std'))}.")
+    else:
+        told = "Not scored on the held-out rows yet (python -m sweeps.evaluate)."
+    diagnosis = a.get("diagnosis")
+    if diagnosis:
+        problems = diagnosis.get("problems") or []
+        told += (f" Diagnosis: {', '.join(problems)}; remedies in the Note." if problems
+                 else " Diagnosis: nothing limits the model among the problems checked.")
+    else:
+        told += " Not diagnosed yet (python -m sweeps.diagnose)."
+    return told + " The whole report: the Note page."
+
+
 def refresh(study: optuna.Study) -> None:
-    """Write the study note for optuna-dashboard."""
+    """Write the study note for optuna-dashboard, and the summary shown where the study opens."""
     save_note(study, study_note(study))
+    record.write_summary(study, summary(study))
 
 
 def trial_note(result, task: str, reason: str | None = None, attrs: dict | None = None) -> str:

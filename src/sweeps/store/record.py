@@ -20,7 +20,8 @@ Trial user attrs (complete and pruned trials):
     prune_reason / fail_reason          why a trial did not complete
     worker                              host:pid of the process that ran it
 
-Study user attrs: sweeps_version, settings (task, folds, seed, ...), settings_history
+Study user attrs: summary (the state in words, first on the dashboard's study page; `notes`),
+sweeps_version, settings (task, folds, seed, ...), settings_history
 (accepted changes of settings), fingerprint (the values', the columns' and the held-out
 rows' hashes, the column names), metric_name, classes; stop_reason (the converged stop);
 test_result, test_evaluations, test_history after `evaluate`; baselines, learning_curve,
@@ -44,7 +45,7 @@ import optuna
 from optuna.trial import TrialState
 
 from sweeps import __version__
-from sweeps.errors import SweepsError
+from sweeps.errors import READER, SweepsError, option
 from sweeps.spec.study import Study
 from sweeps.store import internals
 
@@ -181,6 +182,8 @@ def _now() -> str:
 
 
 def write_study(study: optuna.Study, spec: Study, dataset: Dataset) -> None:
+    if "summary" not in study.user_attrs:  # written first, so that the dashboard lists it first
+        study.set_user_attr("summary", "Sweeping; not scored on the held-out rows yet, not diagnosed yet.")
     study.set_user_attr("sweeps_version", __version__)
     stored = study.user_attrs.get("settings")
     if stored:
@@ -278,7 +281,8 @@ def check_same_study(study: optuna.Study, spec: Study, dataset: Dataset, storage
             raise SweepsError(
                 f"study '{spec.name}' in {storage_url} was run with {was}, the study file now says {now}: "
                 f"new trials' values would not be comparable with the stored ones; {fix}; or rerun with "
-                "--accept-changed-settings to go on and record the change.")
+                f"{option('accept_changed_settings', '' if READER.get() == 'cli' else 'True')} to go on and "
+                "record the change.")
     return dataset
 
 
@@ -323,6 +327,13 @@ def write_diagnosis(study: optuna.Study, learning_curve: list[dict[str, float]],
     study.set_user_attr("learning_curve", learning_curve)
     study.set_user_attr("diagnosis", {"timestamp": _now(), **verdicts})
     study.set_user_attr("diagnosis_report", report)
+
+
+def write_summary(study: optuna.Study, summary: str) -> None:
+    """The study's state in a few words, where optuna-dashboard opens the study (its user
+    attributes, beside the history plot): the test result and the diagnosis's verdict."""
+    if study.user_attrs.get("summary") != summary:
+        study.set_user_attr("summary", summary)
 
 
 # --- the held-out test set's uses --------------------------------------------------------------

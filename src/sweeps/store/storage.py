@@ -17,7 +17,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from sweeps.errors import SweepsError
+from sweeps.errors import SweepsError, option
 from sweeps.spec.study import check_name
 from sweeps.store import internals, record
 
@@ -86,14 +86,15 @@ def attach(study: optuna.Study, path: Path, url: str) -> None:
 def check_writable(path: Path, what: str) -> None:
     """Fail now, with the fix, if `path` cannot be written (before hours of work, not after)."""
     if path.is_dir():
-        raise SweepsError(f"{path}: is a folder; give the {what} a file name (--output).")
+        raise SweepsError(f"{path}: is a folder; give the {what} a file name ({option('output')}).")
     probe = path.with_name(path.name + ".partial")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
-        raise SweepsError(f"{path}: cannot write the {what} there ({e.strerror}); pass another --output.") from None
+        raise SweepsError(f"{path}: cannot write the {what} there ({e.strerror}); pass another "
+                          f"{option('output')}.") from None
 
 
 def write_text_atomic(path: Path, text: str) -> Path:
@@ -104,7 +105,8 @@ def write_text_atomic(path: Path, text: str) -> Path:
         partial.replace(path)
     except OSError as e:
         partial.unlink(missing_ok=True)
-        raise SweepsError(f"{path}: cannot be written ({e.strerror}); free space or pass another --output.") from None
+        raise SweepsError(f"{path}: cannot be written ({e.strerror}); free space or pass another "
+                          f"{option('output')}.") from None
     return path
 
 
@@ -244,7 +246,9 @@ def open_storage(url: str, *, create: bool, heartbeat_interval: int | None = Non
     path = sqlite_file(url)
     if path is not None:
         if not create and not path.exists():
-            raise SweepsError(f"{path}: no such study database; run the sweep first "
+            found_from = (" (the default storage/ is found from the current folder: run from the folder the sweep "
+                          "ran in, or pass --storage)") if not path.is_absolute() else ""
+            raise SweepsError(f"{path.absolute()}: no such study database{found_from}; run the sweep first "
                               "(python -m sweeps.run STUDY_FILE) or pass --storage.")
         if create:
             try:

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from sweeps.data.cache import cached_folds
 from sweeps.data.dataset import Dataset
-from sweeps.errors import SweepsError
+from sweeps.errors import SweepsError, option
 from sweeps.spec.options import STOPS
 from sweeps.spec.study import Study
 from sweeps.store import candidates, notes, record
@@ -72,28 +72,32 @@ class RunOptions:
     def __post_init__(self) -> None:
         if self.n_trials is not None and (isinstance(self.n_trials, bool) or not isinstance(self.n_trials, int)
                                           or self.n_trials < 1):
-            raise SweepsError(f"--n-trials must be >= 1, got {self.n_trials!r}.")
+            raise SweepsError(f"{option('n_trials')} must be >= 1, got {self.n_trials!r}.")
         if self.timeout is not None and (isinstance(self.timeout, bool) or not isinstance(self.timeout, (int, float))
                                          or not math.isfinite(self.timeout) or self.timeout <= 0):
-            raise SweepsError(f"--timeout must be a positive, finite number of seconds, got {self.timeout!r}.")
+            raise SweepsError(f"{option('timeout')} must be a positive, finite number of seconds, got "
+                              f"{self.timeout!r}.")
         if self.batch is not None and (isinstance(self.batch, bool) or not isinstance(self.batch, int)
                                        or not 1 <= self.batch <= MAX_BATCH):
-            raise SweepsError(f"--batch must be between 1 and {MAX_BATCH}, got {self.batch!r}.")
+            raise SweepsError(f"{option('batch')} must be between 1 and {MAX_BATCH}, got {self.batch!r}.")
         cores = os.cpu_count() or 1
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1 or (
                 self.cluster is None and self.workers > 4 * cores):
-            raise SweepsError(f"--workers must be between 1 and 4 x this machine's {cores} cores = {4 * cores}, "
+            raise SweepsError(f"{option('workers')} must be between 1 and 4 x this machine's {cores} cores = "
+                              f"{4 * cores}, "
                               f"got {self.workers!r}; more workers than that only share the same cores.")
         interval, grace = self.heartbeat
         if interval < 1 or grace <= interval:
-            raise SweepsError("--grace-period must be longer than --heartbeat-interval (both in seconds, >= 1).")
+            raise SweepsError(f"{option('grace_period')} must be longer than {option('heartbeat_interval')} (both "
+                              "in seconds, >= 1).")
         if self.stop not in STOPS:
-            raise SweepsError(f"--stop must be 'converged', got {self.stop!r}.")
+            raise SweepsError(f"{option('stop')} must be 'converged', got {self.stop!r}.")
         if self.cluster is not None:
             scheduler_address(self.cluster)  # a malformed address is one line, first
             if self.reproducible:
-                raise SweepsError("--reproducible hands out its rounds from this machine to local workers; "
-                                  "drop --cluster to reproduce a sweep, or --reproducible to run it on the cluster.")
+                raise SweepsError(f"{option('reproducible')} hands out its rounds from this machine to local "
+                                  f"workers; drop {option('cluster')} to reproduce a sweep, or "
+                                  f"{option('reproducible')} to run it on the cluster.")
 
     def check_storage(self, url: str) -> None:
         """What the options cannot go with on this storage."""
@@ -118,7 +122,8 @@ def run_study(spec: Study, dataset: Dataset, options: RunOptions | None = None, 
     url = resolve_url(spec.name, storage)
     options.check_storage(url)
     if (options.workers > 1 or options.cluster is not None) and study_file is None:
-        raise SweepsError("workers > 1 and --cluster need the study file's path (each worker loads it itself), "
+        raise SweepsError(f"workers > 1 and {option('cluster')} need the study file's path (each worker loads it "
+                          "itself), "
                           "not a Study object.")
     if options.cluster is not None and client is None:
         client = connect(options.cluster)  # an unreachable scheduler is refused before anything is written
@@ -169,7 +174,7 @@ def _run(spec: Study, dataset: Dataset, options: RunOptions, url: str, study_fil
         print(f"Resuming study '{spec.name}' in {where}: {finished} finished trials kept.", file=out)
     if to_run <= 0:
         print(f"Study '{spec.name}' already has {finished} finished trials (target {target}); "
-              "pass --n-trials N to run N more.", file=out)
+              f"pass {option('n_trials', 'N')} to run N more.", file=out)
         return study
     where_run = f" with {workers} workers" if workers > 1 else ""
     where_run += f" on {options.cluster}" if client else ""
