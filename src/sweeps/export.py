@@ -61,7 +61,10 @@ def main(argv: list[str] | None = None) -> int:
             spec, dataset = _cli.load(args.study_file)
             study, url = load_existing_study(spec.name, args.storage)
             source, path, model = export_onnx_model(dataset, study, url, args.model_file, args.output)
-            print(f"Exported {source} ({model.n_members} member(s)) to {path}: numeric columns in, "
+            prep = model.preprocessing
+            takes = " and ".join(kind for kind, there in (("numeric", prep.n_numeric), ("text", prep.categorical_columns))
+                                 if there) + " columns"
+            print(f"Exported {source} ({model.n_members} member(s)) to {path}: {takes} in, "
                   f"{'class probabilities' if model.task == 'classification' else 'predictions'} out; "
                   f"onnxruntime agrees with load_model to {TOLERANCE:g}.")
             return 0

@@ -10,8 +10,13 @@ models or refits), averaged as `load_model` averages them. Out: class probabilit
 (classification, columns in `classes` order, also in the metadata) or predictions in the
 target's units (regression).
 
-What it does not: categorical (string) columns, whose one-hot encoding the export refuses
-to guess; encode them upstream, or serve the model with `sweeps.load_model`.
+Categorical (text) columns come in as a second input, `categorical`: a string tensor [rows,
+columns] in the order of `categorical_columns` (also in the metadata), an empty string for a
+missing value. The graph encodes them as the model does: a `LabelEncoder` (ONNX-ML) per
+column maps each string to its place in the vocabulary of every fold's kept categories (a
+string no fold kept, and a missing one, to places of their own), and each fold's own one-hot
+rows are looked up from a table built by the very function that encodes them in Python
+(`preprocess._one_hot`: its imputation, its shared column for rare and unseen categories).
 
 The graph is traced from a torch module that repeats `TrainedModel`'s arithmetic, and the
 export checks it with onnxruntime against `load_model`'s predictions before writing: within 1e-5
@@ -29,7 +34,7 @@ import torch
 from scipy.special import ndtri
 
 from sweeps.errors import SweepsError
-from sweeps.data.preprocess import _CLIP_EPS
+from sweeps.data.preprocess import _CLIP_EPS, _one_hot
 from sweeps.engine.trained import EnsembleModel, TrainedModel
 
 TOLERANCE = 1e-5
@@ -61,8 +66,28 @@ def _ndtri(p: torch.Tensor) -> torch.Tensor:
     return torch.where((p >= low) & (p <= 1 - low), central, tail)
 
 
+def vocabularies(preprocessings) -> list[list[str]]:
+    """Per categorical column, every category any of `preprocessings` keeps or imputes, sorted."""
+    columns = preprocessings[0].categorical_columns
+    return [sorted({c for p in preprocessings for c in [*p.categories[j], p.most_frequent[j]] if c})
+            for j in range(len(columns))]
+
+
+def one_hot_tables(prep, vocabulary: list[list[str]]) -> list[np.ndarray]:
+    """Per categorical column, `prep`'s one-hot row for each vocabulary entry, then for a missing
+    value, then for a string no fold kept: float32 [len(vocabulary) + 2, width]."""
+    import pandas as pd
+
+    tables = []
+    for j, words in enumerate(vocabulary):
+        unseen = "\x00unseen:" + "|".join(words)  # a string that is none of the words
+        column = pd.Series([*words, None, unseen], dtype=object)
+        tables.append(_one_hot(column, prep.categories[j], prep.infrequent[j], prep.most_frequent[j]))
+    return tables
+
+
 class _Preprocess(torch.nn.Module):
-    def __init__(self, prep) -> None:
+    def __init__(self, prep, vocabulary: list[list[str]] | None = None) -> None:
         super().__init__()
         f64 = lambda a: torch.as_tensor(np.asarray(a, np.float64))  # noqa: E731
         self.scaling = prep.scaling
@@ -74,8 +99,18 @@ class _Preprocess(torch.nn.Module):
         self.register_buffer("ranked", torch.as_tensor(ranked))
         quantiles = prep.quantiles if prep.quantiles is not None else np.zeros((2, len(prep.center)))
         self.register_buffer("quantiles", f64(quantiles))  # [n_q, columns]
+        self.n_numeric = len(prep.center)
+        self.tables = torch.nn.ParameterList(
+            torch.nn.Parameter(torch.as_tensor(t), requires_grad=False)
+            for t in (one_hot_tables(prep, vocabulary) if vocabulary else []))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [rows, columns] float64
+    def forward(self, x: torch.Tensor | None, codes: torch.Tensor | None = None) -> torch.Tensor:
+        """Features float32: the numeric columns scaled, then each categorical column's one-hot rows."""
+        blocks = [self.numeric(x).float()] if self.n_numeric else []
+        blocks += [table[codes[:, j]] for j, table in enumerate(self.tables)]
+        return torch.cat(blocks, dim=1) if len(blocks) > 1 else blocks[0]
+
+    def numeric(self, x: torch.Tensor) -> torch.Tensor:  # x: [rows, columns] float64
         x = torch.where(torch.isnan(x), self.fill, x)
         out = (x - self.center) / self.scale
         if self.scaling == "robust":
@@ -106,12 +141,12 @@ class _Preprocess(torch.nn.Module):
 
 
 class _Served(torch.nn.Module):
-    """`TrainedModel`'s prediction from raw numeric rows."""
+    """`TrainedModel`'s prediction from raw numeric rows (and category codes, `vocabulary`'s places)."""
 
-    def __init__(self, model: TrainedModel) -> None:
+    def __init__(self, model: TrainedModel, vocabulary: list[list[str]] | None = None) -> None:
         super().__init__()
         self.model = model
-        self.preps = torch.nn.ModuleList(_Preprocess(p) for p in model.preprocessings)
+        self.preps = torch.nn.ModuleList(_Preprocess(p, vocabulary) for p in model.preprocessings)
         self.members = list(model.member_preprocessing)
         self.classification = model.task == "classification"
         self.register_buffer("y_std", torch.tensor([model.preprocessings[i].y_std for i in self.members],
@@ -119,8 +154,9 @@ class _Served(torch.nn.Module):
         self.register_buffer("y_mean", torch.tensor([model.preprocessings[i].y_mean for i in self.members],
                                                     dtype=torch.float64))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = [p(x.double()).float() for p in self.preps]
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        x, codes = _split(inputs, self.preps[0])
+        features = [p(x, codes) for p in self.preps]
         stacked = torch.stack([features[i] for i in self.members])  # [members, rows, columns]
         out = self.model.net.combine(self.model.net.forward(stacked)[0], self.classification)
         if self.classification:
@@ -140,18 +176,55 @@ def parity_gap(model: TrainedModel, theirs: np.ndarray, ours: np.ndarray) -> flo
 class _ServedEnsemble(torch.nn.Module):
     """`EnsembleModel`'s prediction: the weighted average of its parts' (probabilities, or values)."""
 
-    def __init__(self, model: EnsembleModel) -> None:
+    def __init__(self, model: EnsembleModel, vocabulary: list[list[str]] | None = None) -> None:
         super().__init__()
-        self.parts = torch.nn.ModuleList(_Served(part) for part in model.parts)
+        self.parts = torch.nn.ModuleList(_Served(part, vocabulary) for part in model.parts)
         self.weights = [float(w) for w in model.weights]
         self.classification = model.task == "classification"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return sum(w * part(x) for w, part in zip(self.weights, self.parts))
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return sum(w * part(*inputs) for w, part in zip(self.weights, self.parts))
 
 
-def export_onnx(model: TrainedModel | EnsembleModel, path: Path, sample: np.ndarray) -> Path:
-    """Write `model` as ONNX to `path`, after checking onnxruntime against `model` on `sample` rows."""
+def _split(inputs: tuple[torch.Tensor, ...], prep: _Preprocess) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(numeric rows as float64 or None, category codes or None), from the graph's inputs."""
+    numeric = inputs[0].double() if prep.n_numeric else None
+    codes = inputs[-1] if len(prep.tables) else None
+    return numeric, codes
+
+
+def _category_encoder(columns: list[str], vocabulary: list[list[str]], opset: int):
+    """The graph's front: strings [rows, columns] -> codes int64 [rows, columns], per column its
+    vocabulary's places, a missing value (an empty string) next, any other string last."""
+    from onnx import TensorProto, helper
+
+    nodes, encoded = [], []
+    for j, words in enumerate(vocabulary):
+        nodes += [helper.make_node("Gather", ["categorical", f"column_{j}_index"], [f"column_{j}"], axis=1),
+                  helper.make_node("LabelEncoder", [f"column_{j}"], [f"codes_{j}"], domain="ai.onnx.ml",
+                                   keys_strings=[*words, ""], values_int64s=list(range(len(words) + 1)),
+                                   default_int64=len(words) + 1)]
+        encoded.append(f"codes_{j}")
+    nodes.append(helper.make_node("Concat", encoded, ["codes"], axis=1))
+    indices = [helper.make_tensor(f"column_{j}_index", TensorProto.INT64, [1], [j]) for j in range(len(columns))]
+    graph = helper.make_graph(
+        nodes, "sweeps_categories",
+        [helper.make_tensor_value_info("categorical", TensorProto.STRING, ["rows", len(columns)])],
+        [helper.make_tensor_value_info("codes", TensorProto.INT64, ["rows", len(columns)])], initializer=indices)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid("ai.onnx.ml", 2)])
+
+
+def category_strings_in(sample) -> np.ndarray:
+    """A table's categorical columns as the graph takes them: strings, an empty one where missing."""
+    return np.asarray(sample.astype(object).where(sample.notna(), "").astype(str), dtype=object)
+
+
+OPSET = 17
+
+
+def export_onnx(model: TrainedModel | EnsembleModel, path: Path, sample) -> Path:
+    """Write `model` as ONNX to `path`, after checking onnxruntime against `model` on `sample` rows
+    (an array of the numeric columns, or a table with every training column)."""
     try:
         import onnx
         import onnxruntime
@@ -159,28 +232,45 @@ def export_onnx(model: TrainedModel | EnsembleModel, path: Path, sample: np.ndar
         raise SweepsError("--model onnx needs onnx and onnxruntime: pip install -e \".[onnx]\".") from None
     prep = model.preprocessing
     parts = model.parts if isinstance(model, EnsembleModel) else [model]
-    if any(p.categorical_columns for part in parts for p in part.preprocessings):
-        raise SweepsError(f"--model onnx: the model one-hot encodes categorical columns "
-                          f"({', '.join(prep.categorical_columns)}), which the ONNX graph does not cover; encode "
-                          "them upstream (numbers in, as the network sees them), or serve it with sweeps.load_model.")
-    served = (_ServedEnsemble(model) if isinstance(model, EnsembleModel) else _Served(model)).eval()
-    x = torch.as_tensor(np.asarray(sample, np.float64)).float()
+    every = [p for part in parts for p in part.preprocessings]
+    categorical = list(prep.categorical_columns)
+    vocabulary = vocabularies(every) if categorical else None
+    served = (_ServedEnsemble(model, vocabulary) if isinstance(model, EnsembleModel)
+              else _Served(model, vocabulary)).eval()
+    numeric = prep.n_numeric > 0
+    inputs, names, feeds = [], [], {}
+    if numeric:
+        values = sample[prep.numeric_columns].to_numpy(np.float64, na_value=np.nan) if categorical else sample
+        x = torch.as_tensor(np.asarray(values, np.float64)).float()
+        inputs.append(x)
+        names.append("numeric")
+        feeds["numeric"] = x.numpy()
+    if categorical:
+        strings = category_strings_in(sample[categorical])
+        codes = np.stack([_codes(strings[:, j], words) for j, words in enumerate(vocabulary)], axis=1)
+        inputs.append(torch.as_tensor(codes))
+        names.append("codes")
+        feeds["categorical"] = strings
     partial = path.with_name(path.name + ".partial")
     path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's notes on constants it folds (the fitted numbers)
-        torch.onnx.export(served, (x,), str(partial), input_names=["numeric"],
+        torch.onnx.export(served, tuple(inputs), str(partial), input_names=names,
                           output_names=["probabilities" if served.classification else "prediction"],
-                          dynamic_axes={"numeric": {0: "rows"}}, dynamo=False, opset_version=17)
+                          dynamic_axes={name: {0: "rows"} for name in names}, dynamo=False, opset_version=OPSET)
     graph = onnx.load(str(partial))
-    meta = {"numeric_columns": json.dumps(prep.numeric_columns), "task": model.task,
-            "classes": json.dumps(model.classes), "members": str(model.n_members)}
+    if categorical:  # strings in: the encoder's codes feed the traced graph's
+        front = _category_encoder(categorical, vocabulary, OPSET)
+        front.ir_version = graph.ir_version  # the traced graph's: merging needs one
+        graph = onnx.compose.merge_models(front, graph, io_map=[("codes", "codes")])
+    meta = {"numeric_columns": json.dumps(prep.numeric_columns), "categorical_columns": json.dumps(categorical),
+            "task": model.task, "classes": json.dumps(model.classes), "members": str(model.n_members)}
     for key, value in meta.items():
         entry = graph.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.save(graph, str(partial))
     session = onnxruntime.InferenceSession(str(partial), providers=["CPUExecutionProvider"])
-    theirs = session.run(None, {"numeric": x.numpy()})[0]
+    theirs = session.run(None, feeds)[0]
     ours = model.predict_proba(sample) if served.classification else model.predict(sample)
     gap = parity_gap(model, np.asarray(theirs, np.float64), ours)
     if not gap <= TOLERANCE:
@@ -190,3 +280,9 @@ def export_onnx(model: TrainedModel | EnsembleModel, path: Path, sample: np.ndar
                           "nothing was written.")
     partial.replace(path)
     return path
+
+
+def _codes(strings: np.ndarray, words: list[str]) -> np.ndarray:
+    """What the graph's LabelEncoder gives: a word's place, len(words) for "", len(words) + 1 else."""
+    places = {w: i for i, w in enumerate(words)} | {"": len(words)}
+    return np.array([places.get(s, len(words) + 1) for s in strings], dtype=np.int64)
