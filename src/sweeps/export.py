@@ -62,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
             study, url = load_existing_study(spec.name, args.storage)
             source, path, model = export_onnx_model(dataset, study, url, args.model_file, args.output)
             prep = model.preprocessing
-            takes = " and ".join(kind for kind, there in (("numeric", prep.n_numeric), ("text", prep.categorical_columns))
-                                 if there) + " columns"
+            kinds = (("numeric", prep.n_numeric), ("text", prep.categorical_columns))
+            takes = " and ".join(kind for kind, there in kinds if there) + " columns"
             print(f"Exported {source} ({model.n_members} member(s)) to {path}: {takes} in, "
                   f"{'class probabilities' if model.task == 'classification' else 'predictions'} out; "
                   f"onnxruntime agrees with load_model to {TOLERANCE:g}.")

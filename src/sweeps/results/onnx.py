@@ -211,7 +211,8 @@ def _category_encoder(columns: list[str], vocabulary: list[list[str]], opset: in
         nodes, "sweeps_categories",
         [helper.make_tensor_value_info("categorical", TensorProto.STRING, ["rows", len(columns)])],
         [helper.make_tensor_value_info("codes", TensorProto.INT64, ["rows", len(columns)])], initializer=indices)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid("ai.onnx.ml", 2)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset),
+                                                   helper.make_opsetid("ai.onnx.ml", 2)])
 
 
 def category_strings_in(sample) -> np.ndarray:
