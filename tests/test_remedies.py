@@ -96,6 +96,16 @@ def test_a_resampled_epoch_is_balanced_and_drawn_from_the_folds_real_training_ro
             assert len(set(epoch.tolist())) == len(epoch) and len(majority) > per_class
 
 
+def test_over_sampling_keeps_every_minority_row_even_near_balance():
+    # 95 minority rows topped up to 100: a draw with replacement would miss about a third of
+    # them in every epoch; the rule is every row once, then repeats only to fill.
+    majority, minority = torch.arange(100), torch.arange(100, 195)
+    for seed in range(20):
+        epoch = resampled_epoch([majority, minority], 100, torch.Generator().manual_seed(seed))
+        counts = torch.bincount(epoch, minlength=195)
+        assert (counts[100:] >= 1).all() and counts[100:].sum() == 100 and (counts[:100] == 1).all()
+
+
 def test_resampling_never_touches_validation_rows(monkeypatch):
     folds = imbalanced_noise_folds()
     drawn = []

@@ -98,6 +98,24 @@ def test_the_pipeline_never_sees_validation_or_test_rows(adult_sample, monkeypat
         assert not rows & set(val.tolist()) and not rows & test
 
 
+@pytest.mark.parametrize("scaling", ["standard", "robust", "quantile", "auto"])
+@pytest.mark.parametrize("layout", ["copies", "shared"])
+def test_every_scaling_is_fitted_on_the_folds_training_rows_alone(adult_sample, scaling, layout):
+    # Whatever the scaling fits (means, medians and IQRs, quantile tables), each fold's fitted
+    # numbers are exactly those of its training rows: a test or validation row anywhere in a
+    # median or a quantile table changes them.
+    from sweeps.data.preprocess import Preprocessing
+
+    dataset = load_dataset(adult_study(adult_sample, preprocessing=scaling))
+    folds = make_folds(dataset, 3, 0, layout=layout, scaling=scaling)
+    for fitted, train in zip(folds.preprocessings, folds.train_rows):
+        expected = Preprocessing.fit(dataset.X.iloc[train], scaling=scaling)
+        (meta, arrays), (meta_expected, arrays_expected) = fitted.state(), expected.state()
+        assert meta == meta_expected and arrays.keys() == arrays_expected.keys()
+        for name in arrays:
+            np.testing.assert_array_equal(arrays[name], arrays_expected[name], err_msg=f"{scaling}: {name}")
+
+
 @pytest.mark.parametrize("edit, message", [
     (lambda f: f.assign(empty=np.nan), r"column 'empty' is missing in every row; drop it \(drop=\['empty'\]\)"),
     (lambda f: f.assign(name=[f"person {i}" for i in range(len(f))]), r"column 'name' has a distinct value in every row"),

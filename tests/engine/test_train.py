@@ -45,6 +45,25 @@ def test_the_recipe_learns_and_its_value_is_the_unsmoothed_loss_of_the_members_m
     assert result.val_losses[f] == pytest.approx(expected.item(), rel=1e-5)
 
 
+@pytest.mark.parametrize("options", [dict(label_smoothing=0.3), dict(resampling="under")],
+                         ids=["smoothing", "resampling"])
+def test_every_epochs_validation_value_is_the_plain_loss_on_every_validation_row(digits_folds, options):
+    # What the pruner and the curves see each epoch is what the trial is scored by: unsmoothed,
+    # on all the validation rows (never a re-sampled draw), not only the final value.
+    seen = []
+    config = NetConfig(1, 32, 0.0, 1e-4, 3e-3, batch_size=64, **options)
+    result = train_folds(digits_folds, config, max_epochs=1, patience=None, seed=2,
+                         on_epoch=lambda epoch, value, folds: seen.append(value))
+    model = result.model
+    for f in range(digits_folds.k):
+        x, y, w = digits_folds.X_val[f:f + 1], digits_folds.y_val[f:f + 1], digits_folds.val_weight[f:f + 1]
+        losses = torch.nn.functional.cross_entropy(model.select(torch.tensor([f])).forward(x)[0][0], y[0],
+                                                   reduction="none")
+        assert result.val_losses[f] == pytest.approx(float((losses * w[0]).sum() / w[0].sum()), rel=1e-5)
+    assert seen == pytest.approx([float(np.mean(result.val_losses))], rel=1e-6)
+    assert result.curve_val == pytest.approx(seen, rel=1e-6)
+
+
 def test_removing_stopped_folds_changes_nothing_but_the_cost(digits_folds):
     # Patience 1 stops folds at different epochs; without dropout both paths are exact.
     config = NetConfig(1, 32, 0.0, 1e-4, 3e-2)

@@ -98,3 +98,25 @@ def test_text_columns_are_encoded_inside_the_graph(tmp_path, monkeypatch, capsys
     with pytest.warns(Warning, match="categor"):  # load_model says so; the graph treats them the same way
         ours = model.predict_proba(rows)
     assert parity_gap(model, theirs, ours) <= 1e-5
+
+
+def test_a_graph_that_disagrees_with_load_model_is_never_written(tmp_path, monkeypatch):
+    # The exporter checks onnxruntime against load_model on real rows before it keeps a file:
+    # a graph one part in ten thousand off is refused, and nothing is left behind.
+    from sweeps.results import onnx as exporter
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.py").write_text(STUDY.format(loader="load_diabetes", task="regression", scaling="standard"))
+    spec = sweeps.spec.study.load_study_file(tmp_path / "s.py")
+    dataset = load_dataset(spec)
+    run_study(spec, dataset, storage="sqlite:///storage/onnx.db", progress=False, out=io.StringIO())
+    _, model = evaluate_study(spec, dataset, storage="sqlite:///storage/onnx.db", err=io.StringIO())
+    honest = exporter._Served.forward
+    monkeypatch.setattr(exporter._Served, "forward", lambda self, *inputs: honest(self, *inputs) * 1.0001)
+    sample = dataset.rows(dataset.dev[:64])
+    with pytest.raises(sweeps.SweepsError, match=r"onnxruntime's predictions differ from load_model's by .*nothing "
+                                                 r"was written"):
+        exporter.export_onnx(model, tmp_path / "m.onnx", sample)
+    assert not list(tmp_path.glob("m.onnx*"))
+    monkeypatch.setattr(exporter._Served, "forward", honest)
+    assert exporter.export_onnx(model, tmp_path / "m.onnx", sample).is_file()  # the same, honest: written
