@@ -95,3 +95,15 @@ def test_frozen_tensors_neither_step_nor_count_in_the_clipping_norm():
     optimizer.step()
     assert (params[0] == 1).all()  # frozen: no step, no decay
     assert (params[1] < 1).all() and (params[2] < 1).all()  # the others step (and decay where they may)
+
+
+def test_gradient_clipping_measures_the_trained_tensors_alone():
+    # A frozen layer (feature extraction) is neither stepped nor counted in the norm that
+    # clipping limits: its gradient, however large, must not shrink the trained layers' steps.
+    frozen, trained = torch.zeros(2, 4, 4), torch.zeros(2, 3)
+    optimizer = StackedAdamW([frozen, trained], lr=1e-2, weight_decay=0.0, frozen=[True, False])
+    optimizer.grads[0].fill_(100.0)  # a norm of 400 per fold-model
+    optimizer.grads[1].copy_(torch.tensor([[0.3, 0.0, 0.4], [3.0, 0.0, 4.0]]))  # norms 0.5 and 5
+    optimizer.clip(1.0)
+    torch.testing.assert_close(optimizer.grads[1], torch.tensor([[0.3, 0.0, 0.4], [0.6, 0.0, 0.8]]),
+                               rtol=0, atol=1e-5)  # under the limit: as it was; over: scaled to norm 1

@@ -204,6 +204,23 @@ study = Study(name="digits-test", task="classification", data=lambda: load_digit
 """
 
 
+def test_two_evaluations_interleaved_in_one_process_get_two_numbers(study_url):
+    # The interleaving forced, deterministically: the second evaluation reserves its number
+    # after the first reserved and before it recorded anything. A count read from the study
+    # and written back later would give both "#1".
+    from sweeps.store import record
+
+    first, second = (optuna.load_study(study_name=SPEC.name, storage=study_url) for _ in range(2))
+    (one, ledger_one, trial_one), (two, ledger_two, trial_two) = (record.reserve_test_evaluation(s)
+                                                                  for s in (first, second))
+    assert (one, two) == (1, 2)
+    entry = dict(evaluation=0, timestamp="t", source="trial #0", loss=0.5, metric=0.9)
+    record.write_test_evaluation(second, ledger_two, trial_two, {**entry, "evaluation": two})
+    record.write_test_evaluation(first, ledger_one, trial_one, {**entry, "evaluation": one})
+    stored = snapshot(study_url)
+    assert stored["test_evaluations"] == 2 and [e["evaluation"] for e in stored["test_history"]] == [1, 2]
+
+
 def test_evaluations_started_together_are_counted_apart(study_url, tmp_path):
     import subprocess
     import sys

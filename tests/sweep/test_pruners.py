@@ -144,3 +144,19 @@ def test_converged_when_the_last_trials_improve_less_than_one_standard_error():
     still_learning = [0.5 - 0.01 * i for i in range(30)]  # 0.1 gained in the last 10: more than se
     assert converged(finished_study(still_learning).trials) is None
     assert converged(finished_study(plateau[:19]).trials) is None  # fewer than 20 complete trials
+
+
+@pytest.mark.parametrize("values, window", [
+    # 60 finished: the window is a third of them, 20. The last 10 gained nothing, the 10 before a lot.
+    ([0.5 - 0.005 * i for i in range(40)] + [0.25 - 0.005 * i for i in range(10)]
+     + [0.2 - 0.0001 * i for i in range(10)], 20),
+    # 24 finished: the window is 10, not a third (8). The last 8 gained nothing, the 2 before a lot.
+    ([0.5 - 0.01 * i for i in range(14)] + [0.30, 0.29] + [0.289 - 0.0001 * i for i in range(8)], 10),
+])
+def test_the_converged_window_is_the_last_max_10_or_a_third_of_the_finished_trials(values, window):
+    # The improvement is measured over exactly that window: a window one trial too short or too
+    # long sees another improvement, and these values make the two answers differ.
+    assert converged(finished_study(values).trials) is None  # the window's gain is above one SE
+    flat = values[:-window] + [min(values[:-window]) - 0.0001 * (i + 1) for i in range(window)]
+    reason = converged(finished_study(flat).trials)
+    assert reason and reason.startswith(f"converged: the last {window} of {len(values)} finished trials")
