@@ -170,3 +170,24 @@ def test_auto_is_the_ensemble_for_a_regression_with_candidates_and_the_folds_oth
     entry, _ = evaluate_study(classification, load_dataset(classification), storage=url,
                               model_path=str(tmp_path / "c.pt"), err=io.StringIO())
     assert entry["final_model"] == "folds" and "a classification keeps" in entry["final_model_reason"]
+
+
+def test_an_ensemble_transforms_the_rows_once_per_preprocessing_its_parts_share(swept, tmp_path, monkeypatch):
+    from sweeps.data.preprocess import Preprocessing
+
+    spec, dataset, url, study, folder = swept
+    _, model = evaluate_study(spec, dataset, storage=url, model_path=str(tmp_path / "m.pt"), err=io.StringIO())
+    X = dataset.rows(dataset.test)
+    alone = np.sum([w * p.predict_proba(X) for w, p in zip(model.weights, model.parts)], axis=0)
+    calls = []
+    original = Preprocessing.features
+
+    def counted(self, rows):
+        calls.append(id(self))
+        return original(self, rows)
+
+    monkeypatch.setattr(Preprocessing, "features", counted)
+    for ensemble in (model, sweeps.load_model(tmp_path / "m.pt")):  # as evaluate built it, and as loaded
+        calls.clear()
+        np.testing.assert_allclose(ensemble.predict_proba(X), alone, atol=1e-6)  # the same predictions
+        assert len(model.parts) >= 2 and len(calls) == len(set(calls)) == spec.folds  # once per fold's transform

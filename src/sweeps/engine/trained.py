@@ -124,22 +124,32 @@ class TrainedModel(BaseEstimator):
             return len(self.columns)
         return self.preprocessing.n_numeric
 
-    def member_outputs(self, X: Any) -> torch.Tensor:
-        """Raw outputs of every member `[members, rows, outputs]`: logits or standardized targets."""
+    def member_outputs(self, X: Any, shared: dict | None = None) -> torch.Tensor:
+        """Raw outputs of every member `[members, rows, outputs]`: logits or standardized targets.
+
+        `shared`: features already computed for these rows by the same preprocessing objects
+        (the parts of an `EnsembleModel` share their folds' preprocessings), filled as they are
+        computed: a quantile transform of every row is most of a small net's prediction time."""
         X = self._check(X)
         device = self.net.weights[0].device
         width = self.net.n_inputs  # fold-models whose encoders saw fewer categories get zero columns
-        features = [torch.nn.functional.pad(torch.as_tensor(p.features(X), device=device),
-                                            (0, width - p.n_features)) for p in self.preprocessings]
+        shared = {} if shared is None else shared
+        features = []
+        for p in self.preprocessings:
+            key = (id(p), width, device)
+            if key not in shared:
+                shared[key] = torch.nn.functional.pad(torch.as_tensor(p.features(X), device=device),
+                                                      (0, width - p.n_features))
+            features.append(shared[key])
         x = torch.stack([features[i] for i in self.member_preprocessing])
         with torch.no_grad():
             return self.net.predict(x, classification=self.task == "classification")
 
-    def log_proba(self, X: Any) -> torch.Tensor:
+    def log_proba(self, X: Any, shared: dict | None = None) -> torch.Tensor:
         """Log of the members' mean class probabilities `[rows, classes]` (classification)."""
         if self.task != "classification":
             raise SweepsError("log_proba: this is a regression model; use predict.")
-        out = torch.log_softmax(self.member_outputs(X).double(), dim=-1)
+        out = torch.log_softmax(self.member_outputs(X, shared).double(), dim=-1)
         return torch.logsumexp(out, dim=0) - float(np.log(len(out)))
 
     def _target_units(self, out: torch.Tensor) -> torch.Tensor:
@@ -156,11 +166,11 @@ class TrainedModel(BaseEstimator):
             raise SweepsError("predict_proba: this is a regression model; use predict.")
         return self.log_proba(X).exp().float().cpu().numpy()
 
-    def predict(self, X: Any) -> np.ndarray:
+    def predict(self, X: Any, shared: dict | None = None) -> np.ndarray:
         """Class labels (classification) or target values in their own units (regression)."""
         if self.task == "classification":
             return np.asarray(self.classes)[self.predict_proba(X).argmax(-1)]
-        return self._target_units(self.member_outputs(X)).cpu().numpy()
+        return self._target_units(self.member_outputs(X, shared)).cpu().numpy()
 
     def _check(self, X: Any):
         """Rows as the preprocessing reads them: a table by the training columns' names (in any
@@ -322,7 +332,8 @@ class EnsembleModel(BaseEstimator):
         """Log of the weighted average of the parts' class probabilities `[rows, classes]`."""
         if self.task != "classification":
             raise SweepsError("log_proba: this is a regression model; use predict.")
-        parts = torch.stack([p.log_proba(X) for p in self.parts])  # [parts, rows, classes]
+        shared: dict = {}  # features computed once per preprocessing the parts share
+        parts = torch.stack([p.log_proba(X, shared) for p in self.parts])  # [parts, rows, classes]
         log_w = torch.log(torch.tensor(self.weights, dtype=parts.dtype)).view(-1, 1, 1)
         return torch.logsumexp(parts + log_w, dim=0)
 
@@ -332,7 +343,8 @@ class EnsembleModel(BaseEstimator):
     def predict(self, X: Any) -> np.ndarray:
         if self.task == "classification":
             return np.asarray(self.classes)[self.predict_proba(X).argmax(-1)]
-        return sum(w * p.predict(X) for w, p in zip(self.weights, self.parts))
+        shared: dict = {}  # features computed once per preprocessing the parts share
+        return sum(w * p.predict(X, shared) for w, p in zip(self.weights, self.parts))
 
     def save(self, path: str | Path) -> Path:
         """One safetensors file: every part's tensors behind `part{i}.`, their headers and the weights.

@@ -153,7 +153,9 @@ def ensemble_final(study, url: str, dataset: Dataset, settings: dict[str, Any], 
                                    scale, fold_of_row)
     by_trial = {c.trial: c for c in found}
     parts = [by_trial[t].model() for t in selection.trials]
-    for part in parts:
+    first_with: dict = {}  # parts trained on the same folds share one preprocessing: their features
+    for t, part in zip(selection.trials, parts):  # are then computed once per prediction
+        part.preprocessings = first_with.setdefault(by_trial[t].preprocessing_path, part.preprocessings)
         part.net = part.net.to(device)
     model = EnsembleModel(parts, selection.weights, {"final_model": "ensemble", "trials": selection.trials,
                                                      "weights": selection.weights})
