@@ -289,18 +289,24 @@ def category_embeddings(args) -> None:
     print("| config | one-hot | category_dim=8 | ratio | category_dim=16 | ratio |")
     print("|---|---|---|---|---|---|")
     for depth, width in CONFIGS[:2]:
-        runs = {}
-        for dim in (0, 8, 16):
-            config = NetConfig(depth, width, 0.2, 1e-4, 1e-3, batch_size=256, embedding="none", category_dim=dim)
-            runs[dim] = lambda config=config: train_folds(folds, config, max_epochs=3, patience=None, seed=0)
-            runs[dim]()  # warm-up
-        seconds: dict[int, list[float]] = {dim: [] for dim in runs}
-        for _ in range(reps):
-            for dim, run in runs.items():
-                seconds[dim].append(timed(run, args.device)[0])
-        t = {dim: statistics.median(v) for dim, v in seconds.items()}
+        t = interleaved({dim: NetConfig(depth, width, 0.2, 1e-4, 1e-3, batch_size=256, embedding="none",
+                                        category_dim=dim) for dim in (0, 8, 16)}, folds, reps, args.device)
         print(f"| d{depth} w{width} | {t[0]:.3f} s | {t[8]:.3f} s | {t[8] / t[0]:.2f}x | {t[16]:.3f} s | "
               f"{t[16] / t[0]:.2f}x |", flush=True)
+
+
+def interleaved(configs: dict, folds: Folds, reps: int, device: str) -> dict:
+    """Median seconds of a 3-epoch trial of each configuration, repetitions going round-robin
+    over them (a machine that speeds up or slows down moves every one alike), after a warm-up."""
+    runs = {key: (lambda config=config: train_folds(folds, config, max_epochs=3, patience=None, seed=0))
+            for key, config in configs.items()}
+    for run in runs.values():
+        run()
+    seconds: dict = {key: [] for key in runs}
+    for _ in range(reps):
+        for key, run in runs.items():
+            seconds[key].append(timed(run, device)[0])
+    return {key: statistics.median(v) for key, v in seconds.items()}
 
 
 def regression_ingredients(args) -> None:
@@ -320,16 +326,8 @@ def regression_ingredients(args) -> None:
     print("| config | squared error | Huber δ=1 | ratio |")
     print("|---|---|---|---|")
     for depth, width in CONFIGS[:2]:
-        runs = {}
-        for huber in (0.0, 1.0):
-            config = NetConfig(depth, width, 0.2, 1e-4, 1e-3, batch_size=256, embedding="none", huber=huber)
-            runs[huber] = lambda config=config: train_folds(folds, config, max_epochs=3, patience=None, seed=0)
-            runs[huber]()  # warm-up
-        seconds: dict[float, list[float]] = {h: [] for h in runs}
-        for _ in range(reps):
-            for huber, run in runs.items():
-                seconds[huber].append(timed(run, args.device)[0])
-        t = {h: statistics.median(v) for h, v in seconds.items()}
+        t = interleaved({huber: NetConfig(depth, width, 0.2, 1e-4, 1e-3, batch_size=256, embedding="none",
+                                          huber=huber) for huber in (0.0, 1.0)}, folds, reps, args.device)
         print(f"| d{depth} w{width} | {t[0.0]:.3f} s | {t[1.0]:.3f} s | {t[1.0] / t[0.0]:.2f}x |", flush=True)
 
 

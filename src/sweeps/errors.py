@@ -8,11 +8,12 @@ import sys
 READER: contextvars.ContextVar[str] = contextvars.ContextVar("sweeps_reader", default="python")
 
 
-def option(name: str, value: str = "") -> str:
+def option(name: str, value: str | bool = "") -> str:
     """An option as its reader writes it: `--n-trials N` on the command line, `n_trials=N` from Python
-    (without a value: `--n-trials`, `n_trials`)."""
+    (without a value: `--n-trials`, `n_trials`; a switch, value True: `--accept-changed-settings`,
+    `accept_changed_settings=True`)."""
     if READER.get() == "cli":
-        return "--" + name.replace("_", "-") + (f" {value}" if value else "")
+        return "--" + name.replace("_", "-") + (f" {value}" if value and value is not True else "")
     return f"{name}={value}" if value else name
 
 

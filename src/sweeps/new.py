@@ -134,10 +134,11 @@ def _regression_leaks(X, y) -> list[str]:
     if not varying.any() or target.std() == 0:
         return found
     for j, name in enumerate(complete.columns):
-        if varying[j] and abs(np.corrcoef(values[:, j], target)[0, 1]) >= LEAK_CORRELATION:
+        correlation = np.corrcoef(values[:, j], target)[0, 1] if varying[j] else 0.0
+        if abs(correlation) >= LEAK_CORRELATION:
             found.append(f"column {str(name)!r} predicts the target almost perfectly (correlation "
-                         f"{np.corrcoef(values[:, j], target)[0, 1]:+.4f}): a leak? Drop it (--drop) unless it is "
-                         "known when predictions are made.")
+                         f"{correlation:+.4f}): a leak? Drop it (--drop) unless it is known when predictions are "
+                         "made.")
     design = np.column_stack([values[:, varying] / scale[varying], np.ones(len(values))])
     coef, *_ = np.linalg.lstsq(design, target, rcond=None)
     residual = target - design @ coef

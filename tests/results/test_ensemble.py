@@ -132,11 +132,15 @@ def test_what_an_ensemble_cannot_be_made_of_is_one_line_and_records_nothing(swep
     assert "test_evaluations" not in optuna.load_study(study_name="few", storage=few_url).user_attrs
     kept = candidates.folder_for(url, spec.name)
     meta = next(kept.glob("trial-*.json"))
-    document = json.loads(meta.read_text())
+    original = meta.read_text()
+    document = json.loads(original)
     document["fingerprint"]["data_sha256"] = "0" * 64  # written for other data
     meta.write_text(json.dumps(document))
-    with pytest.raises(SweepsError, match=r"were written for other data"):
-        evaluate_study(spec, dataset, storage=url, model_path=str(tmp_path / "o.pt"), err=io.StringIO())
+    try:
+        with pytest.raises(SweepsError, match=r"were written for other data"):
+            evaluate_study(spec, dataset, storage=url, model_path=str(tmp_path / "o.pt"), err=io.StringIO())
+    finally:
+        meta.write_text(original)  # the module's sweep is shared by the tests after this one
 
 
 def test_candidates_zero_keeps_nothing(tmp_path):

@@ -125,11 +125,11 @@ def evaluate_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
     chosen = choose(study, spec, config_path)
     path = Path(model_path) if model_path else output_path(url, spec.name, "-model.pt")
     check_writable(path, "model")  # before training, not after the test set was scored
-    strategy, why = resolve(spec.final_model, spec.task, study, url, dataset, config_path)
+    strategy, why, kept = resolve(spec.final_model, spec.task, study, url, dataset, config_path)
 
     settings = record.stored_settings(study)  # what the trials were trained with
     if strategy == "ensemble":
-        model, selection = ensemble_final(study, url, dataset, settings, spec.task, device)
+        model, selection = ensemble_final(study, url, dataset, settings, spec.task, device, kept)
         chosen.update(ensemble_chosen(study, selection))
         train_loss = None
     else:

@@ -102,32 +102,34 @@ def _check_memory(folds, config: NetConfig, source: str) -> None:
 
 
 def resolve(strategy: str, task: str, study, url: str, dataset: Dataset, config_path: str | None = None
-            ) -> tuple[str, str | None]:
-    """The strategy `evaluate` uses for the declared one, and for "auto" the reason in words."""
+            ) -> tuple[str, str | None, tuple | None]:
+    """The strategy `evaluate` uses for the declared one, for "auto" the reason in words, and the
+    candidates "auto" read (`candidates.read`'s answer, for `ensemble_final`; None otherwise)."""
     if strategy != "auto":
-        return strategy, None
+        return strategy, None, None
     if task == "classification":
-        return "folds", "final_model=\"auto\": a classification keeps the chosen trial's fold-models"
+        return "folds", "final_model=\"auto\": a classification keeps the chosen trial's fold-models", None
     if config_path:
-        return "folds", "final_model=\"auto\": --config names one configuration"
+        return "folds", "final_model=\"auto\": --config names one configuration", None
     folder = candidates.folder_for(url, study.study_name)
     try:
-        found, _ = candidates.read(folder, study, dataset)
+        kept = candidates.read(folder, study, dataset)
     except SweepsError as e:
-        return "folds", f"final_model=\"auto\": a regression, but its candidates cannot be used ({e})"
-    if len(found) < 2:
-        return "folds", (f"final_model=\"auto\": a regression, but {len(found)} trial(s) kept as candidates in "
-                         f"{folder} (an ensemble needs 2; Study(candidates=) sets how many are kept)")
-    return "ensemble", f"final_model=\"auto\": a regression, {len(found)} trials kept as candidates"
+        return "folds", f"final_model=\"auto\": a regression, but its candidates cannot be used ({e})", None
+    if len(kept[0]) < 2:
+        return "folds", (f"final_model=\"auto\": a regression, but {len(kept[0])} trial(s) kept as candidates in "
+                         f"{folder} (an ensemble needs 2; Study(candidates=) sets how many are kept)"), None
+    return "ensemble", f"final_model=\"auto\": a regression, {len(kept[0])} trials kept as candidates", kept
 
 
 def ensemble_final(study, url: str, dataset: Dataset, settings: dict[str, Any], task: str,
-                   device: str = "cpu") -> tuple[EnsembleModel, Selection]:
+                   device: str = "cpu", kept: tuple | None = None) -> tuple[EnsembleModel, Selection]:
     """`final_model="ensemble"`: select on the kept candidates' out-of-fold predictions and
     average the chosen trials' fold-models. Refuses, in one line, a study with fewer than two
-    candidates here (and says which of its best trials' files are missing)."""
+    candidates here (and says which of its best trials' files are missing). `kept`: the
+    candidates already read (by `resolve`), not read again."""
     folder = candidates.folder_for(url, study.study_name)
-    found, missing = candidates.read(folder, study, dataset)
+    found, missing = kept if kept is not None else candidates.read(folder, study, dataset)
     if len(found) < 2:
         where = f"; the files of trial(s) {missing[:5]} are not in {folder} (kept on another machine?)" \
             if missing else ""

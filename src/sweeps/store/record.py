@@ -45,7 +45,7 @@ import optuna
 from optuna.trial import TrialState
 
 from sweeps import __version__
-from sweeps.errors import READER, SweepsError, option
+from sweeps.errors import SweepsError, option
 from sweeps.spec.study import Study
 from sweeps.store import internals
 
@@ -281,7 +281,7 @@ def check_same_study(study: optuna.Study, spec: Study, dataset: Dataset, storage
             raise SweepsError(
                 f"study '{spec.name}' in {storage_url} was run with {was}, the study file now says {now}: "
                 f"new trials' values would not be comparable with the stored ones; {fix}; or rerun with "
-                f"{option('accept_changed_settings', '' if READER.get() == 'cli' else 'True')} to go on and "
+                f"{option('accept_changed_settings', True)} to go on and "
                 "record the change.")
     return dataset
 
