@@ -25,6 +25,7 @@ def summary(study: optuna.Study, url: str, seconds: float | None = None) -> str:
     import numpy as np
     from optuna.trial import TrialState
 
+    from sweeps.store.notes import embedding_evidence
     from sweeps.store.storage import describe
 
     trials = study.get_trials(deepcopy=False)
@@ -46,6 +47,9 @@ def summary(study: optuna.Study, url: str, seconds: float | None = None) -> str:
             lines.append(f"  honest CV loss {a['honest_cv_loss']:.4f} (each fold's stopping epoch chosen on the "
                          f"other folds): early stopping made the CV loss {a['cv_optimism']:.4f} optimistic")
         lines.append("  " + "  ".join(f"{k}={_fmt(v)}" for k, v in best.params.items()))
+        chosen = embedding_evidence([t for t in trials if t.state == TrialState.COMPLETE])
+        if chosen:
+            lines.append(f"Embeddings: {chosen}")
     else:
         lines.append("No trial completed yet.")
     if study.user_attrs.get("stop_reason"):

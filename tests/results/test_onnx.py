@@ -24,18 +24,19 @@ STUDY = """
 from sklearn.datasets import {loader}
 from sweeps import Space, Study
 study = Study(name="onnx", task={task!r}, data=lambda: {loader}(return_X_y=True),
-              space=Space(depth=2, width=16, lr=5e-3), folds=3, max_epochs=4, patience=3, n_trials=1,
-              preprocessing={scaling!r})
+              space=Space(depth=2, width=16, lr=5e-3, embedding={embedding!r}), folds=3, max_epochs=4, patience=3,
+              n_trials=1, preprocessing={scaling!r})
 """
 
 
-@pytest.mark.parametrize("loader, task, scaling", [
-    ("load_diabetes", "regression", "auto"),  # 10 numeric columns: periodic embeddings, quantile and standard
-    ("load_digits", "classification", "robust"),
+@pytest.mark.parametrize("loader, task, scaling, embedding", [
+    ("load_diabetes", "regression", "auto", "periodic"),  # 10 numeric columns: quantile and standard scaling
+    ("load_digits", "classification", "robust", "none"),
 ])
-def test_the_onnx_graph_predicts_what_load_model_predicts(tmp_path, monkeypatch, capsys, loader, task, scaling):
+def test_the_onnx_graph_predicts_what_load_model_predicts(tmp_path, monkeypatch, capsys, loader, task, scaling,
+                                                          embedding):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "s.py").write_text(STUDY.format(loader=loader, task=task, scaling=scaling))
+    (tmp_path / "s.py").write_text(STUDY.format(loader=loader, task=task, scaling=scaling, embedding=embedding))
     spec = sweeps.spec.study.load_study_file(tmp_path / "s.py")
     dataset = load_dataset(spec)
     url = "sqlite:///storage/onnx.db"
@@ -106,7 +107,8 @@ def test_a_graph_that_disagrees_with_load_model_is_never_written(tmp_path, monke
     from sweeps.results import onnx as exporter
 
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "s.py").write_text(STUDY.format(loader="load_diabetes", task="regression", scaling="standard"))
+    (tmp_path / "s.py").write_text(STUDY.format(loader="load_diabetes", task="regression", scaling="standard",
+                                                embedding="periodic"))
     spec = sweeps.spec.study.load_study_file(tmp_path / "s.py")
     dataset = load_dataset(spec)
     run_study(spec, dataset, storage="sqlite:///storage/onnx.db", progress=False, out=io.StringIO())

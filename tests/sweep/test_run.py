@@ -14,7 +14,7 @@ import pytest
 from optuna.trial import TrialState
 from sklearn.datasets import load_diabetes, load_digits
 
-from sweeps import Categorical, Space, SweepsError
+from sweeps import Categorical, Space, Study, SweepsError
 from sweeps.errors import Terminated
 from sweeps.data.dataset import load_dataset
 from sweeps.run import summary
@@ -47,6 +47,46 @@ def test_a_sweep_is_stored_and_readable_with_plain_optuna(sqlite_url, digits_dat
     assert set(trial.params) == {"depth", "width", "dropout", "weight_decay", "lr", "batch_size", "beta2"}
     text = summary(study, sqlite_url)
     assert f"Best trial #{trial.number}" in text and "optuna-dashboard sqlite:///" in text
+
+
+def test_auto_embedding_is_searched_and_the_run_says_which_won_and_why(sqlite_url):
+    # diabetes has 10 numeric columns: "auto" searches "none" against "periodic", the folds'
+    # evidence decides, and the summary and the dashboard note give both sides' best and time
+    from sweeps.store.notes import study_note
+
+    spec = Study(name="emb", task="regression", data=lambda: load_diabetes(return_X_y=True),
+                 space=Space(depth=1, width=(16, 32), lr=(3e-3, 3e-2)), folds=3, max_epochs=4, patience=2,
+                 n_trials=6, seed=0)
+    study = run(spec, sqlite_url)
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    by = {c: [t for t in complete if t.params["embedding"] == c] for c in ("none", "periodic")}
+    assert by["none"] and by["periodic"]  # both tried (seeded)
+    assert all("frequency_scale" in t.params for t in by["periodic"])
+    assert not any("frequency_scale" in t.params for t in by["none"])
+    winner = study.best_trial.params["embedding"]
+    loser = "none" if winner == "periodic" else "periodic"
+    best = {c: min(t.value for t in ts) for c, ts in by.items()}
+    said = re.search(r"Embeddings: the search chose (\w+): best CV loss (\w+) ([\d.]+) \(trial #\d+; (\d+) complete "
+                     r"trials, median [\d.]+ s each\) against (\w+) ([\d.]+) \(trial #\d+; (\d+) complete",
+                     summary(study, sqlite_url))
+    assert said, summary(study, sqlite_url)
+    assert said.group(1) == said.group(2) == winner and said.group(5) == loser
+    assert float(said.group(3)) == pytest.approx(best[winner], abs=1e-4)
+    assert float(said.group(6)) == pytest.approx(best[loser], abs=1e-4)
+    assert (int(said.group(4)), int(said.group(7))) == (len(by[winner]), len(by[loser]))
+    assert f"Embeddings: the search chose {winner}" in study_note(study)
+
+
+def test_auto_embedding_is_left_off_beyond_its_column_count_and_kept_where_named():
+    from sweeps.spec.options import AUTO_EMBEDDING_MAX_NUMERIC as most
+
+    auto = Space(depth=1, width=16)
+    assert auto.resolved(6).embedding.choices == ("none", "periodic")
+    assert auto.resolved(most).embedding.choices == ("none", "periodic")
+    assert auto.resolved(most + 1).embedding.choices == ("none",)
+    assert auto.resolved(0).embedding.choices == ("none",)  # text columns only
+    assert Space(embedding="periodic").resolved(64).embedding.choices == ("periodic",)
+    assert Space(embedding=["auto", "periodic"]).resolved(6).embedding.choices == ("none", "periodic")
 
 
 def test_rerun_resumes_and_n_trials_adds(sqlite_url):

@@ -27,8 +27,8 @@ FINAL_MODELS = ("auto", "folds", "refit", "refit-seeds", "ensemble")  # Study.fi
 STOPS = (None, "converged")  # Study.stop
 EARLY_STOPPING = ("mean", "worst_group")  # Study.early_stopping
 
-# embedding="auto": periodic embeddings when the data has at most this many numeric columns.
-# Their cost grows with the numeric columns (a linear map of their own per column and row):
+# embedding="auto": "none" and "periodic" both searched (the folds' evidence decides) when the data
+# has at most this many numeric columns, "none" beyond. Their cost grows with the numeric columns (a linear map of their own per column and row):
 # on digits' 64 pixel columns they made a d1 w32 trial 10-20x slower (benchmarks/bench_engine.py),
 # where 6 columns cost 3-5x per trial and a whole sweep on adult about 2x.
 AUTO_EMBEDDING_MAX_NUMERIC = 32
@@ -91,7 +91,7 @@ OPTIONS_LIST: tuple[Option, ...] = (
            "(0.0, 0.3)", "remedies", valid=(0.0, math.inf), optional=True),
     # The tabular-MLP recipe (docs: models).
     Option("embedding", "choice", "auto", "none", "\"periodic\": PLR embeddings of the numeric columns; \"auto\": "
-           f"periodic for at most {AUTO_EMBEDDING_MAX_NUMERIC} numeric columns", "recipe",
+           f"none and periodic searched for at most {AUTO_EMBEDDING_MAX_NUMERIC} numeric columns", "recipe",
            choices=("none", "periodic", "auto"), optional=True),
     Option("n_frequencies", "int", 16, 16, "periodic embeddings: frequencies per feature", "recipe",
            valid=(1, math.inf), periodic_only=True),

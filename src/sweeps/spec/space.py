@@ -159,11 +159,15 @@ class Space:
         return params
 
     def resolved(self, n_numeric: int) -> Space:
-        """This space with embedding="auto" decided for data with `n_numeric` numeric columns."""
+        """This space with embedding="auto" decided for data with `n_numeric` numeric columns:
+        searched between "none" and "periodic" where the embeddings' cost is bearable, so the
+        evidence of the folds decides (they help some tables and make others slower and worse:
+        docs/benchmarks.md, "Embeddings chosen by evidence"); "none" beyond that."""
         if not isinstance(self.embedding, Categorical) or "auto" not in self.embedding.choices:
             return self
-        on = "periodic" if 1 <= n_numeric <= AUTO_EMBEDDING_MAX_NUMERIC else "none"
-        choices = list(dict.fromkeys(on if c == "auto" else c for c in self.embedding.choices))
+        on = ["none", "periodic"] if 1 <= n_numeric <= AUTO_EMBEDDING_MAX_NUMERIC else ["none"]
+        choices = list(dict.fromkeys(c for choice in self.embedding.choices
+                                     for c in (on if choice == "auto" else [choice])))
         return dataclasses.replace(self, embedding=Categorical(choices))
 
     def off(self, name: str) -> bool:

@@ -26,6 +26,9 @@ def study_note(study: optuna.Study) -> str:
         lines.append(f"| sweeps version | {a['sweeps_version']} |")
     if a.get("stop_reason"):
         lines += ["", f"Stopped early, {a['stop_reason']}."]
+    chosen = embedding_evidence(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+    if chosen:
+        lines += ["", f"Embeddings: {chosen}"]
     result = a.get("test_result")
     if result:
         lines += ["", f"## Held-out test result (evaluation #{result['evaluation']}, {result['timestamp']})", "",
@@ -39,6 +42,26 @@ def study_note(study: optuna.Study) -> str:
     if a.get("diagnosis_report"):
         lines += ["", a["diagnosis_report"].replace("# Diagnosis", "## Diagnosis", 1)]
     return "\n".join(lines) + "\n"
+
+
+def embedding_evidence(trials: list) -> str | None:
+    """Which numeric embedding the search chose, and on what evidence: the best CV loss and the
+    typical time of the complete trials with and without, when both were tried (the default
+    `embedding="auto"` searches both for tables with few numeric columns; docs: models)."""
+    by_choice: dict[str, list] = {}
+    for t in trials:
+        if t.value is not None and "embedding" in t.params:
+            by_choice.setdefault(t.params["embedding"], []).append(t)
+    if len(by_choice) < 2:
+        return None
+    best = {choice: min(ts, key=lambda t: t.value) for choice, ts in by_choice.items()}
+    winner = min(best, key=lambda c: best[c].value)
+    parts = []
+    for choice in sorted(by_choice, key=lambda c: best[c].value):
+        seconds = sorted(t.user_attrs.get("seconds", float("nan")) for t in by_choice[choice])
+        parts.append(f"{choice} {best[choice].value:.4f} (trial #{best[choice].number}; {len(by_choice[choice])} "
+                     f"complete trials, median {seconds[len(seconds) // 2]:.1f} s each)")
+    return f"the search chose {winner}: best CV loss " + " against ".join(parts) + "."
 
 
 def final_model_line(e: dict) -> str:

@@ -200,6 +200,7 @@ def _run(spec: Study, dataset: Dataset, options: RunOptions, url: str, study_fil
             prepared, _ = prepare(spec, folds)  # the space as the workers' objectives see it
             launch(jobs, study, budget, on_progress=shown, suggest=prepared.suggest, client=client,
                    grace=heartbeat[1])
+    notes.refresh(study)  # the note now tells what the search chose (the embeddings' evidence)
     return study
 
 
