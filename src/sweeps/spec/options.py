@@ -28,7 +28,8 @@ STOPS = (None, "converged")  # Study.stop
 EARLY_STOPPING = ("mean", "worst_group")  # Study.early_stopping
 
 # embedding="auto": "none" and "periodic" both searched (the folds' evidence decides) when the data
-# has at most this many numeric columns, "none" beyond. Their cost grows with the numeric columns (a linear map of their own per column and row):
+# has at most this many numeric columns, "none" beyond. Their cost grows with the numeric columns
+# (a linear map of their own per column and row):
 # on digits' 64 pixel columns they made a d1 w32 trial 10-20x slower (benchmarks/bench_engine.py),
 # where 6 columns cost 3-5x per trial and a whole sweep on adult about 2x.
 AUTO_EMBEDDING_MAX_NUMERIC = 32
