@@ -7,6 +7,8 @@ note always shows the current settings, the held-out test result and the diagnos
 
 from __future__ import annotations
 
+import statistics
+
 import optuna
 from optuna_dashboard import save_note
 
@@ -58,9 +60,9 @@ def embedding_evidence(trials: list) -> str | None:
     winner = min(best, key=lambda c: best[c].value)
     parts = []
     for choice in sorted(by_choice, key=lambda c: best[c].value):
-        seconds = sorted(t.user_attrs.get("seconds", float("nan")) for t in by_choice[choice])
+        seconds = statistics.median(t.user_attrs.get("seconds", 0.0) for t in by_choice[choice])
         parts.append(f"{choice} {best[choice].value:.4f} (trial #{best[choice].number}; {len(by_choice[choice])} "
-                     f"complete trials, median {seconds[len(seconds) // 2]:.1f} s each)")
+                     f"complete trials, median {seconds:.1f} s each)")
     return f"the search chose {winner}: best CV loss " + " against ".join(parts) + "."
 
 
