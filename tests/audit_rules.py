@@ -67,8 +67,8 @@ BREAKS = (
           "    window = max(CONVERGED_WINDOW, len(finished) // 3)", "    window = len(finished) // 3",
           ("tests/sweep/test_pruners.py::-k converged or window",)),
     Break("quantile tables are fitted on each fold's training rows alone", "data/folds.py",
-          "    return Preprocessing.fit(dataset.rows(rows), y, scaling)",
-          "    prep = Preprocessing.fit(dataset.rows(rows), y, scaling)\n"
+          "    return Preprocessing.fit(dataset.X, y, scaling, rows=rows)",
+          "    prep = Preprocessing.fit(dataset.X, y, scaling, rows=rows)\n"
           "    if prep.quantiles is not None:\n"
           "        prep.quantiles = Preprocessing.fit(dataset.X, None, scaling).quantiles\n"
           "    return prep",

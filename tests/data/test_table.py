@@ -84,9 +84,9 @@ def test_the_pipeline_never_sees_validation_or_test_rows(adult_sample, monkeypat
     seen = []
     original = Preprocessing.fit.__func__
 
-    def spy(cls, X, y=None, scaling="standard"):
-        seen.append(set(X.index))
-        return original(cls, X, y, scaling)
+    def spy(cls, X, y=None, scaling="standard", rows=None):
+        seen.append(set(X.index if rows is None else X.index[rows]))  # the rows it fits on
+        return original(cls, X, y, scaling, rows)
 
     monkeypatch.setattr(Preprocessing, "fit", classmethod(spy))
     dataset = load_dataset(adult_study(adult_sample))

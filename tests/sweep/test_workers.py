@@ -86,23 +86,23 @@ def test_admission_lets_exactly_one_of_two_racing_trials_in():
 
 @pytest.mark.parametrize("batch", [[], ["--batch", "4"]], ids=["one-at-a-time", "batches-of-4"])
 def test_two_workers_on_sqlite_exact_count_and_no_lock_error(tmp_path, batch):
-    path = write_study(tmp_path, "sqlite-workers", n_trials=16)
+    path = write_study(tmp_path, "sqlite-workers", n_trials=10)  # batches of 4: the last one is partial
     process = sweeps_run(path, "--workers", "2", *batch, cwd=tmp_path)
     out, err = process.communicate(timeout=300)
     assert process.returncode == 0, err
     assert "locked" not in err.lower() and "Traceback" not in err
-    assert_exact("sqlite-workers", f"sqlite:///{tmp_path / 'storage' / 'sqlite-workers.db'}", 16)
+    assert_exact("sqlite-workers", f"sqlite:///{tmp_path / 'storage' / 'sqlite-workers.db'}", 10)
     assert "with 2 workers" in out
 
 
 def test_three_workers_on_postgresql_total_is_exact(tmp_path, postgres):
     name = f"pg-{uuid.uuid4().hex[:8]}"
-    path = write_study(tmp_path, name, n_trials=20)
+    path = write_study(tmp_path, name, n_trials=12)
     try:
         process = sweeps_run(path, "--workers", "3", "--storage", postgres, cwd=tmp_path)
         out, err = process.communicate(timeout=400)
         assert process.returncode == 0, err
-        trials = assert_exact(name, postgres, 20)
+        trials = assert_exact(name, postgres, 12)
         assert all(t.state != TrialState.FAIL or "not needed" in t.user_attrs.get("fail_reason", "")
                    for t in trials)
     finally:
@@ -151,16 +151,18 @@ def worker_pids(launcher: int) -> list[int]:
 
 def test_a_sigkilled_worker_is_failed_by_heartbeat_and_retried(tmp_path, postgres):
     name = f"pg-kill-{uuid.uuid4().hex[:8]}"
-    path = write_study(tmp_path, name, n_trials=16, epochs=30)  # ~1-2 s trials: kills land mid-trial
+    # ~1-2 s trials: the kill lands mid-trial, and ten trials remain, so the heartbeat check (4 s)
+    # fails the dead one before the others reach the target
+    path = write_study(tmp_path, name, n_trials=13, epochs=30)
     try:
         process = sweeps_run(path, "--workers", "3", "--storage", postgres, "--heartbeat-interval", "1",
                              "--grace-period", "4", cwd=tmp_path)
-        _, victim = running_worker_after(name, postgres, completed=6)
+        _, victim = running_worker_after(name, postgres, completed=3)
         os.kill(victim, signal.SIGKILL)  # the process of a running trial: killed mid-trial
         out, err = process.communicate(timeout=400)
         assert process.returncode == 0, err
         assert f"pid {victim}) ended with exit code -9" in err
-        trials = assert_exact(name, postgres, 16)
+        trials = assert_exact(name, postgres, 13)
         killed = [t for t in trials if t.state == TrialState.FAIL
                   and not t.user_attrs.get("fail_reason", "").startswith("not needed")]
         assert len(killed) == 1  # failed by the heartbeat check (the worker could not), with the reason
@@ -233,7 +235,7 @@ def test_a_worker_whose_data_differs_refuses_before_training(tmp_path):
 
 
 def test_sigterm_fails_running_trials_stops_workers_and_a_rerun_finishes_at_once(tmp_path):
-    path = write_study(tmp_path, "term", n_trials=14, epochs=15)
+    path = write_study(tmp_path, "term", n_trials=10, epochs=10)
     url = f"sqlite:///{tmp_path / 'storage' / 'term.db'}"
     process = sweeps_run(path, "--workers", "2", cwd=tmp_path)
     deadline = time.time() + 180
@@ -263,7 +265,7 @@ def test_sigterm_fails_running_trials_stops_workers_and_a_rerun_finishes_at_once
     assert rerun.returncode == 0, err
     assert_exact_total = len(optuna.load_study(study_name="term", storage=url).get_trials(
         states=(TrialState.COMPLETE, TrialState.PRUNED)))
-    assert assert_exact_total == 14
+    assert assert_exact_total == 10
     assert time.time() - started < 60 + 120  # no wait for the 60 s heartbeat grace period before work
 
 
@@ -311,7 +313,7 @@ def test_reproducible_workers_give_the_same_trials_whatever_the_timing_and_the_s
         name = f"repro-{uuid.uuid4().hex[:8]}"
         path = tmp_path / f"{name}.py"
         # the same study file both times, but for its name; with MedianPruner (the default) at work
-        path.write_text(STUDY.format(name=name, n_trials=8, epochs=6).replace(
+        path.write_text(STUDY.format(name=name, n_trials=6, epochs=4).replace(
             'pruner=__import__("optuna").pruners.NopPruner()',
             'pruner=__import__("optuna").pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)'))
         try:
@@ -323,7 +325,7 @@ def test_reproducible_workers_give_the_same_trials_whatever_the_timing_and_the_s
         finally:
             if url == postgres:
                 optuna.delete_study(study_name=name, storage=url)
-    assert len(records[0]) == 8
+    assert len(records[0]) == 6
     assert records[0] == records[1]
 
 
@@ -383,16 +385,16 @@ def dask_cluster(tmp_path):
 def test_a_dask_cluster_runs_the_study_exactly_and_a_killed_dask_worker_loses_nothing(
         tmp_path, postgres, dask_cluster):
     name = f"pg-dask-{uuid.uuid4().hex[:8]}"
-    path = write_study(tmp_path, name, n_trials=12, epochs=30)  # ~1-2 s trials: the kill lands mid-trial
+    path = write_study(tmp_path, name, n_trials=8, epochs=30)  # ~1-2 s trials: the kill lands mid-trial
     try:
         process = sweeps_run(path, "--cluster", dask_cluster, "--storage", postgres, "--heartbeat-interval", "1",
                              "--grace-period", "4", cwd=tmp_path)
-        killed_at, sweeps_worker = running_worker_after(name, postgres, completed=4)
+        killed_at, sweeps_worker = running_worker_after(name, postgres, completed=3)
         os.kill(parent_of(sweeps_worker), signal.SIGKILL)  # the Dask worker running that trial
         out, err = process.communicate(timeout=400)
         assert process.returncode == 0, err
         assert f"with 2 workers on {dask_cluster}" in out
-        trials = assert_exact(name, postgres, 12)  # the exact total, nothing left running
+        trials = assert_exact(name, postgres, 8)  # the exact total, nothing left running
         complete = {t.number for t in trials if t.state == TrialState.COMPLETE}
         assert set(killed_at) <= complete  # no finished trial lost
         stopped = [t for t in trials if t.state == TrialState.FAIL
@@ -531,15 +533,15 @@ def test_something_that_is_not_a_scheduler_is_refused_within_a_bound():
         connect(f"dask://127.0.0.1:{chatty.getsockname()[1]}", timeout=5)
 
 
-def test_cluster_refuses_sqlite_on_other_machines_and_an_unreachable_scheduler(tmp_path):
+def test_cluster_refuses_sqlite_on_other_machines_and_an_unreachable_scheduler(tmp_path, monkeypatch, capsys):
+    from sweeps.run import main as run_main
+
     path = write_study(tmp_path, "cluster-refused", n_trials=2)
-    process = sweeps_run(path, "--cluster", "dask://10.255.255.1:8786", cwd=tmp_path)
-    out, err = process.communicate(timeout=120)
-    assert process.returncode == 2 and "cannot share an SQLite file" in err and "Traceback" not in err
-    process = sweeps_run(path, "--cluster", "http://10.255.255.1:8786", cwd=tmp_path)  # the address, named first
-    out, err = process.communicate(timeout=120)
-    assert process.returncode == 2 and "must look like dask://HOST:PORT" in err and "Traceback" not in err
-    process = sweeps_run(path, "--cluster", f"dask://127.0.0.1:{free_port()}", cwd=tmp_path)
-    out, err = process.communicate(timeout=120)
-    assert process.returncode == 2 and "no Dask scheduler answered" in err and "Traceback" not in err
+    monkeypatch.chdir(tmp_path)  # in this process: the command's own error handling, without its start-up
+    for cluster, message in [("dask://10.255.255.1:8786", "cannot share an SQLite file"),
+                             ("http://10.255.255.1:8786", "must look like dask://HOST:PORT"),  # the address first
+                             (f"dask://127.0.0.1:{free_port()}", "no Dask scheduler answered")]:
+        assert run_main([path, "--cluster", cluster, "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1 and "Traceback" not in err, err
     assert not (tmp_path / "storage" / "cluster-refused.db").exists()  # refused before anything was written

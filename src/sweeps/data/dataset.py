@@ -309,7 +309,7 @@ def _features(X: object, where: str = "data") -> np.ndarray:
         table = _table(X, where)
         if table is not None:
             return table
-        X = X.to_numpy()  # all numeric and complete: the fast array path
+        return _numeric_table(X, where)  # all numeric and complete: a float32 matrix
     try:
         array = np.asarray(X)
     except Exception as e:  # ragged lists and the like
@@ -329,15 +329,34 @@ def _features(X: object, where: str = "data") -> np.ndarray:
         )
     if array.shape[0] == 0:
         raise SweepsError(f"{where}: X has no rows; the loader must return at least one row per fold.")
-    wide = array.astype(np.float64)
-    if not np.isfinite(wide).all():
-        rows, cols = np.nonzero(~np.isfinite(wide))
-        raise SweepsError(
-            f"{where}: X has {len(rows)} NaN or infinite value(s), first at row {rows[0]}, column "
-            f"{cols[0]}; impute them (e.g. sklearn.impute.SimpleImputer) or drop those rows."
-        )
-    _check_float32_range(wide, where)
-    return wide.astype(np.float32)
+    # Checked and converted a block of rows at a time: a float64 copy of the whole matrix (and
+    # its masks) would cost several times the float32 result on a big table.
+    out = np.empty(array.shape, np.float32)
+    step = max(1024, 2**21 // array.shape[1])
+    for start in range(0, len(array), step):
+        wide = array[start:start + step].astype(np.float64)
+        if not np.isfinite(wide).all():
+            rows, cols = np.nonzero(~np.isfinite(array.astype(np.float64)))
+            raise SweepsError(
+                f"{where}: X has {len(rows)} NaN or infinite value(s), first at row {rows[0]}, column "
+                f"{cols[0]}; impute them (e.g. sklearn.impute.SimpleImputer) or drop those rows."
+            )
+        if (np.abs(wide) > np.finfo(np.float32).max).any():
+            _check_float32_range(array.astype(np.float64), where)  # the message counts the whole matrix
+        out[start:start + step] = wide
+    return out
+
+
+def _numeric_table(X, where: str) -> np.ndarray:
+    """An all-numeric table as a float32 matrix, filled column by column (the table and the
+    matrix are the only full-size copies); a column that fails a check gets the matrix's message."""
+    out = np.empty(X.shape, np.float32)
+    for j in range(X.shape[1]):
+        column = X.iloc[:, j].to_numpy(dtype=np.float64)
+        if not (np.isfinite(column).all() and (np.abs(column) <= np.finfo(np.float32).max).all()):
+            return _features(X.to_numpy(), where)  # the message names the first bad cell of the whole matrix
+        out[:, j] = column
+    return out
 
 
 def _check_float32_range(values: np.ndarray, where: str) -> None:
@@ -467,6 +486,6 @@ def _sha256(*parts: np.ndarray | bytes) -> str:
     for part in parts:
         if isinstance(part, np.ndarray):
             digest.update(str((part.dtype, part.shape)).encode())
-            part = np.ascontiguousarray(part).tobytes()
+            part = np.ascontiguousarray(part).data  # the bytes in place: no copy of a big matrix
         digest.update(part)
     return digest.hexdigest()

@@ -133,7 +133,7 @@ def split_folds(dataset: Dataset, folds: int, seed: int) -> list[tuple[np.ndarra
 def fit_preprocessing(dataset: Dataset, rows: np.ndarray, scaling: str = "standard") -> Preprocessing:
     """The preprocessing fitted on `rows` only (features, and the target for regression)."""
     y = dataset.y[rows] if dataset.classes is None else None
-    return Preprocessing.fit(dataset.rows(rows), y, scaling)
+    return Preprocessing.fit(dataset.X, y, scaling, rows=rows)
 
 
 def make_folds(dataset: Dataset, folds: int, seed: int, device: torch.device | str = "cpu",
@@ -181,44 +181,31 @@ def _stack(dataset: Dataset, splits: list[tuple[np.ndarray, np.ndarray]], seed: 
     n_val = max(len(val) for _, val in splits)
     classification = dataset.classes is not None
     shared = layout == "shared"
-    rows_train, rows_val = [], []  # shared: the padded row numbers per fold
+    rows_train, rows_val = [], []  # the padded row numbers per fold
 
-    X_train, y_train, w_train, X_val, y_val, w_val, stds, preps = [], [], [], [], [], [], [], []
+    y_train, w_train, y_val, w_val, stds, preps = [], [], [], [], [], []
     val_groups, importance, target_X = [], [], []
     for train, val in splits:
         same_rows = bool(preps) and train is splits[0][0]  # copies of one final fit: fitted once
         prep = preps[0] if same_rows else fit_preprocessing(dataset, train, scaling)
         preps.append(prep)
         top_up = rng.choice(train, n_train - len(train), replace=False) if n_train > len(train) else []
-        train_padded = np.concatenate([train, top_up]).astype(np.int64)
-        val_padded = np.concatenate([val, np.full(n_val - len(val), val[0] if len(val) else 0)]).astype(np.int64)
+        rows_train.append(np.concatenate([train, top_up]).astype(np.int64))
+        rows_val.append(np.concatenate([val, np.full(n_val - len(val), val[0] if len(val) else 0)]).astype(np.int64))
         if layout == "auto":  # decided on the first fold's width: the copies' size against the bound
             copies = len(splits) * (n_train + n_val) * prep.n_features * 4
             layout = "shared" if copies > SHARED_ABOVE_BYTES else "copies"
             shared = layout == "shared"
-        fold_features = None if shared else prep.features(dataset.rows(train_padded))
-        if dataset.target is not None:  # importance weights, from this fold's training rows only
-            features = fold_features if fold_features is not None else prep.features(dataset.rows(train_padded))
-            target_X.append(target_X[0] if same_rows else prep.features(dataset.target))
-            importance.append(importance[0] if same_rows else density_ratios(
-                features, target_X[-1], np.arange(n_train) < len(train), seed))
-        if shared:
-            rows_train.append(train_padded)
-            rows_val.append(val_padded)
-        else:
-            X_train.append(fold_features)
-            X_val.append(prep.features(dataset.rows(val_padded)) if len(val_padded)
-                         else np.zeros((0, X_train[-1].shape[1]), np.float32))  # a final fit: no validation rows
         w_train.append(np.arange(n_train) < len(train))
         w_val.append(np.arange(n_val) < len(val))
         if dataset.groups is not None:
-            val_groups.append(np.where(w_val[-1], dataset.groups[val_padded], -1))
+            val_groups.append(np.where(w_val[-1], dataset.groups[rows_val[-1]], -1))
         if classification:
-            y_train.append(dataset.y[train_padded])
-            y_val.append(dataset.y[val_padded])
+            y_train.append(dataset.y[rows_train[-1]])
+            y_val.append(dataset.y[rows_val[-1]])
         else:
-            y_train.append(prep.target(dataset.y[train_padded]))
-            y_val.append(prep.target(dataset.y[val_padded]))
+            y_train.append(prep.target(dataset.y[rows_train[-1]]))
+            y_val.append(prep.target(dataset.y[rows_val[-1]]))
         stds.append(prep.y_std)
 
     def stack(arrays: list, dtype: torch.dtype) -> torch.Tensor:
@@ -229,11 +216,26 @@ def _stack(dataset: Dataset, splits: list[tuple[np.ndarray, np.ndarray]], seed: 
         X_train = FoldRows(source, stack(rows_train, torch.int64))
         X_val = FoldRows(source, stack(rows_val, torch.int64))
     else:
-        # One-hot encoders fitted on different training parts may see different categories;
-        # narrower folds get zero columns (inputs that never fire) so all folds stack.
-        width = max(x.shape[1] for x in X_train)
-        X_train = stack([np.pad(x, ((0, 0), (0, width - x.shape[1]))) for x in X_train], torch.float32)
-        X_val = stack([np.pad(x, ((0, 0), (0, width - x.shape[1]))) for x in X_val], torch.float32)
+        # Each fold's rows are preprocessed straight into their place in the stack: the copies
+        # are the only full-size arrays made. One-hot encoders fitted on different training
+        # parts may see different categories; narrower folds get zero columns (inputs that
+        # never fire) so all folds stack.
+        width = max(p.n_features for p in preps)
+        X_train = np.zeros((len(splits), n_train, width), np.float32)
+        X_val = np.zeros((len(splits), n_val, width), np.float32)
+        for f, prep in enumerate(preps):
+            prep.features(dataset.X, rows_train[f], out=X_train[f])
+            prep.features(dataset.X, rows_val[f], out=X_val[f])  # a final fit: no validation rows
+    if dataset.target is not None:  # importance weights, from each fold's training rows only
+        for f, (train, _) in enumerate(splits):
+            same_rows = f > 0 and train is splits[0][0]
+            features = preps[f].features(dataset.X, rows_train[f]) if shared else X_train[f, :, :preps[f].n_features]
+            target_X.append(target_X[0] if same_rows else preps[f].features(dataset.target))
+            importance.append(importance[0] if same_rows else density_ratios(
+                features, target_X[-1], np.arange(n_train) < len(train), seed))
+    if not shared:
+        X_train = torch.as_tensor(X_train, device=device)
+        X_val = torch.as_tensor(X_val, device=device)
     y_dtype = torch.int64 if classification else torch.float32
     return Folds(
         X_train=X_train,

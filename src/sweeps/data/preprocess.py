@@ -38,6 +38,10 @@ AUTO_QUANTILE_MIN_DISTINCT = 32
 MAX_CATEGORIES = 50  # one-hot columns per categorical column, the last one shared by rare categories
 N_QUANTILES = 1000  # as scikit-learn's QuantileTransformer
 _CLIP_EPS = 1e-7  # as scikit-learn: the normal quantile of 1e-7 is about -5.2
+# Fitting reads one column at a time and `features` transforms a block of rows at a time, each
+# in float64: the float64 temporaries stay a few MiB whatever the table's size, instead of
+# several float64 copies of the whole table (a 3-million-row table peaked at 10x its matrix).
+BLOCK_VALUES = 2**19  # numeric values per block of rows in `features` (4 MiB in float64)
 
 
 def smooth_clip(x: np.ndarray, bound: float = 3.0) -> np.ndarray:
@@ -77,24 +81,34 @@ class Preprocessing:
 
     # --- fitting ---------------------------------------------------------------------------
     @classmethod
-    def fit(cls, X, y: np.ndarray | None = None, scaling: str = "standard") -> Preprocessing:
-        """Fit on training rows `X` (array or DataFrame) and, for regression, targets `y`."""
+    def fit(cls, X, y: np.ndarray | None = None, scaling: str = "standard",
+            rows: np.ndarray | None = None) -> Preprocessing:
+        """Fit on training rows `X` (array or DataFrame; only its rows at positions `rows`, if
+        given, without copying them out first) and, for regression, their targets `y`."""
         if scaling not in SCALINGS:
             raise ValueError(f"scaling must be one of {SCALINGS}, got {scaling!r}")
         table = hasattr(X, "columns")
         numeric_columns = _numeric_columns(X) if table else None
-        values = _as_float(X[numeric_columns] if table else X)
-        fill = np.nan_to_num(np.nanmedian(values, axis=0), nan=0.0) if values.shape[1] else np.zeros(0)
-        values = np.where(np.isnan(values), fill, values)
-        center, scale, quantiles = _fit_scaling(values, scaling)
-        prep = cls(scaling, center.astype(np.float64), scale.astype(np.float64), fill.astype(np.float64),
-                   quantiles, [str(c) for c in numeric_columns] if table else None)
+        n_numeric = len(numeric_columns) if table else np.shape(X)[1]
+
+        def column(j: int) -> np.ndarray:  # one column's training values, as float64
+            if table:
+                values = _as_float(X[numeric_columns[j]])
+                return values if rows is None else values[rows]
+            return _as_float(np.asarray(X)[:, j] if rows is None else np.asarray(X)[rows, j])
+
+        fitted = [_fit_column(column(j), scaling) for j in range(n_numeric)]  # float64 temporaries of one column
+        center, scale, fill = (np.array([f[i] for f in fitted], dtype=np.float64) for i in range(3))
+        quantiles = None  # as before the columns were fitted one by one: "auto" without numeric columns has none
+        if scaling == "quantile" or (scaling == "auto" and fitted):
+            n_quantiles = max(1, min(N_QUANTILES, len(X) if rows is None else len(rows)))
+            quantiles = np.stack([f[3] for f in fitted], axis=1) if fitted else np.zeros((n_quantiles, 0))
+        prep = cls(scaling, center, scale, fill, quantiles, [str(c) for c in numeric_columns] if table else None)
         if scaling == "auto":
-            prep.ranked = np.array([len(np.unique(values[:, j])) > AUTO_QUANTILE_MIN_DISTINCT
-                                    for j in range(values.shape[1])], dtype=bool)
+            prep.ranked = np.array([f[4] for f in fitted], dtype=bool)
         if table:
             for column in (c for c in X.columns if c not in numeric_columns):
-                kept, infrequent, most_frequent = _fit_categories(X[column])
+                kept, infrequent, most_frequent = _fit_categories(X[column] if rows is None else X[column].iloc[rows])
                 prep.categorical_columns.append(str(column))
                 prep.categories.append(kept)
                 prep.infrequent.append(infrequent)
@@ -122,8 +136,21 @@ class Preprocessing:
             return None
         return [*self.numeric_columns, *self.categorical_columns]
 
-    def features(self, X) -> np.ndarray:
-        """float32 [rows, n_features] for raw rows `X`."""
+    def features(self, X, rows: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
+        """float32 [rows, n_features] for raw rows `X` (its rows at positions `rows`, if given),
+        written into `out` if given (its first n_features columns; the rest are left as they are).
+        Transformed a block of rows at a time, so the float64 work stays small."""
+        n = len(X) if rows is None else len(rows)
+        if out is None:
+            out = np.empty((n, self.n_features), np.float32)
+        step = max(1024, BLOCK_VALUES // max(1, self.n_numeric))
+        for start in range(0, n, step):
+            block = slice(start, min(n, start + step)) if rows is None else rows[start:start + step]
+            part = X.iloc[block] if hasattr(X, "iloc") else np.asarray(X)[block]
+            out[start:start + step, :self.n_features] = self._features(part)
+        return out
+
+    def _features(self, X) -> np.ndarray:
         table = self.numeric_columns is not None
         values = _as_float(X[self.numeric_columns] if table else X)
         values = np.where(np.isnan(values), self.fill, values)
@@ -181,28 +208,28 @@ def _as_float(X) -> np.ndarray:
     return np.asarray(X, dtype=np.float64)
 
 
-def _fit_scaling(values: np.ndarray, scaling: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    n_features = values.shape[1]
-    if scaling in ("standard", "auto") or n_features == 0:
-        mean = values.mean(axis=0) if len(values) else np.zeros(n_features)
-        std = values.std(axis=0) if len(values) else np.ones(n_features)
-        scale = np.where(std > 0, std, 1.0)  # a constant column stays at 0
-        quantiles = _fit_quantiles(values) if scaling == "auto" and n_features else None
-        return mean, scale, quantiles
+def _fit_column(values: np.ndarray, scaling: str) -> tuple[float, float, float, np.ndarray | None, bool]:
+    """One numeric column's (center, scale, fill, quantiles, ranked by "auto") from its training values."""
+    fill = float(np.nan_to_num(np.nanmedian(values), nan=0.0)) if len(values) else 0.0
+    values = np.where(np.isnan(values), fill, values)
+    quantiles = _fit_quantiles(values) if scaling in ("quantile", "auto") else None
+    ranked = scaling == "auto" and len(np.unique(values)) > AUTO_QUANTILE_MIN_DISTINCT
+    if scaling in ("standard", "auto"):
+        mean, std = (float(values.mean()), float(values.std())) if len(values) else (0.0, 1.0)
+        return mean, std if std > 0 else 1.0, fill, quantiles, ranked  # a constant column stays at 0
     if scaling == "robust":
-        q25, median, q75 = np.percentile(values, [25, 50, 75], axis=0)
+        q25, median, q75 = np.percentile(values, [25, 50, 75])
         spread = q75 - q25
         # A column with a zero IQR (mostly one value) is scaled by half its range instead,
         # and a constant column is left at 0, as in RealMLP.
-        half_range = (values.max(axis=0) - values.min(axis=0)) / 2
-        scale = np.where(spread > 0, spread, np.where(half_range > 0, half_range, 1.0))
-        return median, scale, None
-    return np.zeros(n_features), np.ones(n_features), _fit_quantiles(values)
+        half_range = (values.max() - values.min()) / 2
+        return float(median), float(spread if spread > 0 else half_range if half_range > 0 else 1.0), fill, None, False
+    return 0.0, 1.0, fill, quantiles, False
 
 
 def _fit_quantiles(values: np.ndarray) -> np.ndarray:
     n_quantiles = max(1, min(N_QUANTILES, len(values)))
-    return np.percentile(values, np.linspace(0, 1, n_quantiles) * 100, axis=0)
+    return np.percentile(values, np.linspace(0, 1, n_quantiles) * 100) if len(values) else np.zeros(n_quantiles)
 
 
 def _quantile_normal(values: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
