@@ -89,8 +89,8 @@ BREAKS = (
           "import argparse\n", "import argparse\n\nimport torch  # noqa: F401\n",
           ("tests/cli/test_cli.py::-k help",)),
     Break("final_model='auto' is the ensemble for a regression", "results/final.py",
-          "    return \"ensemble\", f\"final_model=\\\"auto\\\": a regression, {len(found)} trials kept as candidates\"",
-          "    return \"folds\", \"final_model=\\\"auto\\\"\"",
+          "    return \"ensemble\", f\"final_model=\\\"auto\\\": a regression, {len(kept[0])} trials kept as candidates\", kept",
+          "    return \"folds\", \"final_model=\\\"auto\\\"\", kept",
           ("tests/results/test_ensemble.py::-k auto",)),
 )
 
