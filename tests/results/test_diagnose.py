@@ -173,3 +173,35 @@ def test_cli_without_a_study_is_exit_2(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "no such study database" in err and "Traceback" not in err
     assert diagnose_main([str(study_file), "--set", "bad"]) == 2
+
+
+def test_baselines_of_a_class_balanced_study_are_scored_as_its_trials_are():
+    # A study that searches class weighting scores every trial by the class-balanced loss; its
+    # baselines must be on that scale, or the nets look several times worse than they are and
+    # "bias" fires (mammography said "model family too weak": 0.21 against a plain 0.06).
+    import torch
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.linear_model import LogisticRegression
+
+    from sweeps import Study
+    from sweeps.data.folds import make_folds
+    from sweeps.engine.scores import mean_losses
+    from sweeps.engine.weights import class_weights
+    from sweeps.results.baselines import _fold_arrays, chance_loss, fit_baselines
+
+    spec = Study(name="balanced", task="classification", data=lambda: load_breast_cancer(return_X_y=True),
+                 space=Space(class_weight=Categorical(["none", "balanced"])), folds=3)
+    assert spec.balanced_validation
+    folds = make_folds(load_dataset(spec), 3, 0)
+    balanced = fit_baselines(folds, 0, balanced=True)["logistic regression"]
+    expected = []
+    for f in range(3):  # the trials' own scorer, on a balanced logistic regression's probabilities
+        X, y, X_val, y_val = _fold_arrays(folds, f)
+        model = LogisticRegression(max_iter=2000, class_weight="balanced").fit(X, y)
+        log_p = torch.log(torch.as_tensor(model.predict_proba(X_val), dtype=torch.float32))[None]
+        loss, _ = mean_losses(log_p, torch.as_tensor(y_val, dtype=torch.int64)[None], torch.ones(1, len(y_val)),
+                              True, class_weights(folds)[f:f + 1])
+        expected.append(float(loss[0]))
+    assert balanced["val_loss"] == pytest.approx(np.mean(expected), rel=1e-4)
+    assert balanced["val_loss"] != pytest.approx(fit_baselines(folds, 0)["logistic regression"]["val_loss"], rel=0.02)
+    assert chance_loss(folds, balanced=True) == pytest.approx(np.log(2))  # uniform: every class weighs alike

@@ -418,17 +418,19 @@ def diagnose_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
     step = _Steps(progress, 2 + len(LEARNING_CURVE_FRACTIONS) + bool(study.user_attrs.get("test_result")))
     folds = cached_folds(dataset, spec.folds, spec.seed, device, scaling=spec.preprocessing)
 
-    baselines = study.user_attrs.get("baselines")
+    scale = "class-balanced" if spec.balanced_validation else "plain"  # the trials' loss, and so the baselines'
+    baselines = study.user_attrs.get("baselines") if study.user_attrs.get("baselines_scale", "plain") == scale \
+        else None
     step("baselines on the same folds: " + ("fitting them" if not baselines else "stored, reused"))
-    if not baselines:  # fitted once per study, then reused
-        baselines = fit_baselines(folds, spec.seed)
+    if not baselines:  # fitted once per study (and scale), then reused
+        baselines = fit_baselines(folds, spec.seed, balanced=spec.balanced_validation)
         step("the shallowest net of the space, with the best trial's other settings")
         shallow = _shallow_net(spec, best, folds)
         baselines[f"shallowest net (depth {shallow.pop('depth')})"] = shallow
-        record.write_baselines(study, baselines)
+        record.write_baselines(study, baselines, scale)
     else:
         step("the shallowest net: stored, reused")
-    chance = chance_loss(folds)
+    chance = chance_loss(folds, balanced=spec.balanced_validation)
     curve = _learning_curve(spec, dataset, best, device, step)
     by_depth = _best_by_depth(trials)
     edges = _edges(spec, best.params, thresholds.edge)

@@ -316,9 +316,11 @@ def _same_columns(spec: Study, dataset: Dataset, fingerprint: dict, storage_url:
                       f"would not be comparable, and a model would read the wrong columns; {fix}.")
 
 
-def write_baselines(study: optuna.Study, baselines: dict[str, dict[str, float]]) -> None:
-    """The simple models fitted on the study's folds, kept so that later diagnoses reuse them."""
+def write_baselines(study: optuna.Study, baselines: dict[str, dict[str, float]], scale: str = "plain") -> None:
+    """The simple models fitted on the study's folds, kept so that later diagnoses reuse them,
+    and the scale of their losses ("plain" or "class-balanced", as the study's trials)."""
     study.set_user_attr("baselines", baselines)
+    study.set_user_attr("baselines_scale", scale)
 
 
 def write_diagnosis(study: optuna.Study, learning_curve: list[dict[str, float]], verdicts: dict[str, Any],
