@@ -440,7 +440,11 @@ def test_a_cluster_that_loses_its_only_worker_ends_in_one_line_and_sigterm_alway
         tmp_path, lone_dask_worker):
     cluster, start_worker = lone_dask_worker
     name = "lone"
-    path = write_study(tmp_path, name, n_trials=30, epochs=300)  # trials of several seconds: killed mid-trial
+    path = write_study(tmp_path, name, n_trials=30, epochs=300)
+    # Trials of several seconds, so that the kill lands mid-trial: without early stopping (with
+    # patience 3 a trial could finish between being seen running and the kill, leaving nothing
+    # to fail).
+    Path(path).write_text(Path(path).read_text().replace("patience=3", "patience=300"))
     url = f"sqlite:///{tmp_path / 'storage' / 'lone.db'}"
     worker = start_worker()
     process = sweeps_run(path, "--cluster", cluster, "--heartbeat-interval", "1", "--grace-period", "3", cwd=tmp_path)
