@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+from sweeps.data.preprocess import BLOCK_VALUES
 from sweeps.errors import SweepsError
 from sweeps.spec.study import Study
 from sweeps.spec.table import check_columns, encode_for_hashing, is_table
@@ -332,7 +333,7 @@ def _features(X: object, where: str = "data") -> np.ndarray:
     # Checked and converted a block of rows at a time: a float64 copy of the whole matrix (and
     # its masks) would cost several times the float32 result on a big table.
     out = np.empty(array.shape, np.float32)
-    step = max(1024, 2**21 // array.shape[1])
+    step = max(1024, BLOCK_VALUES // array.shape[1])
     for start in range(0, len(array), step):
         wide = array[start:start + step].astype(np.float64)
         if not np.isfinite(wide).all():

@@ -224,6 +224,9 @@ def _stack(dataset: Dataset, splits: list[tuple[np.ndarray, np.ndarray]], seed: 
         X_train = np.zeros((len(splits), n_train, width), np.float32)
         X_val = np.zeros((len(splits), n_val, width), np.float32)
         for f, prep in enumerate(preps):
+            if f > 0 and splits[f][0] is splits[0][0]:  # copies of one final fit: the same rows, once
+                X_train[f] = X_train[0]
+                continue
             prep.features(dataset.X, rows_train[f], out=X_train[f])
             prep.features(dataset.X, rows_val[f], out=X_val[f])  # a final fit: no validation rows
     if dataset.target is not None:  # importance weights, from each fold's training rows only

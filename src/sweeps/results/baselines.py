@@ -17,6 +17,7 @@ from sklearn.metrics import log_loss
 from sklearn.svm import SVC, SVR
 
 from sweeps.data.folds import Folds
+from sweeps.engine.weights import class_weights
 
 # SVC/SVR cost grows with the square of the rows; beyond this many rows per fold they see a
 # seeded sample (their losses are then a slight overestimate of what an SVM reaches).
@@ -48,10 +49,10 @@ def fit_baselines(folds: Folds, seed: int, balanced: bool = False) -> dict[str, 
     results: dict[str, dict[str, list[float]]] = {}
     labels = list(range(folds.n_outputs))
     rng = np.random.default_rng(seed)
+    # The trials' own class weights (counted on each fold's training part), when they weigh classes.
+    weights = class_weights(folds).cpu().numpy() if balanced and folds.classification else None
     for f in range(folds.k):
         X, y, X_val, y_val = _fold_arrays(folds, f)
-        weigh = (lambda rows: None) if not (balanced and folds.classification) else \
-            (lambda rows, w=_class_weights(y, folds.n_outputs): w[rows])  # counted on the training part
         for name, model in _models(folds.classification, seed, balanced).items():
             X_fit, y_fit = X, y
             if name.startswith("SVM") and len(X) > SVM_MAX_ROWS:
@@ -63,9 +64,10 @@ def fit_baselines(folds: Folds, seed: int, balanced: bool = False) -> dict[str, 
                 model.fit(X_fit, y_fit)
             entry = results.setdefault(name, {"train": [], "val": [], "metric": []})
             if folds.classification:
-                entry["train"].append(log_loss(y, model.predict_proba(X), labels=labels, sample_weight=weigh(y)))
+                entry["train"].append(log_loss(y, model.predict_proba(X), labels=labels,
+                                               sample_weight=None if weights is None else weights[f][y]))
                 entry["val"].append(log_loss(y_val, model.predict_proba(X_val), labels=labels,
-                                             sample_weight=weigh(y_val)))
+                                             sample_weight=None if weights is None else weights[f][y_val]))
                 entry["metric"].append(float((model.predict(X_val) == y_val).mean()))
             else:
                 entry["train"].append(float(np.mean((model.predict(X) - y) ** 2)))
@@ -76,11 +78,6 @@ def fit_baselines(folds: Folds, seed: int, balanced: bool = False) -> dict[str, 
                    "val_loss": float(np.mean(v["val"])), "val_loss_std": float(np.std(v["val"])),
                    "metric": float(np.mean(v["metric"]))}
             for name, v in results.items()}
-
-
-def _class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
-    """"balanced" class weights n / (classes x count), as `engine.weights.class_weights`."""
-    return len(y) / (n_classes * np.maximum(np.bincount(y, minlength=n_classes), 1))
 
 
 def chance_loss(folds: Folds, balanced: bool = False) -> float:
