@@ -20,7 +20,6 @@ bar is tqdm's, which draws a widget in Jupyter.
 
 from __future__ import annotations
 
-import sys
 import warnings
 from pathlib import Path
 from typing import Any, TextIO
@@ -28,7 +27,7 @@ from typing import Any, TextIO
 import optuna
 
 from sweeps import _cli
-from sweeps.errors import SweepsError
+from sweeps.errors import STDOUT, SweepsError
 from sweeps.results.diagnose import Diagnosis, Thresholds, diagnose_study
 from sweeps.results.evaluate import evaluate_study, report
 from sweeps.results.export import export_onnx_model, export_study
@@ -56,7 +55,7 @@ def _dataset(spec: Study, path: str | None = None):
 def optimize(study: Study | str | Path, *, n_trials: int | None = None, timeout: float | None = None,
              storage: str | None = None, seed: int | None = None, device: str = "auto", workers: int = 1,
              stop: str | None = None, reproducible: bool = False, batch: int | None = None,
-             progress: bool = True, out: TextIO = sys.stdout, until_converged: bool | None = None) -> optuna.Study:
+             progress: bool = True, out: TextIO = STDOUT, until_converged: bool | None = None) -> optuna.Study:
     """Run or resume a sweep, as `python -m sweeps.run`; returns the Optuna study.
 
     `n_trials` runs that many more trials than the study has (like `--n-trials`); without it
@@ -107,7 +106,7 @@ def held_out_rows(study: Study | str | Path):
 
 
 def evaluate(study: Study | str | Path, *, config: str | Path | None = None, storage: str | None = None,
-             output: str | Path | None = None, device: str = "auto", out: TextIO | None = sys.stdout):
+             output: str | Path | None = None, device: str = "auto", out: TextIO | None = STDOUT):
     """Train the declared final model and score the held-out rows once, as `python -m sweeps.evaluate`
     (the report printed to `out`, unless it is None).
 
@@ -123,7 +122,7 @@ def evaluate(study: Study | str | Path, *, config: str | Path | None = None, sto
 
 
 def diagnose(study: Study | str | Path, *, storage: str | None = None, output: str | Path | None = None,
-             thresholds: Thresholds | None = None, device: str = "auto", out: TextIO | None = sys.stdout
+             thresholds: Thresholds | None = None, device: str = "auto", out: TextIO | None = STDOUT
              ) -> Diagnosis:
     """What limits the model, as `python -m sweeps.diagnose` (the report printed to `out`, unless
     it is None); returns the `Diagnosis`."""

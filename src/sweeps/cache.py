@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 import time
 
+from sweeps import _args
 
 
 def parser() -> argparse.ArgumentParser:
@@ -57,4 +57,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    _args.leave(main())

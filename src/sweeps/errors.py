@@ -1,4 +1,4 @@
-"""The one exception type a user sees, and how a message names an option to its reader."""
+"""The one exception type a user sees, how a message names an option to its reader, and where it goes."""
 
 import contextvars
 import sys
@@ -15,6 +15,26 @@ def option(name: str, value: str | bool = "") -> str:
     if READER.get() == "cli":
         return "--" + name.replace("_", "-") + (f" {value}" if value and value is not True else "")
     return f"{name}={value}" if value else name
+
+
+class Console:
+    """`sys.stdout` or `sys.stderr` as it is when written to: the default of an `out=` argument.
+
+    `out=sys.stdout` as a default binds the stream that was there when the module was imported
+    (a notebook cell's, a test's capture) and writes to it after it is gone.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def write(self, text: str) -> int:
+        return getattr(sys, self.name).write(text)
+
+    def flush(self) -> None:
+        getattr(sys, self.name).flush()
+
+
+STDOUT, STDERR = Console("stdout"), Console("stderr")
 
 
 class SweepsError(Exception):

@@ -10,7 +10,6 @@ The command: arguments in, `sweeps.results.evaluate.evaluate_study` called, `rep
 from __future__ import annotations
 
 import argparse
-import sys
 
 from sweeps import _args
 
@@ -47,4 +46,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    _args.leave(main())

@@ -11,7 +11,6 @@ The command: arguments in, `sweeps.results.export` called, what it wrote printed
 from __future__ import annotations
 
 import argparse
-import sys
 
 from pathlib import Path
 
@@ -85,4 +84,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    _args.leave(main())

@@ -29,6 +29,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sweeps import _args
 from sweeps.errors import SweepsError
 from sweeps.spec.table import Table
 
@@ -402,4 +403,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    _args.leave(main())

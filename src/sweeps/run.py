@@ -102,6 +102,16 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    from sweeps.sweep.children import WaitingWorkers, most_workers
+
+    if 1 < args.workers <= most_workers() and args.cluster is None:  # more is refused in one line, below
+        # The workers import (seconds) while this process imports and loads the data.
+        with WaitingWorkers(args.workers) as children:
+            return _main(args, children)
+    return _main(args, None)
+
+
+def _main(args: argparse.Namespace, children) -> int:
     # The work's imports come after the arguments are read: --help and a wrong flag answer at once,
     # without loading torch and scikit-learn (seconds). A door is imported by nothing: no cycle hides here.
     from sweeps import _cli
@@ -136,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         study = run_study(spec, dataset, options, storage=args.storage,
                           study_file=args.study_file, overrides={"seed": args.seed} if args.seed is not None else {},
-                          client=client)
+                          client=client, children=children)
         print(summary(study, url, time.perf_counter() - started))
         return 0
 
@@ -144,4 +154,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    _args.leave(main())

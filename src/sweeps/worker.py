@@ -17,7 +17,7 @@ import time
 import optuna
 import torch
 
-from sweeps import _cli
+from sweeps import _args, _cli
 from sweeps.data.cache import cached_folds
 from sweeps.store import candidates, record
 from sweeps.store.storage import describe, open_storage
@@ -51,7 +51,7 @@ def worker_main(job: WorkerJob) -> None:
             optimize_until(study, objective, job.budget, on_trial=None, batch=job.batch)
         return 0
 
-    sys.exit(_cli.guarded(body, prefix=f"worker {job.index}"))
+    _args.leave(_cli.guarded(body, prefix=f"worker {job.index}"))
 
 
 _PR_SET_PDEATHSIG = 1
@@ -79,8 +79,11 @@ def _die_with_parent() -> None:
 
 
 if __name__ == "__main__":
-    # Started by `launcher.supervise` from a loky process, which ignores SIGINT (its pool leaves
-    # Ctrl+C to the parent) and so would pass the ignoring on through exec: the supervisor's
-    # relayed SIGINT must stop this worker, so take the default back before `stop.install`.
+    # A process that ignores SIGINT (a shell's background job, a process pool) passes the
+    # ignoring on through exec: the supervisor's relayed SIGINT must stop this worker, so take
+    # the default back before `stop.install`.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    worker_main(WorkerJob.from_json(sys.stdin.read()))
+    job = sys.stdin.read()
+    if not job.strip():  # started early and never given a job (the launcher stopped first): nothing to do
+        sys.exit(0)
+    worker_main(WorkerJob.from_json(job))

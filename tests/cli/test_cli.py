@@ -134,6 +134,9 @@ def test_a_fresh_run_prints_no_warning(tmp_path):
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stderr == "", result.stderr
+    # The storage was closed on the way out: the database is whole in its file (no SQLite WAL
+    # left beside it), so copying storage/<name>.db copies every trial.
+    assert list((tmp_path / "storage").glob("*.db")) and not list((tmp_path / "storage").glob("*.db-wal"))
 
 
 def test_output_into_a_closed_pipe_ends_quietly(tmp_path):

@@ -340,6 +340,29 @@ def test_a_worker_interrupted_while_it_starts_exits_quietly(tmp_path):
     assert worker.returncode == 130 and err == "", err
 
 
+def test_a_worker_never_given_a_job_exits_quietly():
+    """Workers start before the launcher has loaded anything; one it never needed sees its input close."""
+    worker = subprocess.Popen([sys.executable, "-m", "sweeps.worker"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = worker.communicate(input="", timeout=60)
+    assert worker.returncode == 0 and out == err == "", err
+
+
+def test_workers_started_early_are_stopped_when_the_study_file_is_refused(tmp_path):
+    path = tmp_path / "broken.py"
+    path.write_text("from sweeps import Study\nstudy = Study(name='broken', task='no-such-task')\n")
+    process = sweeps_run(str(path), "--workers", "3", cwd=tmp_path)
+    workers = []
+    while process.poll() is None:
+        workers = worker_pids(process.pid) or workers
+        time.sleep(0.05)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 2 and "Traceback" not in err, err
+    assert len(workers) == 3  # they were started before the study file was read
+    time.sleep(0.5)
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]
+
+
 def free_port() -> int:
     import socket
 

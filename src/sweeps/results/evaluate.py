@@ -14,7 +14,6 @@ is printed beside the CV estimate, recorded on the study (user attrs `test_resul
 from __future__ import annotations
 
 import datetime
-import sys
 import warnings
 from pathlib import Path
 from typing import Any, TextIO
@@ -29,7 +28,7 @@ from sklearn.metrics import (balanced_accuracy_score, classification_report, con
 from sweeps.store import notes, record
 from sweeps.sweep import stop
 from sweeps.data.dataset import Dataset
-from sweeps.errors import SweepsError
+from sweeps.errors import STDERR, SweepsError
 from sweeps.results.export import read_config
 from sweeps.results.final import ensemble_final, resolve, train_final
 from sweeps.sweep.trial import transfer, trial_seed
@@ -111,7 +110,7 @@ def score(model: TrainedModel, dataset: Dataset) -> dict[str, Any]:
 
 def evaluate_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
                    config_path: str | None = None, model_path: str | None = None,
-                   device: str = "cpu", err: TextIO = sys.stderr) -> tuple[dict[str, Any], TrainedModel]:
+                   device: str = "cpu", err: TextIO = STDERR) -> tuple[dict[str, Any], TrainedModel]:
     """Retrain the chosen configuration on all non-test rows, score the test set once, record it.
 
     Returns the recorded test result (`report` prints it) and the trained model (also saved

@@ -1,20 +1,23 @@
-"""Worker processes through joblib: its process backend (loky) here, its Dask backend on a cluster.
+"""Worker processes through joblib: threads that watch them here, its Dask backend on a cluster.
 
-`--workers N` runs N worker slots as joblib tasks on loky; `--cluster dask://HOST:PORT`
-runs the same tasks on an existing Dask cluster through joblib's Dask backend. Each task,
-`supervise`, starts the worker proper as a child process (`python -m sweeps.worker`) and
-watches it. A child, and not the task itself, because:
+`--workers N` runs N worker slots as joblib tasks in threads of the launcher; `--cluster
+dask://HOST:PORT` runs the same tasks on an existing Dask cluster through joblib's Dask
+backend. Each task, `supervise`, hands its job to a worker proper, a child process (`python
+-m sweeps.worker`), and watches it until it ends. A child, and not the task itself, because:
 
-- one worker's death (out of memory, SIGKILL, a lost machine) must not stop the others:
-  loky marks its whole pool broken when one of its processes dies, where a dead child is
-  only an exit code for its task to report (Dask reruns a task whose worker was lost);
+- one worker's death (out of memory, SIGKILL, a lost machine) must not stop the others: a
+  dead child is only an exit code for its task to report (Dask reruns a task whose worker
+  was lost);
 - Ctrl+C and SIGTERM stop training through signals in a main thread (`sweeps.stop`), and a
-  Dask task runs in a thread of its Dask worker;
+  task runs in a thread;
 - torch's thread count is a setting of the whole process.
 
-The launcher's stop reaches every task through a stop channel (a file on this machine, a
-Dask `Variable` on a cluster); each task relays it to its child once, as the same signal,
-and the child fails its running trial with the reason, as a single process does.
+On this machine the children are started before the launcher loads anything
+(`children.WaitingWorkers`), so their imports overlap its own; watching a child needs no
+process of its own, so the tasks are threads. The launcher's stop reaches every task through
+a stop channel (a file on this machine, a Dask `Variable` on a cluster); each task relays it
+to its child once, as the same signal, and the child fails its running trial with the
+reason, as a single process does.
 """
 
 from __future__ import annotations
@@ -25,14 +28,12 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
 import warnings
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 from urllib.parse import urlparse
 
 import optuna
@@ -40,6 +41,7 @@ from optuna.trial import TrialState
 
 from sweeps.errors import SweepsError, Terminated
 from sweeps.store import internals
+from sweeps.sweep.children import WaitingWorkers, start_worker
 from sweeps.sweep.workers import Budget, Rounds, WorkerJob, counts, serve_round_tasks
 
 POLL = 0.2  # seconds between a task's looks at its child and at the stop channel
@@ -47,30 +49,21 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 # --- stop channels -------------------------------------------------------------------------
-class StopFile:
-    """The launcher's stop for tasks on this machine: a file holding the signal's number."""
+class LocalStop:
+    """The launcher's stop for tasks in its own threads: the signal's number, once requested."""
 
-    local = True
-
-    def __init__(self, folder: str) -> None:
-        self.path = Path(folder) / "stop"
+    def __init__(self) -> None:
+        self.signum: int | None = None
 
     def request(self, signum: int) -> None:
-        partial = self.path.with_suffix(".partial")
-        partial.write_text(str(int(signum)))
-        os.replace(partial, self.path)  # a task never reads half a number
+        self.signum = int(signum)
 
     def requested(self) -> int | None:
-        try:
-            return int(self.path.read_text())
-        except (OSError, ValueError):
-            return None
+        return self.signum
 
 
 class DaskStop:
     """The launcher's stop for tasks on a Dask cluster: a named Dask `Variable`."""
-
-    local = False
 
     def __init__(self, name: str, client=None) -> None:
         self.name, self.client = name, client
@@ -96,18 +89,19 @@ class DaskStop:
 
 
 # --- one worker slot -------------------------------------------------------------------------
-def supervise(job: WorkerJob, channel: StopFile | DaskStop) -> tuple[int, int, int, str]:
-    """Run one worker as a child process until it ends, relaying the launcher's stop.
+def supervise(job: WorkerJob, channel: LocalStop | DaskStop,
+              child: subprocess.Popen | None = None) -> tuple[int, int, int, str]:
+    """Give one worker its job and watch it until it ends, relaying the launcher's stop.
 
-    Returns (job index, child pid, exit code, its last lines of stderr); the exit code is
-    negative for a child killed by a signal (-9: SIGKILL), as `subprocess` reports it.
+    `child`: a worker started early (`WaitingWorkers`); None: one is started here (on a Dask
+    worker's machine). Returns (job index, child pid, exit code, its last lines of stderr);
+    the exit code is negative for a child killed by a signal (-9: SIGKILL), as `subprocess`
+    reports it.
     """
     if not job.threads:
         job = replace(job, threads=_cluster_threads())
-    child = subprocess.Popen([sys.executable, "-m", "sweeps.worker"], cwd=job.cwd, stdin=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, start_new_session=True)
-    # start_new_session: a terminal's Ctrl+C reaches the launcher alone, which stops every
-    # worker through the channel exactly once (a second SIGINT would mean "stop at once").
+    if child is None:
+        child = start_worker(job.cwd)
     tail: collections.deque[str] = collections.deque(maxlen=20)
 
     def relay_stderr() -> None:
@@ -118,24 +112,20 @@ def supervise(job: WorkerJob, channel: StopFile | DaskStop) -> tuple[int, int, i
 
     reader = threading.Thread(target=relay_stderr, name="sweeps-worker-stderr", daemon=True)
     reader.start()
-    child.stdin.write(job.to_json())
-    child.stdin.close()
-
-    received: list[int] = []
-    restore = _catch_signals(received)
-    parent = os.getppid()
+    try:
+        child.stdin.write(job.to_json())
+        child.stdin.close()
+    except OSError:  # it died before reading its job: its exit code and last lines say why
+        pass
     relayed = False
     try:
         while child.poll() is None:
-            signum = received[0] if received else channel.requested()
-            if signum is None and channel.local and os.getppid() != parent:
-                signum = signal.SIGTERM  # the launcher is gone, however it went
+            signum = channel.requested()
             if signum is not None and not relayed:
                 child.send_signal(signum)
                 relayed = True
             time.sleep(POLL)
     finally:
-        restore()
         if child.poll() is None:  # this task is being torn down: the child must not outlive it
             child.terminate()
             try:
@@ -143,24 +133,7 @@ def supervise(job: WorkerJob, channel: StopFile | DaskStop) -> tuple[int, int, i
             except subprocess.TimeoutExpired:
                 child.kill()
     reader.join(timeout=5)
-    if channel.local and os.getppid() != parent:
-        os._exit(1)  # the launcher is gone: no one to report to, and this process must not linger
     return job.index, child.pid, child.returncode, "".join(tail)
-
-
-def _catch_signals(received: list[int]) -> Callable[[], None]:
-    """In a task's main thread (loky), SIGINT and SIGTERM are relayed to the child, not raised here."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None  # a Dask task's thread: only the channel reaches it
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    for s in previous:
-        signal.signal(s, lambda signum, frame: received.append(signum))
-
-    def restore() -> None:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-    return restore
 
 
 def _cluster_threads() -> int:
@@ -244,29 +217,34 @@ STOP_WAIT = 60.0  # seconds a stop waits for the workers to fail their running t
 
 def launch(jobs: list[WorkerJob], study: optuna.Study, budget: Budget,
            on_progress: Callable[[dict], None], out=sys.stderr,
-           suggest: Callable[[optuna.Trial], object] | None = None, client=None, grace: float = 60.0) -> None:
+           suggest: Callable[[optuna.Trial], object] | None = None, client=None, grace: float = 60.0,
+           children: WaitingWorkers | None = None) -> None:
     """Run the jobs as joblib tasks, report progress, and stop them all on Ctrl+C or SIGTERM.
 
-    `client`: a Dask client (`connect`) to run them on its cluster; None: loky processes on
-    this machine. With reproducible jobs, `suggest` draws each trial's configuration here, in
-    rounds (`Rounds`). While it waits, the launcher fails the trials of workers that stopped
+    `client`: a Dask client (`connect`) to run them on its cluster; None: worker processes on
+    this machine: `children` if they were started early, else started here. With
+    reproducible jobs, `suggest` draws each trial's configuration here, in rounds (`Rounds`).
+    While it waits, the launcher fails the trials of workers that stopped
     sending heartbeats for `grace` seconds (each is queued again), and a cluster left without
     any worker for that long ends the run with one line. Raises `SweepsError` when workers
     failed and the study did not reach its target.
     """
     rounds = None
     if jobs and jobs[0].reproducible:
-        tasks, address = serve_round_tasks()
+        queue, address = serve_round_tasks()
         jobs = [replace(job, rounds=address) for job in jobs]
-        rounds = Rounds(study, suggest, budget, len(jobs), tasks)
-    with tempfile.TemporaryDirectory(prefix="sweeps-stop-") as folder:
-        channel = DaskStop(f"sweeps-stop-{uuid.uuid4().hex}", client) if client is not None else StopFile(folder)
+        rounds = Rounds(study, suggest, budget, len(jobs), queue)
+    with WaitingWorkers(0) if children is None else children as started:
+        if client is not None:
+            channel, tasks = DaskStop(f"sweeps-stop-{uuid.uuid4().hex}", client), [(job, None) for job in jobs]
+        else:  # taken here, in the launcher's main thread (see children.start_worker)
+            channel, tasks = LocalStop(), [(job, started.take(job.cwd)) for job in jobs]
         outcomes: list = []  # what the tasks returned, appended by the thread that runs them
         # An Event, not Thread.join, to wait on the runner: a Ctrl+C that interrupts
         # Thread.join(timeout) makes CPython 3.11 mark the still-running thread as stopped
         # (bpo-45274's cleanup), and the launcher would then stop waiting for its workers.
         done = threading.Event()
-        runner = threading.Thread(target=_run_tasks, args=(jobs, channel, client is not None, outcomes, done),
+        runner = threading.Thread(target=_run_tasks, args=(tasks, channel, client is not None, outcomes, done),
                                   name="sweeps-launcher", daemon=True)
         ended: list[int] = []  # exit codes of the tasks that ended, in the order they did
         watch = _Watch(study, grace, client)
@@ -346,12 +324,13 @@ class _Watch:
                 optuna.storages.fail_stale_trials(self.study)
 
 
-def _run_tasks(jobs: list[WorkerJob], channel, on_dask: bool, outcomes: list, done: threading.Event) -> None:
+def _run_tasks(tasks: list[tuple[WorkerJob, subprocess.Popen | None]], channel, on_dask: bool, outcomes: list,
+               done: threading.Event) -> None:
     import joblib
 
     try:
-        with joblib.parallel_config(backend="dask" if on_dask else "loky", n_jobs=len(jobs)):
-            calls = (joblib.delayed(supervise)(job, channel) for job in jobs)
+        with joblib.parallel_config(backend="dask" if on_dask else "threading", n_jobs=len(tasks)):
+            calls = (joblib.delayed(supervise)(job, channel, child) for job, child in tasks)
             for outcome in joblib.Parallel(return_as="generator_unordered")(calls):
                 outcomes.append(outcome)
     except BaseException as e:  # the backend itself failed (a lost scheduler, a broken pool)

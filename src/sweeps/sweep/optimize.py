@@ -22,11 +22,12 @@ from tqdm.auto import tqdm
 
 from sweeps.data.cache import cached_folds
 from sweeps.data.dataset import Dataset
-from sweeps.errors import SweepsError, option
+from sweeps.errors import STDOUT, SweepsError, option
 from sweeps.spec.options import STOPS
 from sweeps.spec.study import Study
 from sweeps.store import candidates, notes, record
 from sweeps.store.storage import describe, open_storage, resolve_url, study_exists, use_wal
+from sweeps.sweep.children import WORKERS_PER_CORE, WaitingWorkers, most_workers
 from sweeps.sweep.launcher import connect, is_remote, launch, scheduler_address
 from sweeps.sweep.objective import make_objective
 from sweeps.sweep.search import default_batch, default_pruner, default_sampler
@@ -82,9 +83,9 @@ class RunOptions:
             raise SweepsError(f"{option('batch')} must be between 1 and {MAX_BATCH}, got {self.batch!r}.")
         cores = os.cpu_count() or 1
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1 or (
-                self.cluster is None and self.workers > 4 * cores):
-            raise SweepsError(f"{option('workers')} must be between 1 and 4 x this machine's {cores} cores = "
-                              f"{4 * cores}, "
+                self.cluster is None and self.workers > most_workers()):
+            raise SweepsError(f"{option('workers')} must be between 1 and {WORKERS_PER_CORE} x this machine's {cores} "
+                              f"cores = {most_workers()}, "
                               f"got {self.workers!r}; more workers than that only share the same cores.")
         interval, grace = self.heartbeat
         if interval < 1 or grace <= interval:
@@ -108,15 +109,16 @@ class RunOptions:
 
 
 def run_study(spec: Study, dataset: Dataset, options: RunOptions | None = None, *, storage: str | None = None,
-              study_file: str | None = None, overrides: dict | None = None, out: TextIO = sys.stdout,
-              client=None, **option_values) -> optuna.Study:
+              study_file: str | None = None, overrides: dict | None = None, out: TextIO = STDOUT,
+              client=None, children: WaitingWorkers | None = None, **option_values) -> optuna.Study:
     """Create or resume `spec`'s Optuna study and run trials until its target is reached.
 
     `options` (or the same as keywords: `run_study(spec, dataset, n_trials=3)`) say how. With
     `workers` > 1 or a `cluster`, each worker loads `study_file` (with `overrides`) itself.
     Everything that can be refused is checked before the storage is written. `client`: a Dask
     client already connected to the cluster (the command line connects before it loads the
-    data); it is closed when the sweep ends.
+    data); it is closed when the sweep ends. `children`: worker processes the command line
+    started before it loaded anything (`children.WaitingWorkers`), so that their imports overlap.
     """
     options = options or RunOptions(**option_values)
     url = resolve_url(spec.name, storage)
@@ -128,14 +130,14 @@ def run_study(spec: Study, dataset: Dataset, options: RunOptions | None = None, 
     if options.cluster is not None and client is None:
         client = connect(options.cluster)  # an unreachable scheduler is refused before anything is written
     try:
-        return _run(spec, dataset, options, url, study_file, overrides or {}, out, client)
+        return _run(spec, dataset, options, url, study_file, overrides or {}, out, client, children)
     finally:
         if client is not None:
             client.close(timeout=10)
 
 
 def _run(spec: Study, dataset: Dataset, options: RunOptions, url: str, study_file: str | None, overrides: dict,
-         out: TextIO, client) -> optuna.Study:
+         out: TextIO, client, children: WaitingWorkers | None = None) -> optuna.Study:
     device, heartbeat = options.device, options.heartbeat
     workers = options.workers
     if client is not None and workers == 1:
@@ -199,7 +201,7 @@ def _run(spec: Study, dataset: Dataset, options: RunOptions, url: str, study_fil
                     for i in range(workers)]
             prepared, _ = prepare(spec, folds)  # the space as the workers' objectives see it
             launch(jobs, study, budget, on_progress=shown, suggest=prepared.suggest, client=client,
-                   grace=heartbeat[1])
+                   grace=heartbeat[1], children=children)
     notes.refresh(study)  # the note now tells what the search chose (the embeddings' evidence)
     return study
 
