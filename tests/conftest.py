@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 from pathlib import Path
@@ -31,12 +32,17 @@ def _own_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("SWEEPS_CACHE_DIR", str(tmp_path / "sweeps-cache"))
 
 
+# The suite runs in parallel (pytest-xdist, pyproject's addopts): each test process trains on
+# its share of the cores, so that two of them do not fight over the same ones.
+THREADS = max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+
+
 @pytest.fixture(autouse=True)
 def _seeded():
     random.seed(0)
     np.random.seed(0)
     torch.manual_seed(0)
-    torch.set_num_threads(2)
+    torch.set_num_threads(THREADS)
     quiet_optuna()
 
 

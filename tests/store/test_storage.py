@@ -222,3 +222,19 @@ def test_a_heartbeat_that_cannot_be_written_stops_the_sweep_with_one_line(tmp_pa
     monkeypatch.setattr(optuna.storages.RDBStorage, "record_heartbeat", damaged)  # runs in Optuna's thread
     code = run_main([study_file(tmp_path), "--no-progress", "--heartbeat-interval", "1"])
     one_line_exit_2(capsys, code, r"the database file is damaged \(database disk image is malformed\)")
+
+
+def test_trial_notes_are_written_for_the_first_max_trial_notes_trials_only(tmp_path, monkeypatch):
+    """optuna-dashboard scans every note of the study for each trial it shows: the notes are capped."""
+    from optuna_dashboard import get_note
+
+    from sweeps.store import notes
+
+    monkeypatch.setattr(notes, "MAX_TRIAL_NOTES", 2)
+    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 'notes.db'}", create=True))
+    for i in range(3):
+        trial = study.ask()
+        notes.save_trial_note(trial, f"trial {i}'s note")
+        study.tell(trial, 1.0)
+    shown = [get_note(optuna.trial.Trial(study, t._trial_id)) for t in study.trials]
+    assert shown == ["trial 0's note", "trial 1's note", ""]

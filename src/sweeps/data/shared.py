@@ -69,6 +69,15 @@ class SharedRows:
         """Features `[len(folds), n, width]` of `rows` `[len(folds), n]`, each row by its fold's preprocessing."""
         k, n = rows.shape
         out = torch.zeros(k, n, self.width, device=rows.device)
+        # At most a window's rows at a time: the ranks' float64 temporaries (a dozen, each k x
+        # rows x ranked columns x 8 bytes) then stay tens of MB however many rows are asked
+        # for (a validation chunk: 65,536 rows of every fold), and so does the peak.
+        for start in range(0, n, WINDOW_ROWS):
+            self._transform(folds, rows[:, start:start + WINDOW_ROWS], out[:, start:start + WINDOW_ROWS])
+        return out
+
+    def _transform(self, folds: torch.Tensor, rows: torch.Tensor, out: torch.Tensor) -> None:
+        k = rows.shape[0]
         if self.raw_columns.numel():
             x = self.numeric[rows]  # [k, n, c_raw]
             x = torch.where(torch.isnan(x), self.fill[folds].unsqueeze(1), x)
@@ -88,7 +97,6 @@ class SharedRows:
             slots = torch.where(codes < 0, self.lookup.shape[2] - 1, codes)
             columns = self.lookup[folds].gather(2, slots.permute(0, 2, 1)).permute(0, 2, 1)  # [k, n, m]
             out.scatter_add_(2, columns.clamp(min=0), (columns >= 0).to(out.dtype))  # a miss adds 0 to column 0
-        return out
 
     def _ranks(self, folds: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """The quantile transform's normal scores `[k, n, r]` of the ranked columns."""

@@ -152,11 +152,12 @@ def group_lines(attrs: dict, task: str) -> list[str]:
     return lines
 
 
-# optuna-dashboard finds each trial's note by scanning every note of the study: with a note
-# per trial, a study page costs trials x notes string checks (5,000 trials: tens of seconds,
-# benchmarks/bench_dashboard.py). Past this many trials the reasons stay in the user attrs
+# optuna-dashboard finds each trial's note (and its artifacts) by scanning every note of the
+# study: a study page costs trials x notes string checks. With 1,000 notes, a 5,000-trial
+# study's trials API call took 26 s, 20 s of it in those scans; with 200, 5 s
+# (benchmarks/bench_dashboard.py). Past this many trials the reasons stay in the user attrs
 # (prune_reason, fail_reason) and the per-fold numbers in fold_val_losses and the rest.
-MAX_TRIAL_NOTES = 1000
+MAX_TRIAL_NOTES = 200
 
 
 def save_trial_note(trial: optuna.Trial, body: str) -> None:
