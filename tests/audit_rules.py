@@ -100,7 +100,7 @@ def run_tests(copy: Path, tests: tuple[str, ...]) -> bool:
     env = {**os.environ, "PYTHONPATH": str(copy / "src"), "CI": os.environ.get("CI", "1")}
     for spec in tests:
         target, _, keyword = spec.partition("::-k ")
-        command = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", target]
+        command = [sys.executable, "-m", "pytest", "-q", "-x", "-n", "0", "-p", "no:cacheprovider", target]
         if keyword:
             command += ["-k", keyword]
         if subprocess.run(command, cwd=copy, env=env, capture_output=True).returncode != 0:

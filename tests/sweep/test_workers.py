@@ -352,13 +352,13 @@ def test_workers_started_early_are_stopped_when_the_study_file_is_refused(tmp_pa
     path = tmp_path / "broken.py"
     path.write_text("from sweeps import Study\nstudy = Study(name='broken', task='no-such-task')\n")
     process = sweeps_run(str(path), "--workers", "3", cwd=tmp_path)
-    workers = []
-    while process.poll() is None:
-        workers = worker_pids(process.pid) or workers
+    workers = set()
+    while process.poll() is None and len(workers) < 3:
+        workers |= set(worker_pids(process.pid))
         time.sleep(0.05)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 2 and "Traceback" not in err, err
-    assert len(workers) == 3  # they were started before the study file was read
+    assert len(workers) == 3  # they were started before the study file was read (it takes seconds to import)
     time.sleep(0.5)
     assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]
 
