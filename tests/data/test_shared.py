@@ -78,9 +78,10 @@ def test_training_on_shared_rows_matches_the_copies_across_windows(adult_path, m
     np.testing.assert_allclose(results[1].train_losses, results[0].train_losses, rtol=2e-4)
 
 
-def test_a_large_read_is_transformed_a_window_at_a_time_and_gives_the_same_features(adult_path, monkeypatch):
-    """A validation chunk (65,536 rows of every fold) is more than a window: its float64 temporaries
-    would be k x 65,536 x ranked columns each, and the epoch's peak with them."""
+def test_a_large_read_is_transformed_in_pieces_and_gives_the_same_features(adult_path, monkeypatch):
+    """A window (16,384 rows of every fold) or a validation chunk (65,536) is transformed
+    TRANSFORM_ROWS at a time: its float64 temporaries would otherwise be k x rows x ranked
+    columns each, and glibc keeps such freed blocks resident (the epoch's peak)."""
     dataset = load_dataset(adult_spec(adult_path))
     shared = make_folds(dataset, 3, 0, scaling="auto", layout="shared")
     whole = shared.X_val[:, :700]
@@ -91,7 +92,7 @@ def test_a_large_read_is_transformed_a_window_at_a_time_and_gives_the_same_featu
         seen.append(rows.shape[1])
         return original(self, folds, rows, out)
 
-    monkeypatch.setattr(sweeps.data.shared, "WINDOW_ROWS", 256)
+    monkeypatch.setattr(sweeps.data.shared, "TRANSFORM_ROWS", 256)
     monkeypatch.setattr(sweeps.data.shared.SharedRows, "_transform", spy)
     assert torch.equal(shared.X_val[:, :700], whole)
     assert seen == [256, 256, 188]

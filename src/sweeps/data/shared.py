@@ -31,6 +31,13 @@ import torch
 from sweeps.data.preprocess import Preprocessing, category_strings, normal_scores, quantile_probabilities
 
 WINDOW_ROWS = 16384  # rows per fold gathered and preprocessed at once by the training loop
+# Rows per fold a transform works on at a time. Its rank path makes a dozen float64
+# temporaries of rows x folds x ranked columns; at a window's 16,384 rows (33 MB each for 5
+# folds of 50 columns) glibc kept the freed ones resident and one epoch of a 1,000,000 x 50
+# table peaked at 2,401 MiB (median of 3); at 4,096, 1,635 MiB (median of 4), the epoch's time
+# the same within this machine's noise (31.7 s against 33.0 s); at 1,024 the kernels' fixed
+# costs show (39 s). docs/benchmarks.md, "Big tables".
+TRANSFORM_ROWS = 4096
 
 
 @dataclass
@@ -69,11 +76,11 @@ class SharedRows:
         """Features `[len(folds), n, width]` of `rows` `[len(folds), n]`, each row by its fold's preprocessing."""
         k, n = rows.shape
         out = torch.zeros(k, n, self.width, device=rows.device)
-        # At most a window's rows at a time: the ranks' float64 temporaries (a dozen, each k x
-        # rows x ranked columns x 8 bytes) then stay tens of MB however many rows are asked
-        # for (a validation chunk: 65,536 rows of every fold), and so does the peak.
-        for start in range(0, n, WINDOW_ROWS):
-            self._transform(folds, rows[:, start:start + WINDOW_ROWS], out[:, start:start + WINDOW_ROWS])
+        # TRANSFORM_ROWS at a time: the ranks' float64 temporaries (a dozen, each k x rows x
+        # ranked columns x 8 bytes) then stay a few MB however many rows are asked for (a
+        # window, or a validation chunk of 65,536 rows of every fold), and so does the peak.
+        for start in range(0, n, TRANSFORM_ROWS):
+            self._transform(folds, rows[:, start:start + TRANSFORM_ROWS], out[:, start:start + TRANSFORM_ROWS])
         return out
 
     def _transform(self, folds: torch.Tensor, rows: torch.Tensor, out: torch.Tensor) -> None:
