@@ -85,5 +85,5 @@ if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.default_int_handler)
     job = sys.stdin.read()
     if not job.strip():  # started early and never given a job (the launcher stopped first): nothing to do
-        sys.exit(0)
+        _args.leave(0)
     worker_main(WorkerJob.from_json(job))

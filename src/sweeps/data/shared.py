@@ -76,45 +76,46 @@ class SharedRows:
         """Features `[len(folds), n, width]` of `rows` `[len(folds), n]`, each row by its fold's preprocessing."""
         k, n = rows.shape
         out = torch.zeros(k, n, self.width, device=rows.device)
+        fitted = self.select(folds)  # the asked folds' fitted tensors, gathered once for every piece
         # TRANSFORM_ROWS at a time: the ranks' float64 temporaries (a dozen, each k x rows x
         # ranked columns x 8 bytes) then stay a few MB however many rows are asked for (a
         # window, or a validation chunk of 65,536 rows of every fold), and so does the peak.
         for start in range(0, n, TRANSFORM_ROWS):
-            self._transform(folds, rows[:, start:start + TRANSFORM_ROWS], out[:, start:start + TRANSFORM_ROWS])
+            fitted._transform(rows[:, start:start + TRANSFORM_ROWS], out[:, start:start + TRANSFORM_ROWS])
         return out
 
-    def _transform(self, folds: torch.Tensor, rows: torch.Tensor, out: torch.Tensor) -> None:
+    def _transform(self, rows: torch.Tensor, out: torch.Tensor) -> None:
+        """Fill `out` with the features of `rows`, row i of dimension 0 by fold i (a `select`ed SharedRows)."""
         k = rows.shape[0]
         if self.raw_columns.numel():
             x = self.numeric[rows]  # [k, n, c_raw]
-            x = torch.where(torch.isnan(x), self.fill[folds].unsqueeze(1), x)
-            z = (x - self.center[folds].unsqueeze(1)) / self.scale[folds].unsqueeze(1)
-            clip = self.clip[folds].view(k, 1, 1)
+            x = torch.where(torch.isnan(x), self.fill.unsqueeze(1), x)
+            z = (x - self.center.unsqueeze(1)) / self.scale.unsqueeze(1)
+            clip = self.clip.view(k, 1, 1)
             if bool(clip.any()):
                 z = torch.where(clip, z / torch.sqrt(1.0 + torch.square(z / 3.0)), z)
             out[:, :, self.raw_columns] = z
         if self.rank_columns.numel():
-            ranked = self.ranked[folds]  # [k, r]
-            z = self._ranks(folds, rows)
-            if not bool(ranked.all()):  # "auto" where folds disagree: the others scaled the raw value
-                z = torch.where(ranked.unsqueeze(1), z, out[:, :, self.rank_columns])
+            z = self._ranks(rows)
+            if not bool(self.ranked.all()):  # "auto" where folds disagree: the others scaled the raw value
+                z = torch.where(self.ranked.unsqueeze(1), z, out[:, :, self.rank_columns])
             out[:, :, self.rank_columns] = z
         if self.codes.shape[1]:
             codes = self.codes[rows].long()  # [k, n, m]
             slots = torch.where(codes < 0, self.lookup.shape[2] - 1, codes)
-            columns = self.lookup[folds].gather(2, slots.permute(0, 2, 1)).permute(0, 2, 1)  # [k, n, m]
+            columns = self.lookup.gather(2, slots.permute(0, 2, 1)).permute(0, 2, 1)  # [k, n, m]
             out.scatter_add_(2, columns.clamp(min=0), (columns >= 0).to(out.dtype))  # a miss adds 0 to column 0
 
-    def _ranks(self, folds: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """The quantile transform's normal scores `[k, n, r]` of the ranked columns."""
+    def _ranks(self, rows: torch.Tensor) -> torch.Tensor:
+        """The quantile transform's normal scores `[k, n, r]` of the ranked columns (a `select`ed SharedRows)."""
         g = self.grid_index[rows].long()  # [k, n, r]
         t = self.grid_frac[rows].double()
         below, above = (g - 1).clamp(min=0), g.clamp(0, self.p_left.shape[1] - 1)  # above: unused on a point
-        p = torch.lerp(self.p_right[folds].gather(1, below), self.p_left[folds].gather(1, above), t.clamp(min=0))
+        p = torch.lerp(self.p_right.gather(1, below), self.p_left.gather(1, above), t.clamp(min=0))
         on_point = t < 0
         if bool(on_point.any()):
-            p = torch.where(on_point, self.p_at[folds].gather(1, below), p)
-        p = torch.where(g < 0, self.p_missing[folds].unsqueeze(1), p)
+            p = torch.where(on_point, self.p_at.gather(1, below), p)
+        p = torch.where(g < 0, self.p_missing.unsqueeze(1), p)
         return torch.special.ndtri(p).clamp_(_LOWEST, -_LOWEST).to(torch.float32)
 
     def select(self, folds: torch.Tensor) -> SharedRows:

@@ -15,9 +15,9 @@ backend. Each task, `supervise`, hands its job to a worker proper, a child proce
 On this machine the children are started before the launcher loads anything
 (`children.WaitingWorkers`), so their imports overlap its own; watching a child needs no
 process of its own, so the tasks are threads. The launcher's stop reaches every task through
-a stop channel (a file on this machine, a Dask `Variable` on a cluster); each task relays it
-to its child once, as the same signal, and the child fails its running trial with the
-reason, as a single process does.
+a stop channel (`LocalStop`, a value its threads share; a Dask `Variable` on a cluster); each
+task relays it to its child once, as the same signal, and the child fails its running trial
+with the reason, as a single process does.
 """
 
 from __future__ import annotations
@@ -33,13 +33,14 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable
+from typing import TextIO
 from dataclasses import replace
 from urllib.parse import urlparse
 
 import optuna
 from optuna.trial import TrialState
 
-from sweeps.errors import SweepsError, Terminated
+from sweeps.errors import STDERR, SweepsError, Terminated
 from sweeps.store import internals
 from sweeps.sweep.children import WaitingWorkers, start_worker
 from sweeps.sweep.workers import Budget, Rounds, WorkerJob, counts, serve_round_tasks
@@ -216,7 +217,7 @@ STOP_WAIT = 60.0  # seconds a stop waits for the workers to fail their running t
 
 
 def launch(jobs: list[WorkerJob], study: optuna.Study, budget: Budget,
-           on_progress: Callable[[dict], None], out=sys.stderr,
+           on_progress: Callable[[dict], None], out: TextIO = STDERR,
            suggest: Callable[[optuna.Trial], object] | None = None, client=None, grace: float = 60.0,
            children: WaitingWorkers | None = None) -> None:
     """Run the jobs as joblib tasks, report progress, and stop them all on Ctrl+C or SIGTERM.
