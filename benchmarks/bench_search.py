@@ -1,11 +1,17 @@
 """Pruning and stopping: how soon a sweep reaches a good configuration, and when it is done.
 
     python benchmarks/bench_search.py [--seeds 0,1,2,3,4] [--trials 50] [--datasets digits,wine_red]
-                                      [--converged] [--json results.jsonl]
+                                      [--variants median,successive-halving,...] [--converged]
+                                      [--json results.jsonl]
 
-For each dataset and seed, four sweeps of the same study file and seed, differing only in
-the pruner: none, MedianPruner (the default until sweeps 0.2), FoldPairedPruner, and both
-(AnyPruner). The yardstick is the MedianPruner sweep's final best CV loss: for each
+A dataset is a shipped study (`studies/<name>.py`, its trials and seed replaced) or, for a
+name that is not one, bench_quality's template on that table. For each dataset and seed,
+sweeps of the same study and seed that differ only in the pruner (`--variants`, default all):
+none, MedianPruner (the default), FoldPairedPruner, both (AnyPruner), Optuna's
+SuccessiveHalvingPruner and HyperbandPruner with their own defaults (their resource is the
+epoch: every fold trains at every epoch, so epochs x folds grow together), and successive
+halving whose first rung is the median pruner's warm-up (5 epochs). The yardstick is the
+MedianPruner sweep's final best CV loss: for each
 variant, the wall time (from its first trial's start) at which its best CV loss came within
 one fold standard error of that yardstick (the best trial's fold std / sqrt(k)), and the
 fold-epochs it trained in all. Medians over seeds, as ratios to MedianPruner's time to the
@@ -29,30 +35,32 @@ from pathlib import Path
 import numpy as np
 import optuna
 from optuna.trial import TrialState
-from sklearn.datasets import load_digits
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_quality import study as quality_study  # noqa: E402
 
-from sweeps import Space, Study  # noqa: E402
+from sweeps import Study  # noqa: E402
 from sweeps._cli import quiet_optuna  # noqa: E402
 from sweeps.data.dataset import load_dataset  # noqa: E402
 from sweeps.sweep.pruners import AnyPruner, FoldPairedPruner  # noqa: E402
+from sweeps.spec.study import load_study_file  # noqa: E402
 from sweeps.sweep.optimize import run_study  # noqa: E402
 
 
-def pruners() -> dict[str, optuna.pruners.BasePruner | None]:
+def pruners(spec: Study) -> dict[str, optuna.pruners.BasePruner]:
     median = lambda: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=5)  # noqa: E731
     return {"none": optuna.pruners.NopPruner(), "median": median(), "fold-paired": FoldPairedPruner(),
-            "median+fold-paired": AnyPruner(median(), FoldPairedPruner())}
+            "median+fold-paired": AnyPruner(median(), FoldPairedPruner()),
+            "successive-halving": optuna.pruners.SuccessiveHalvingPruner(),
+            "successive-halving-5": optuna.pruners.SuccessiveHalvingPruner(min_resource=5),
+            "hyperband": optuna.pruners.HyperbandPruner(max_resource=spec.max_epochs)}
+
+
+STUDIES = Path(__file__).resolve().parent.parent / "studies"
 
 
 def base_study(name: str, seed: int, trials: int) -> Study:
-    if name == "digits":  # the shipped studies/digits.py
-        return Study(name="digits", task="classification", data=lambda: load_digits(return_X_y=True),
-                     space=Space(depth=(1, 4), width=(16, 512), dropout=(0.0, 0.5), weight_decay=(1e-6, 1e-1),
-                                 lr=(1e-4, 1e-1)),
-                     folds=5, max_epochs=100, patience=10, test_size=0.2, n_trials=trials, seed=seed)
+    if (STUDIES / f"{name}.py").is_file():  # a shipped study, as a user runs it
+        return load_study_file(STUDIES / f"{name}.py").replace(n_trials=trials, seed=seed)
     return quality_study(name, seed, trials, {})
 
 
@@ -91,6 +99,8 @@ def main() -> None:
     p.add_argument("--seeds", default="0,1,2,3,4")
     p.add_argument("--trials", type=int, default=50)
     p.add_argument("--datasets", default="digits,wine_red")
+    p.add_argument("--variants", default="none,median,fold-paired,median+fold-paired,successive-halving,"
+                   "successive-halving-5,hyperband", help="pruners to compare (median is always run)")
     p.add_argument("--converged", action="store_true", help="only the converged-stop measurement")
     p.add_argument("--json", help="append results as JSON lines")
     args = p.parse_args()
@@ -101,8 +111,9 @@ def main() -> None:
     rows = {}
     for name in args.datasets.split(","):
         for seed in seeds:
-            runs = {v: sweep(base_study(name, seed, args.trials).replace(pruner=pruner))
-                    for v, pruner in pruners().items()}
+            spec = base_study(name, seed, args.trials)
+            wanted = {"median", *args.variants.split(",")}
+            runs = {v: sweep(spec.replace(pruner=pruner)) for v, pruner in pruners(spec).items() if v in wanted}
             yard = timeline(runs["median"])
             final_best, final_se = yard[-1][1], yard[-1][2]
             reference = time_to(yard, final_best)

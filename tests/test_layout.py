@@ -9,8 +9,8 @@ from pathlib import Path
 
 SRC = Path(__file__).parents[1] / "src" / "sweeps"
 # Each room may import the rooms below it (and its own); the doors at the top, anything.
-FLOORS = {"spec": 0, "data": 1, "engine": 2, "store": 3, "sweep": 4, "results": 5}
-TOP = 6
+FLOORS = {"spec": 0, "data": 1, "engine": 2, "store": 3, "sweep": 4, "results": 5, "follow": 6}
+TOP = 7
 ANYWHERE = {"sweeps", "sweeps.errors"}  # the package's face (__version__) and the one exception type
 # The doors (`python -m sweeps.<verb>`) import their work inside `main`, after the arguments are
 # read, so that --help and a wrong flag answer at once (tests/cli). Nothing imports a door, so

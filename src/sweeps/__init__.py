@@ -16,7 +16,8 @@ _WHERE = {
     "api": "sweeps.api", "optimize": "sweeps.api", "SweepsError": "sweeps.errors", "AnyPruner": "sweeps.sweep.pruners",
     "FoldPairedPruner": "sweeps.sweep.pruners", "Categorical": "sweeps.spec.params", "Float": "sweeps.spec.params",
     "Int": "sweeps.spec.params", "Space": "sweeps.spec.space", "Study": "sweeps.spec.study",
-    "Table": "sweeps.spec.table", "TrainedModel": "sweeps.engine.trained", "load_model": "sweeps.engine.trained",
+    "Table": "sweeps.spec.table", "load_study": "sweeps.spec.study", "TrainedModel": "sweeps.engine.trained",
+    "load_model": "sweeps.engine.trained",
 }
 
 
@@ -65,5 +66,5 @@ if __import__("sys").argv[:1] == ["-m"]:
 
 __all__ = [
     "AnyPruner", "Categorical", "Float", "FoldPairedPruner", "Int", "Space", "Study", "SweepsError", "Table",
-    "TrainedModel", "__version__", "api", "load_model", "optimize",
+    "TrainedModel", "__version__", "api", "load_model", "load_study", "optimize",
 ]

@@ -28,6 +28,7 @@ import optuna
 
 from sweeps import _cli
 from sweeps.errors import STDOUT, SweepsError
+from sweeps.follow.loop import DEFAULT_ROUNDS, FollowResult, follow_study
 from sweeps.results.diagnose import Diagnosis, Thresholds, diagnose_study
 from sweeps.results.evaluate import evaluate_study, report
 from sweeps.results.export import export_onnx_model, export_study
@@ -35,6 +36,7 @@ from sweeps.results.export import held_out_rows as _held_out_rows
 from sweeps.spec.study import Study, load_study_file
 from sweeps.store.storage import load_existing_study
 from sweeps.sweep.optimize import RunOptions, run_study
+
 
 
 def _spec(study: Study | str | Path, **changes: Any) -> tuple[Study, str | None]:
@@ -55,7 +57,8 @@ def _dataset(spec: Study, path: str | None = None):
 def optimize(study: Study | str | Path, *, n_trials: int | None = None, timeout: float | None = None,
              storage: str | None = None, seed: int | None = None, device: str = "auto", workers: int = 1,
              stop: str | None = None, reproducible: bool = False, batch: int | None = None,
-             progress: bool = True, out: TextIO = STDOUT, until_converged: bool | None = None) -> optuna.Study:
+             progress: bool = True, out: TextIO = STDOUT, until_converged: bool | None = None,
+             follow: bool = False, rounds: int | None = None) -> optuna.Study | FollowResult:
     """Run or resume a sweep, as `python -m sweeps.run`; returns the Optuna study.
 
     `n_trials` runs that many more trials than the study has (like `--n-trials`); without it
@@ -63,6 +66,11 @@ def optimize(study: Study | str | Path, *, n_trials: int | None = None, timeout:
     `batch`: trials asked at a time and trained in one stack (like `--batch`). `stop="converged"`
     also ends the study when further trials are unlikely to matter (`until_converged=True`
     is its older name, kept working).
+
+    `follow=True` (a study file's path): as `--follow`, diagnose, apply the remedy as a new study
+    file, run it, and go on while rounds help (at most `rounds`, default 4); the winner is
+    scored once on the held-out rows. Returns the `sweeps.follow.loop.FollowResult` then: its
+    `rounds`, `winner`, `stop_reason`, `test_result`, `mismatch` and `report`.
     """
     if until_converged is not None:
         warnings.warn("sweeps.optimize(until_converged=True) is now stop=\"converged\"; the old name keeps working.",
@@ -72,6 +80,15 @@ def optimize(study: Study | str | Path, *, n_trials: int | None = None, timeout:
                          workers=workers, batch=batch, reproducible=reproducible, stop=stop, progress=progress)
     spec, path = _spec(study, seed=seed)
     _cli.quiet_optuna()
+    if rounds is not None and not follow:
+        raise SweepsError("rounds= counts the rounds of follow=True; pass follow=True, or drop rounds.")
+    if follow:
+        if path is None:
+            raise SweepsError("follow=True writes each round as a study file beside the first: pass the study file's "
+                              "path, not a Study object.")
+        return follow_study(spec, _dataset(spec, path), options, study_file=path, storage=storage,
+                            rounds=rounds if rounds is not None else DEFAULT_ROUNDS,
+                            overrides={"seed": seed} if seed is not None else {}, out=out)
     return run_study(spec, _dataset(spec, path), options, storage=storage, study_file=path,
                      overrides={"seed": seed} if seed is not None else {}, out=out)
 

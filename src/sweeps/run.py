@@ -96,6 +96,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--accept-changed-settings", action="store_true",
                    help="go on with a study whose max_epochs, patience or validation changed (recorded "
                         "in its settings_history); without it such a change is refused")
+    p.add_argument("--follow", action="store_true",
+                   help="then diagnose it, write the remedy as a new study file beside this one, run it, and go "
+                        "on while rounds help; finally score the winner on the held-out rows once (docs: follow)")
+    p.add_argument("--rounds", type=int, metavar="N",
+                   help="with --follow: at most N rounds, the study itself included (default 4)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -115,11 +120,14 @@ def _main(args: argparse.Namespace, children) -> int:
     # The work's imports come after the arguments are read: --help and a wrong flag answer at once,
     # without loading torch and scikit-learn (seconds). A door is imported by nothing: no cycle hides here.
     from sweeps import _cli
+    from sweeps.errors import SweepsError
     from sweeps.store.storage import resolve_url
     from sweeps.sweep.launcher import connect
     from sweeps.sweep.optimize import RunOptions, run_study
 
     def body() -> int:
+        if args.rounds is not None and not args.follow:
+            raise SweepsError("--rounds N counts the rounds of --follow; add --follow, or drop --rounds.")
         if args.until_converged:
             print("sweeps: note: --until-converged is now --stop converged; the old name keeps working.",
                   file=sys.stderr)
@@ -143,6 +151,13 @@ def _main(args: argparse.Namespace, children) -> int:
             if client is not None:
                 client.close(timeout=10)
             raise
+        if args.follow:
+            from sweeps.follow.loop import DEFAULT_ROUNDS, follow_study
+
+            follow_study(spec, dataset, options, study_file=args.study_file, storage=args.storage,
+                         rounds=args.rounds if args.rounds is not None else DEFAULT_ROUNDS,
+                         overrides={"seed": args.seed} if args.seed is not None else {}, children=children)
+            return 0
         started = time.perf_counter()
         study = run_study(spec, dataset, options, storage=args.storage,
                           study_file=args.study_file, overrides={"seed": args.seed} if args.seed is not None else {},

@@ -137,6 +137,12 @@ def test_a_fresh_run_prints_no_warning(tmp_path):
     # The storage was closed on the way out: the database is whole in its file (no SQLite WAL
     # left beside it), so copying storage/<name>.db copies every trial.
     assert list((tmp_path / "storage").glob("*.db")) and not list((tmp_path / "storage").glob("*.db-wal"))
+    # evaluate stores the model as an artifact: the study it held is let go too (optuna.artifacts,
+    # imported inside a function, kept that frame, and so the study, to the end)
+    result = subprocess.run([sys.executable, "-m", "sweeps.evaluate", study_file(tmp_path)],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert not list((tmp_path / "storage").glob("*.db-wal"))
 
 
 def test_output_into_a_closed_pipe_ends_quietly(tmp_path):

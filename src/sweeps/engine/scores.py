@@ -69,6 +69,16 @@ def honest_cv(fold_curves: list[list[float]]) -> float | None:
     (among the epochs every one of them trained, and fold f too): leave-one-fold-out
     selection of the epoch. The difference to the CV loss is the optimism of early stopping.
     """
+    scores = honest_folds(fold_curves)
+    if scores is None:
+        return None
+    value = float(np.mean(scores))
+    return value if math.isfinite(value) else None
+
+
+def honest_folds(fold_curves: list[list[float]]) -> list[float] | None:
+    """Each fold's loss at the epoch the other folds chose (`honest_cv`'s terms, fold by fold:
+    two trials on the same folds are compared pair by pair)."""
     k = len(fold_curves)
     if k < 2 or any(not c for c in fold_curves):
         return None
@@ -77,9 +87,8 @@ def honest_cv(fold_curves: list[list[float]]) -> float | None:
         others = [c for g, c in enumerate(fold_curves) if g != f]
         epochs = min(len(curve), *(len(c) for c in others))
         mean_others = np.mean([c[:epochs] for c in others], axis=0)
-        scores.append(curve[int(np.argmin(mean_others))])
-    value = float(np.mean(scores))
-    return value if math.isfinite(value) else None
+        scores.append(float(curve[int(np.argmin(mean_others))]))
+    return scores
 
 
 def mean_losses(out: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, classification: bool,

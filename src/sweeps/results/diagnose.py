@@ -338,10 +338,14 @@ def imbalance_hints(spec: Study, result: dict[str, Any]) -> list[str]:
 
 
 def _mismatch(study: optuna.Study, dataset: Dataset, seed: int, th: Thresholds,
-              spec: Study | None = None, step: Callable[[str], None] = lambda _: None) -> Verdict:
+              spec: Study | None = None, step: Callable[[str], None] = lambda _: None,
+              held_out: bool = True) -> Verdict:
     result = study.user_attrs.get("test_result")
     threshold = (f"problem when the test loss > CV mean + {th.mismatch_sigma:g} fold std and > "
                  f"{th.mismatch_ratio:g} x CV mean, or when adversarial validation AUC > {th.adversarial_auc:g}")
+    if not held_out:
+        return Verdict("mismatch", "not checked", "the held-out rows are not looked at here (--follow's rounds "
+                       "use the development rows only); the final evaluation checks it once.", [], threshold)
     if not result:
         return Verdict("mismatch", "not checked", "the held-out test set has not been evaluated yet; run "
                        "python -m sweeps.evaluate STUDY_FILE, then diagnose again.", [], threshold)
@@ -385,6 +389,13 @@ def _mismatch(study: optuna.Study, dataset: Dataset, seed: int, th: Thresholds,
                    "training rows.", evidence, threshold, [], hints)
 
 
+def mismatch_verdict(study: optuna.Study, dataset: Dataset, spec: Study,
+                     thresholds: Thresholds = Thresholds()) -> Verdict:
+    """Mismatch alone, for a study already scored on its held-out rows (--follow's end): its
+    test loss against the honest CV estimate, and adversarial validation."""
+    return _mismatch(study, dataset, spec.seed, thresholds, spec)
+
+
 # --- the whole diagnosis ---------------------------------------------------------------------
 class _Steps:
     """Tells `progress` each step as it starts: "[2/7] ... (3.1 s so far)"."""
@@ -402,10 +413,13 @@ class _Steps:
 
 def diagnose_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
                    thresholds: Thresholds = Thresholds(), device: str = "cpu",
-                   output: str | None = None, progress: Callable[[str], None] | None = None) -> Diagnosis:
+                   output: str | None = None, progress: Callable[[str], None] | None = None,
+                   held_out: bool = True) -> Diagnosis:
     """Diagnose a stored study; save the report as Markdown, attach it to the study, and return
     the diagnosis (its `report`, and the `path` it was written to). `progress` is told each
-    step as it starts, numbered, with the seconds spent so far (the command prints them)."""
+    step as it starts, numbered, with the seconds spent so far (the command prints them).
+    `held_out=False`: the development rows only; mismatch, which needs the held-out rows
+    (their score, and adversarial validation on their features), is "not checked"."""
     study, url = load_existing_study(spec.name, storage)
     dataset = record.check_same_study(study, spec, dataset, describe(url))
     spec = spec.replace(preprocessing=record.stored_settings(study)["preprocessing"])  # as the trials had it
@@ -415,7 +429,8 @@ def diagnose_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
     if not trials:
         raise SweepsError(f"study '{spec.name}' has no completed trial yet; run the sweep first.")
     best = trials[0]
-    step = _Steps(progress, 2 + len(LEARNING_CURVE_FRACTIONS) + bool(study.user_attrs.get("test_result")))
+    scored = held_out and bool(study.user_attrs.get("test_result"))
+    step = _Steps(progress, 2 + len(LEARNING_CURVE_FRACTIONS) + scored)
     folds = cached_folds(dataset, spec.folds, spec.seed, device, scaling=spec.preprocessing)
 
     scale = "class-balanced" if spec.balanced_validation else "plain"  # the trials' loss, and so the baselines'
@@ -438,7 +453,7 @@ def diagnose_study(spec: Study, dataset: Dataset, *, storage: str | None = None,
     verdicts = [_bias(trials, baselines, chance, edges, thresholds, spec.folds),
                 _optimization(by_depth, chance, thresholds),
                 _overfitting(best, curve, chance, edges, thresholds),
-                _mismatch(study, dataset, spec.seed, thresholds, spec, step)]
+                _mismatch(study, dataset, spec.seed, thresholds, spec, step, held_out)]
     diagnosis = Diagnosis(spec.name, verdicts, baselines, curve, by_depth, chance, thresholds)
     diagnosis.report = markdown(diagnosis, study, best)
 

@@ -170,6 +170,10 @@ class Space:
                                      for c in (on if choice == "auto" else [choice])))
         return dataclasses.replace(self, embedding=Categorical(choices))
 
+    def replace(self, **changes: Any) -> Space:
+        """A copy with some fields changed (and checked again), e.g. `space.replace(depth=(1, 6))`."""
+        return dataclasses.replace(self, **changes)
+
     def off(self, name: str) -> bool:
         """Whether option `name` can only take its "off" value (its fallback)."""
         return is_fixed_at(getattr(self, name), OPTIONS[name].fallback)

@@ -255,6 +255,21 @@ def _check_int(name: str, value: Any, minimum: int, fix: str) -> None:
 
 
 # --- loading a study file ----------------------------------------------------------------
+def load_study(path: str | Path) -> Study:
+    """The `Study` of another study file, to build on it in this one:
+
+        parent = load_study("digits.py")
+        study = parent.replace(name="digits-wider", space=parent.space.replace(width=(16, 1024)))
+
+    A relative path is taken from the folder of the study file that calls it (from the
+    current folder elsewhere), as `Table` paths are. `python -m sweeps.run --follow` writes
+    its rounds this way: each names what it changed and nothing else.
+    """
+    path = Path(path)
+    base = STUDY_DIR.get()
+    return load_study_file(base / path if base is not None and not path.is_absolute() else path)
+
+
 def load_study_file(path: str | Path) -> Study:
     """Run a study file and return the `Study` it declares.
 

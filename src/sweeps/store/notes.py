@@ -28,6 +28,15 @@ def study_note(study: optuna.Study) -> str:
         lines.append(f"| sweeps version | {a['sweeps_version']} |")
     if a.get("stop_reason"):
         lines += ["", f"Stopped early, {a['stop_reason']}."]
+    follow = a.get("follow")
+    if follow:  # a round of --follow: where it came from, what it changed, whether it was kept
+        lines += ["", f"Round {follow['round']} of --follow, derived from study '{follow['parent']}' "
+                  f"(`{follow['file']}`): {follow['problem']}: {follow['why']}", "",
+                  f"Changed: {follow['change']}. Honest CV loss {follow['honest_cv_loss']:.4f}, "
+                  f"{follow['difference']:+.4f} ± {follow['difference_se']:.4f} against its parent fold by fold: "
+                  + ("kept." if follow["kept"] else "not kept (not better by more than one standard error).")]
+    if a.get("follow_report"):
+        lines += ["", a["follow_report"].replace("# --follow", "## --follow", 1)]
     chosen = embedding_evidence(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
     if chosen:
         lines += ["", f"Embeddings: {chosen}"]

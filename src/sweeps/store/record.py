@@ -331,6 +331,17 @@ def write_diagnosis(study: optuna.Study, learning_curve: list[dict[str, float]],
     study.set_user_attr("diagnosis_report", report)
 
 
+def write_follow(study: optuna.Study, round_: dict[str, Any]) -> None:
+    """A round of --follow: its number, parent, the verdict acted on, the change, and the
+    comparison with its parent (the study note shows it)."""
+    study.set_user_attr("follow", round_)
+
+
+def write_follow_report(study: optuna.Study, report: str) -> None:
+    """The path of --follow, on its first study (the study note shows it)."""
+    study.set_user_attr("follow_report", report)
+
+
 def write_summary(study: optuna.Study, summary: str) -> None:
     """The study's state in a few words, where optuna-dashboard opens the study (its user
     attributes, beside the history plot): the test result and the diagnosis's verdict."""

@@ -15,6 +15,11 @@ import warnings
 from pathlib import Path
 
 import optuna
+# At import, not inside `attach`: optuna.artifacts keeps the ImportErrors of its optional cloud
+# back-ends with their tracebacks, and a traceback holds every frame above the import alive.
+# Imported from inside a function, that kept the caller's study, and so its SQLite connection,
+# to the end: the database's WAL file was left beside it after diagnose and evaluate.
+from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.trial import TrialState
 
 from sweeps.errors import SweepsError, option
@@ -69,8 +74,6 @@ def attach(study: optuna.Study, path: Path, url: str) -> None:
     The file-system store sits next to the database (`artifact_folder`); `sweeps.dashboard`
     serves it. A copy is kept per call: each evaluation's model stays, as in `test_history`.
     """
-    from optuna.artifacts import FileSystemArtifactStore, upload_artifact
-
     folder = artifact_folder(url, study.study_name)
     try:
         folder.mkdir(parents=True, exist_ok=True)
