@@ -14,6 +14,7 @@ import numpy as np
 import optuna
 import optuna.artifacts
 import pytest
+from optuna_dashboard import get_note
 
 import sweeps
 import sweeps.follow.loop
@@ -115,8 +116,12 @@ def test_a_space_too_small_is_widened_for_bias_and_no_round_reads_the_held_out_r
     first = optuna.load_study(study_name="tiny", storage="sqlite:///storage/tiny.db")
     assert first.user_attrs["follow_report"] == result.report
     assert "tiny-follow.md" in {meta.filename for meta in optuna.artifacts.get_all_artifact_meta(first)}
+    assert "## --follow of study 'tiny'" in get_note(first)
+    plots = [k for k in first._storage.get_study_system_attrs(first._study_id) if "sweeps-follow" in k]
+    assert plots
     derived = optuna.load_study(study_name="tiny-round2", storage="sqlite:///storage/tiny.db")
     assert derived.user_attrs["follow"]["parent"] == "tiny" and derived.user_attrs["follow"]["kept"]
+    assert "Round 2 of --follow, derived from study 'tiny'" in get_note(derived)
     with sqlite3.connect(tmp_path / "storage" / "tiny.db") as db:  # one storage holds every round
         names = {n for (n,) in db.execute("SELECT study_name FROM studies")}
     assert {"tiny", "tiny-round2"} <= names

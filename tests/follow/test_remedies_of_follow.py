@@ -64,6 +64,20 @@ def test_a_tiny_width_range_is_widened_to_a_useful_one_and_a_second_step_widens_
     assert second.space["width"].high > 64
 
 
+def test_a_second_bias_step_also_turns_on_what_the_study_turned_off():
+    off = study(Space(depth=(1, 2), width=(16, 64), embedding="none"))
+    assert next_remedy(off, diagnosis(bias="yes"), TRIALS, {"model bias": 1}).space["embedding"].choices == (
+        "none", "periodic")
+    assert next_remedy(study(), diagnosis(bias="yes"), TRIALS, {"model bias": 1}).space["ensemble"] == 4
+
+
+def test_nets_that_add_nothing_over_a_baseline_stop_with_add_features_said_plainly():
+    said = diagnosis()
+    said.verdicts[0].remedies = ["the simpler model", "add features, or more informative ones: the nets find nothing"]
+    stop = next_remedy(study(), said, TRIALS, {})
+    assert isinstance(stop, Stop) and "add features" in stop.reason
+
+
 def test_optimization_comes_before_bias_and_moves_the_learning_rate_down():
     """A deeper net that trains worse than a shallower one says the nets' high training loss is
     not about capacity: widening them first would add more badly trained nets."""

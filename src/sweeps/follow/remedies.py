@@ -79,7 +79,10 @@ def next_remedy(spec: Study, diagnosis: Diagnosis, trials: list[FrozenTrial], tr
     if not order:
         found = [f"{v.problem}: {v.status}, {v.summary.rstrip('.')}" for v in diagnosis.verdicts
                  if v.problem != "mismatch"]
-        return Stop("nothing limits it (" + "; ".join(found) + ")")
+        plain = ""
+        if any("add features" in r for r in verdict["model bias"].remedies):  # a baseline does as well
+            plain = "; capacity is not what limits it either: add features, or more informative ones"
+        return Stop("nothing limits it (" + "; ".join(found) + ")" + plain)
     for problem in order:
         why = verdict[problem].summary
         if problem == "optimization" and verdict["optimization"].status != "yes":
@@ -105,9 +108,14 @@ def _bias(space: Space, trials, step: int, why: str, verdict) -> Remedy | None:
     high = min(WIDTH_CAP, max(int(space.highest("width")) * WIDTH_FACTOR, WIDTH_FLOOR) * WIDTH_FACTOR ** step)
     if high > space.highest("width"):
         changes["width"] = Int(int(space.lowest("width")), high, log=True)
+    if step >= 1:  # the second time: the recipe's capacity where the study turned it off
+        if _fixed_at(space.embedding, "none"):
+            changes["embedding"] = Categorical(["none", "periodic"])  # the folds decide, as "auto" does
+        elif space.off("ensemble"):
+            changes["ensemble"] = ENSEMBLE_MEMBERS
     if not changes:
         return None
-    before = {"depth": depth, "width": width}
+    before = {"depth": depth, "width": width, "embedding": space.embedding, "ensemble": space.ensemble}
     return Remedy("model bias", why, describe(before, changes), space=changes)
 
 
@@ -188,6 +196,10 @@ def _deep_lr(trials: list[FrozenTrial], space: Space) -> float | None:
     if not deep:
         return None
     return float(min(deep, key=lambda t: t.user_attrs["train_loss"]).params["lr"])
+
+
+def _fixed_at(param, value) -> bool:
+    return isinstance(param, Categorical) and list(param.choices) == [value]
 
 
 def _schedule_off(space: Space) -> bool:
