@@ -9,7 +9,7 @@ from optuna.distributions import FloatDistribution, IntDistribution
 
 from sweeps import Space, Study
 from sweeps.follow.loop import compare
-from sweeps.follow.remedies import Remedy, Stop, next_remedy, param_source
+from sweeps.follow.remedies import Remedy, Stop, diverged, next_remedy, param_source
 from sweeps.follow.studyfile import render
 from sweeps.results.diagnose import Diagnosis, Thresholds, Verdict
 from sweeps.spec.params import Float, Int
@@ -32,7 +32,7 @@ def diagnosis(**statuses) -> Diagnosis:
 def trial(number: int, value: float, depth: int, lr: float, train_loss: float) -> optuna.trial.FrozenTrial:
     return optuna.trial.create_trial(
         params={"depth": depth, "lr": lr}, value=value,
-        distributions={"depth": IntDistribution(1, 4), "lr": FloatDistribution(1e-5, 1.0, log=True)},
+        distributions={"depth": IntDistribution(1, 4), "lr": FloatDistribution(1e-5, 100.0, log=True)},
         user_attrs={"train_loss": train_loss})
 
 
@@ -92,8 +92,20 @@ def test_best_trials_at_the_lowest_learning_rate_are_an_optimization_problem_eve
     hot = study(Space(depth=1, width=(16, 64), lr=(0.1, 1.0)))
     crowded = [trial(i, 1.0 + i, 1, 0.1 + 0.01 * i, 0.9) for i in range(3)]
     remedy = next_remedy(hot, diagnosis(bias="yes"), crowded, {})
-    assert remedy.problem == "optimization" and remedy.space["lr"].low == pytest.approx(0.01)
-    assert "bottom of its range" in remedy.why
+    assert remedy.problem == "optimization" and "bottom of its range" in remedy.why
+    assert (remedy.space["lr"].low, remedy.space["lr"].high) == pytest.approx((0.001, 0.3))  # below the old range
+
+
+def test_nets_no_better_than_chance_are_an_optimization_problem():
+    """Any net can at least learn the class frequencies: one that does not is not trained."""
+    boiling = study(Space(depth=(1, 3), width=(32, 128), lr=(3.0, 30.0)))
+    spread = [trial(0, 2.5, 1, 20.0, 2.4), trial(1, 4.0, 2, 5.0, 3.9), trial(2, 9.0, 3, 12.0, 8.0)]
+    said = diagnosis(bias="yes")  # chance level 1.0 here: every net's training loss is above it
+    remedy = next_remedy(boiling, said, spread, {})
+    assert remedy.problem == "optimization" and "no better than chance" in remedy.why
+    assert remedy.space["lr"].high <= 9.0 and remedy.space["lr"].low == pytest.approx(0.03)
+    healthy = [trial(0, 0.3, 1, 20.0, 0.2)]
+    assert next_remedy(boiling, said, healthy, {}).problem == "model bias"
 
 
 def test_a_second_optimization_step_adds_warm_up_decay_and_clipping():
@@ -150,3 +162,13 @@ def test_the_round_file_names_the_verdict_and_only_what_changed(tmp_path):
     assert "python -m sweeps.run tiny_round2.py --storage sqlite:///storage/tiny.db" in text
     compile(text, "tiny_round2.py", "exec")
     assert param_source("width", Int(2, 64, log=False)) == "Int(2, 64, log=False)"  # not width's own scale
+
+
+def test_a_study_whose_every_trial_diverged_moves_the_learning_rate_below_its_range():
+    pruned = [optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, params={}, distributions={},
+                                        user_attrs={"prune_reason": "diverged: the loss of fold 0 became non-finite"})
+              for _ in range(3)]
+    remedy = diverged(study(Space(depth=1, width=16, lr=(1.0, 10.0))), pruned, {})
+    assert remedy.problem == "optimization" and "no trial finished: all 3" in remedy.why and "diverged" in remedy.why
+    assert (remedy.space["lr"].low, remedy.space["lr"].high) == pytest.approx((0.01, 3.0))
+    assert isinstance(diverged(study().replace(space=lambda t: {}), pruned, {}), Stop)

@@ -28,8 +28,8 @@ from sweeps.data.dataset import Dataset
 from sweeps.engine.scores import honest_folds
 from sweeps.errors import STDERR, STDOUT, SweepsError
 from sweeps.follow import report, studyfile
-from sweeps.follow.remedies import Remedy, Stop, next_remedy
-from sweeps.results.diagnose import Thresholds, diagnose_study, mismatch_verdict
+from sweeps.follow.remedies import Remedy, Stop, diverged, next_remedy
+from sweeps.results.diagnose import Thresholds, Verdict, diagnose_study, mismatch_verdict
 from sweeps.results.evaluate import evaluate_study
 from sweeps.results.evaluate import report as test_report
 from sweeps.spec.study import Study, load_study_file
@@ -105,13 +105,20 @@ def follow_study(spec: Study, dataset: Dataset, options: RunOptions | None = Non
             stop_reason = f"the round cap: {rounds} rounds (--rounds)"
             break
         parent_spec = specs[incumbent.name]
-        print(f"\n--follow: diagnosing '{incumbent.name}' on its development rows...", file=out, flush=True)
-        diagnosis = diagnose_study(parent_spec, dataset, storage=url, thresholds=thresholds, device=device,
-                                   held_out=False, progress=lambda line: print(f"diagnose: {line}", file=err,
-                                                                               flush=True))
-        trials = _complete(load_existing_study(incumbent.name, url)[0])
-        remedy = next_remedy(parent_spec, diagnosis, trials, tried.setdefault(incumbent.name, {}))
-        incumbent.diagnosed = diagnosis_line(diagnosis)
+        stored = load_existing_study(incumbent.name, url)[0]
+        trials = _complete(stored)
+        tried.setdefault(incumbent.name, {})
+        if not trials:  # nothing to diagnose: every trial diverged, was pruned or failed
+            diagnosis = None
+            remedy = diverged(parent_spec, stored.get_trials(deepcopy=False), tried[incumbent.name])
+            incumbent.diagnosed = "no trial finished, so no diagnosis"
+        else:
+            print(f"\n--follow: diagnosing '{incumbent.name}' on its development rows...", file=out, flush=True)
+            diagnosis = diagnose_study(parent_spec, dataset, storage=url, thresholds=thresholds, device=device,
+                                       held_out=False, progress=lambda line: print(f"diagnose: {line}", file=err,
+                                                                                   flush=True))
+            remedy = next_remedy(parent_spec, diagnosis, trials, tried[incumbent.name])
+            incumbent.diagnosed = diagnosis_line(diagnosis)
         if isinstance(remedy, Stop):
             stop_reason = remedy.reason
             break
@@ -147,6 +154,13 @@ def follow_study(spec: Study, dataset: Dataset, options: RunOptions | None = Non
     winner_spec = specs[winner.name]
     winner_study, _ = load_existing_study(winner.name, url)
     result = winner_study.user_attrs.get("test_result")
+    if winner.best_trial < 0:  # not one trial finished, in any round: nothing to score
+        mismatch = Verdict("mismatch", "not checked", "no trial finished in any round, so nothing was scored on "
+                           "the held-out rows.", [])
+        root, _ = load_existing_study(spec.name, url)
+        text, path = report.write(root, winner_study, url, history, winner, stop_reason, None, mismatch)
+        print(f"\nNo round finished a trial; the path of --follow: {path}.", file=out, flush=True)
+        return FollowResult(history, winner, stop_reason, None, mismatch, text, path)
     if result is None:
         result, _ = evaluate_study(winner_spec, dataset, storage=url, device=device, err=err)
         print(test_report(winner_spec, result), file=out, flush=True)
@@ -175,7 +189,8 @@ def _write_round(first: Path, number: int, root: str, parent: Round, remedy: Rem
     file = studyfile.round_path(first, number)
     name = studyfile.round_name(root, number)
     evidence = (f"'{parent.name}' (round {parent.number}): honest CV loss {parent.honest:.4f} ± {parent.se:.4f} "
-                f"(best trial #{parent.best_trial}); verdicts: {diagnosis_line(diagnosis)}.")
+                f"(best trial #{parent.best_trial}); verdicts: {diagnosis_line(diagnosis)}." if diagnosis is not None
+                else f"'{parent.name}' (round {parent.number}): no trial finished.")
     text = studyfile.render(parent_file=parent.file, file=file, name=name, number=number, parent_name=parent.name,
                             remedy=remedy, evidence=evidence + "".join(f" {n}." for n in remedy.notes),
                             storage=url)
@@ -186,21 +201,30 @@ def _write_round(first: Path, number: int, root: str, parent: Round, remedy: Rem
 def _measure(study: optuna.Study, url: str, number: int, name: str, file: Path, parent: Round | None,
              remedy: Remedy | None, seconds: float) -> Round:
     """The round's honest CV loss, and against its parent, fold by fold."""
+    folds, best = _best_folds(study)
+    k = len(folds or [])
+    current = Round(number, name, file, parent.name if parent else None, remedy.problem if remedy else None,
+                    remedy.change if remedy else None, float(np.mean(folds)) if folds else math.inf,
+                    float(np.std(folds, ddof=1) / math.sqrt(k)) if k > 1 else 0.0, seconds=seconds,
+                    best_trial=best, why=remedy.why if remedy else "")
+    if parent is not None:
+        theirs, _ = _best_folds(load_existing_study(parent.name, url)[0])
+        if folds is None:  # no trial of the round finished: nothing to keep
+            current.diff, current.diff_se, current.kept = math.inf, 0.0, False
+        elif theirs is None:  # none of the parent's did: any finished trial is better
+            current.diff, current.diff_se, current.kept = -math.inf, 0.0, True
+        else:
+            current.diff, current.diff_se, current.kept = compare(folds, theirs)
+    return current
+
+
+def _best_folds(study: optuna.Study) -> tuple[list[float] | None, int]:
+    """The best complete trial's per-fold honest losses and its number (None, -1: none finished)."""
     trials = _complete(study)
     if not trials:
-        raise SweepsError(f"study '{name}' finished no trial (every one failed or was pruned); see the dashboard's "
-                          "reasons, and fix the study file before --follow can compare rounds.")
+        return None, -1
     best = min(trials, key=lambda t: t.value)
-    folds = _honest(best)
-    k = len(folds)
-    current = Round(number, name, file, parent.name if parent else None, remedy.problem if remedy else None,
-                    remedy.change if remedy else None, float(np.mean(folds)),
-                    float(np.std(folds, ddof=1) / math.sqrt(k)) if k > 1 else 0.0, seconds=seconds,
-                    best_trial=best.number, why=remedy.why if remedy else "")
-    if parent is not None:
-        theirs = _honest(min(_complete(load_existing_study(parent.name, url)[0]), key=lambda t: t.value))
-        current.diff, current.diff_se, current.kept = compare(folds, theirs)
-    return current
+    return _honest(best), best.number
 
 
 def compare(ours: list[float], theirs: list[float]) -> tuple[float, float, bool]:

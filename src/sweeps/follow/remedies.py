@@ -69,8 +69,10 @@ def next_remedy(spec: Study, diagnosis: Diagnosis, trials: list[FrozenTrial], tr
                     "so apply the diagnosis's remedies to the function by hand")
     verdict = {v.problem: v for v in diagnosis.verdicts}
     lr_at_bottom = _lr_at_bottom(spec.space, trials)
+    at_chance = _at_chance(trials, diagnosis.chance)
+    below = bool(lr_at_bottom or at_chance)  # the good learning rates lie below the range
     order = []
-    if verdict["optimization"].status == "yes" or (lr_at_bottom and verdict["model bias"].status == "yes"):
+    if verdict["optimization"].status == "yes" or (below and verdict["model bias"].status == "yes"):
         order.append("optimization")
     if verdict["model bias"].status == "yes":
         order.append("model bias")
@@ -85,15 +87,36 @@ def next_remedy(spec: Study, diagnosis: Diagnosis, trials: list[FrozenTrial], tr
         return Stop("nothing limits it (" + "; ".join(found) + ")" + plain)
     for problem in order:
         why = verdict[problem].summary
-        if problem == "optimization" and verdict["optimization"].status != "yes":
+        if problem == "optimization" and at_chance:
+            why = (f"the nets train no better than chance (best training loss {at_chance:.4f}, chance level "
+                   f"{diagnosis.chance:.4f}): any of them could at least predict the class frequencies (the mean), "
+                   "so gradient descent fails, and a learning rate too high is the first suspect")
+        elif problem == "optimization" and verdict["optimization"].status != "yes":
             why = (f"the best trials' learning rate sits at the bottom of its range ({lr_at_bottom}), and the nets "
                    f"train no better than a simple baseline ({verdict['model bias'].summary})")
-        remedy = REMEDIES[problem](spec.space, trials, tried.get(problem, 0), why, verdict[problem])
+        if problem == "optimization":
+            remedy = _optimization(spec.space, trials, tried.get(problem, 0), why, below)
+        else:
+            remedy = REMEDIES[problem](spec.space, trials, tried.get(problem, 0), why, verdict[problem])
         if remedy is not None:
             return remedy
     return Stop(f"{' and '.join(order)} still limit it, and the ranges are at the caps --follow moves them to "
                 f"({', '.join(order)}): apply the diagnosis's other remedies by hand (more informative features, more "
                 "data)")
+
+
+def diverged(spec: Study, trials: list[FrozenTrial], tried: dict[str, int]) -> Remedy | Stop:
+    """What to change when no trial of `spec` finished (there is nothing to diagnose): a loss
+    that became NaN or infinite prunes its trial, so a study whose every trial was pruned or
+    failed trains with learning rates too high, far more often than anything else."""
+    if not isinstance(spec.space, Space):
+        return Stop("no trial finished, and the study's space is a function: --follow cannot change it")
+    reasons = [t.user_attrs.get("prune_reason") or t.user_attrs.get("fail_reason") for t in trials]
+    reasons = [r for r in reasons if r]
+    why = (f"no trial finished: all {len(trials)} were pruned or failed"
+           + (f" (the first reason: {reasons[0]})" if reasons else ""))
+    remedy = _optimization(spec.space, [], tried.get("optimization", 0), why, below=True)
+    return remedy if remedy is not None else Stop(why + "; the learning rate cannot go lower: fix the study file")
 
 
 # --- the remedies, one per problem -------------------------------------------------------------
@@ -119,16 +142,22 @@ def _bias(space: Space, trials, step: int, why: str, verdict) -> Remedy | None:
     return Remedy("model bias", why, describe(before, changes), space=changes)
 
 
-def _optimization(space: Space, trials, step: int, why: str, verdict) -> Remedy | None:
-    """The learning-rate range moved to where the deeper nets trained best; from the second
-    step on (or when the range cannot go lower), warm-up and decay and gradient clipping."""
+def _optimization(space: Space, trials, step: int, why: str, below: bool) -> Remedy | None:
+    """The learning-rate range moved to where the deeper nets trained best, or, when the good
+    learning rates lie below the range (`below`: the best trials crowd at its lowest end, or
+    no net trains better than chance), below its lowest end; from the second step on (or when
+    the range cannot go lower), warm-up and decay and gradient clipping."""
     changes: dict[str, Any] = {}
     lr = space.lr
-    if step % 2 == 0 or not _schedule_off(space):
+    if step % 2 == 0 or not _schedule_off(space) or below:
+        old_low = float(space.lowest("lr"))
         target = _deep_lr(trials, space)
-        low = max(1e-6, float(space.lowest("lr")) / LR_FACTOR)
+        low = max(1e-6, old_low / LR_FACTOR)
         high = float(space.highest("lr"))
-        if target is not None:  # up to 3x where the deeper nets trained best, not above the old end
+        if below:  # two decades under the old lowest end, and a little above it
+            low = max(1e-6, old_low / LR_FACTOR ** 2)
+            high = min(high, old_low * 3)
+        elif target is not None:  # up to 3x where the deeper nets trained best, not above the old end
             high = min(high, max(target * 3, low * LR_FACTOR))
         if low < float(space.lowest("lr")):
             changes["lr"] = Float(_round(low), _round(high), log=True)
@@ -184,6 +213,15 @@ def _lr_at_bottom(space: Space, trials: list[FrozenTrial], top: int = 3) -> str 
     if len(near) * 2 <= len(rates):
         return None
     return ", ".join(f"{r:.3g}" for r in rates) + f" against the range ({lr.low:g}, {lr.high:g})"
+
+
+def _at_chance(trials: list[FrozenTrial], chance: float) -> float | None:
+    """The nets' best training loss when it is no better than chance (within 5 %): a net
+    that cannot even learn the class frequencies (or the mean) is not trained, whatever
+    its size."""
+    losses = [t.user_attrs["train_loss"] for t in trials if t.user_attrs.get("train_loss") is not None]
+    best = min(losses, default=None)
+    return best if best is not None and chance > 0 and best >= 0.95 * chance else None
 
 
 def _deep_lr(trials: list[FrozenTrial], space: Space) -> float | None:

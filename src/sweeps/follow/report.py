@@ -36,8 +36,9 @@ def markdown(rounds, winner, stop_reason: str, result: dict | None, mismatch: Ve
     for r in rounds:
         against = "" if r.diff is None else f"{r.diff:+.4f} ± {r.diff_se:.4f} (vs '{r.parent}')"
         kept = ("**winner**" if r is winner else "yes") if r.kept else "no"
+        honest = f"{r.honest:.4f} ± {r.se:.4f}" if r.best_trial >= 0 else "no trial finished"
         lines.append(f"| {r.number} | {r.name} (`{r.file.name}`) | {r.problem or '(the study file)'} | "
-                     f"{r.change or ''} | {r.honest:.4f} ± {r.se:.4f} | {against} | {kept} | {r.seconds:.0f} s |")
+                     f"{r.change or ''} | {honest} | {against} | {kept} | {r.seconds:.0f} s |")
     lines += ["", f"Stopped: {stop_reason}.", "",
               f"Winner: '{winner.name}' (`{winner.file}`), honest CV loss {winner.honest:.4f} ± {winner.se:.4f}"
               + (f", {first.honest - winner.honest:.4f} below the first study's." if winner is not first else
