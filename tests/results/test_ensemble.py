@@ -16,6 +16,7 @@ from sweeps import Space, SweepsError
 from sweeps.data.dataset import load_dataset
 from sweeps.data.folds import make_folds
 from sweeps.results.ensemble import ensemble_selection, select
+from sweeps.results.diagnose import mismatch_verdict
 from sweeps.results.evaluate import evaluate_study, report
 from sweeps.store import candidates
 from sweeps.sweep.optimize import run_study
@@ -74,6 +75,11 @@ def test_evaluate_scores_the_ensemble_once_and_it_reloads_and_exports(swept, tmp
     assert entry["final_model"] == "ensemble" and sum(ensemble["weights"]) == pytest.approx(1.0)
     assert ensemble["oof_loss"] <= ensemble["best_single_loss"] + 1e-12  # greedy starts from the best
     assert entry["honest_cv_loss"] == ensemble["honest_loss"] and "an ensemble of trials #" in report(spec, entry)
+    # the mismatch check compares the test loss with the folds' spread: the best trial's, for an
+    # ensemble's out-of-fold loss is one number (not a spread of zero, which made any test loss "far")
+    spread = study.best_trial.user_attrs["cv_loss_std"]
+    verdict = mismatch_verdict(optuna.load_study(study_name=spec.name, storage=url), dataset, spec)
+    assert spread > 0 and f"± {spread:.4f} over folds" in verdict.evidence[1]
     loaded = sweeps.load_model(tmp_path / "m.pt")
     X = dataset.rows(dataset.test)
     np.testing.assert_allclose(loaded.predict_proba(X), model.predict_proba(X), atol=1e-6)

@@ -349,7 +349,10 @@ def _mismatch(study: optuna.Study, dataset: Dataset, seed: int, th: Thresholds,
     if not result:
         return Verdict("mismatch", "not checked", "the held-out test set has not been evaluated yet; run "
                        "python -m sweeps.evaluate STUDY_FILE, then diagnose again.", [], threshold)
-    test, cv, std = result["loss"], result.get("cv_loss"), result.get("cv_loss_std") or 0.0
+    test, cv, std = result["loss"], result.get("cv_loss"), result.get("cv_loss_std")
+    if std is None:  # an ensemble's out-of-fold loss is one number: the folds' spread is the trials'
+        complete = _complete(study)
+        std = (complete[0].user_attrs.get("cv_loss_std") if complete else None) or 0.0
     # Compared with the honest CV estimate where there is one: the plain CV loss chose each
     # fold's stopping epoch on the rows it scores, and that optimism is not a mismatch.
     honest = result.get("honest_cv_loss")
