@@ -10,7 +10,8 @@ sweeps of the same study and seed that differ only in the pruner (`--variants`, 
 none, MedianPruner (the default), FoldPairedPruner, both (AnyPruner), Optuna's
 SuccessiveHalvingPruner and HyperbandPruner with their own defaults (their resource is the
 epoch: every fold trains at every epoch, so epochs x folds grow together), and successive
-halving whose first rung is the median pruner's warm-up (5 epochs). The yardstick is the
+halving whose first rung is the median pruner's warm-up (5 epochs), alone and after 5
+complete trials (`AfterStartup`: sweeps' default). The yardstick is the
 MedianPruner sweep's final best CV loss: for each
 variant, the wall time (from its first trial's start) at which its best CV loss came within
 one fold standard error of that yardstick (the best trial's fold std / sqrt(k)), and the
@@ -41,7 +42,7 @@ from bench_quality import study as quality_study  # noqa: E402
 from sweeps import Study  # noqa: E402
 from sweeps._cli import quiet_optuna  # noqa: E402
 from sweeps.data.dataset import load_dataset  # noqa: E402
-from sweeps.sweep.pruners import AnyPruner, FoldPairedPruner  # noqa: E402
+from sweeps.sweep.pruners import AfterStartup, AnyPruner, FoldPairedPruner  # noqa: E402
 from sweeps.spec.study import load_study_file  # noqa: E402
 from sweeps.sweep.optimize import run_study  # noqa: E402
 
@@ -52,6 +53,7 @@ def pruners(spec: Study) -> dict[str, optuna.pruners.BasePruner]:
             "median+fold-paired": AnyPruner(median(), FoldPairedPruner()),
             "successive-halving": optuna.pruners.SuccessiveHalvingPruner(),
             "successive-halving-5": optuna.pruners.SuccessiveHalvingPruner(min_resource=5),
+            "successive-halving-5-startup": AfterStartup(optuna.pruners.SuccessiveHalvingPruner(min_resource=5), 5),
             "hyperband": optuna.pruners.HyperbandPruner(max_resource=spec.max_epochs)}
 
 

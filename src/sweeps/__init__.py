@@ -14,6 +14,7 @@ Example:
 # and a process that only supervises workers (`sweeps.launcher`) never loads torch.
 _WHERE = {
     "api": "sweeps.api", "optimize": "sweeps.api", "SweepsError": "sweeps.errors", "AnyPruner": "sweeps.sweep.pruners",
+    "AfterStartup": "sweeps.sweep.pruners",
     "FoldPairedPruner": "sweeps.sweep.pruners", "Categorical": "sweeps.spec.params", "Float": "sweeps.spec.params",
     "Int": "sweeps.spec.params", "Space": "sweeps.spec.space", "Study": "sweeps.spec.study",
     "Table": "sweeps.spec.table", "load_study": "sweeps.spec.study", "TrainedModel": "sweeps.engine.trained",
@@ -65,6 +66,6 @@ if __import__("sys").argv[:1] == ["-m"]:
     _interrupts_in_one_line()
 
 __all__ = [
-    "AnyPruner", "Categorical", "Float", "FoldPairedPruner", "Int", "Space", "Study", "SweepsError", "Table",
-    "TrainedModel", "__version__", "api", "load_model", "load_study", "optimize",
+    "AfterStartup", "AnyPruner", "Categorical", "Float", "FoldPairedPruner", "Int", "Space", "Study", "SweepsError",
+    "Table", "TrainedModel", "__version__", "api", "load_model", "load_study", "optimize",
 ]

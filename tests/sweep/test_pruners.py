@@ -160,3 +160,23 @@ def test_the_converged_window_is_the_last_max_10_or_a_third_of_the_finished_tria
     flat = values[:-window] + [min(values[:-window]) - 0.0001 * (i + 1) for i in range(window)]
     reason = converged(finished_study(flat).trials)
     assert reason and reason.startswith(f"converged: the last {window} of {len(values)} finished trials")
+
+
+def test_after_startup_asks_its_pruner_every_time_but_prunes_only_once_enough_trials_completed():
+    class Always(optuna.pruners.BasePruner):
+        asked = 0
+
+        def prune(self, study, trial):
+            Always.asked += 1
+            return True
+
+    pruner = pruners.AfterStartup(Always(), n_startup_trials=2)
+    study = optuna.create_study()
+    complete(study, 0.5, [])
+    trial = running(study, 3, [0.9, 0.9])
+    frozen = study._storage.get_trial(trial._trial_id)
+    assert not pruner.prune(study, frozen) and Always.asked == 1  # asked (it records), overruled
+    complete(study, 0.4, [])
+    assert pruner.prune(study, frozen) and pruner.last_pruner == "Always"
+    with pytest.raises(ValueError):
+        pruners.AfterStartup(Always(), n_startup_trials=-1)

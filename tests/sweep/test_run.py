@@ -19,6 +19,7 @@ from sweeps.errors import Terminated
 from sweeps.data.dataset import load_dataset
 from sweeps.run import summary
 from sweeps.sweep.optimize import run_study
+from sweeps.sweep.pruners import AfterStartup
 
 from conftest import digits_study
 
@@ -137,6 +138,30 @@ def test_pruning_prunes_hopeless_trials(sqlite_url, batch):
     assert "pruned by MedianPruner at epoch 2" in pruned.user_attrs["prune_reason"]
     assert len(pruned.intermediate_values) == 2  # stopped as soon as the warm-up allowed
     assert pruned.user_attrs["fold_val_losses"]  # its evidence was recorded before pruning
+
+
+def test_the_default_pruner_is_successive_halving_with_its_first_rung_at_epoch_5(sqlite_url):
+    """The measured default (docs/benchmarks.md, "Pruners"): nothing is pruned before 5 trials
+    have completed, nor before epoch 5; then only the best quarter of the trials that reached
+    that epoch goes on."""
+    spec = digits_study(n_trials=8, max_epochs=8, patience=8,
+                        space=Space(depth=1, width=32, dropout=0.0, weight_decay=1e-6, lr=(1e-7, 1e-1)))
+    study = optuna.create_study(study_name=spec.name, storage=sqlite_url)
+    study.enqueue_trial({"lr": 1e-7})  # cannot learn in 8 epochs, but the study is young: it finishes
+    for _ in range(4):
+        study.enqueue_trial({"lr": 1e-2})  # learns: sets the rung
+    for _ in range(3):
+        study.enqueue_trial({"lr": 1e-7})
+    study = run(spec, sqlite_url)
+    assert isinstance(study.pruner, AfterStartup) and study.pruner.n_startup_trials == 5
+    assert isinstance(study.pruner.pruner, optuna.pruners.SuccessiveHalvingPruner)
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.COMPLETE] * 5 + [TrialState.PRUNED] * 3
+    for pruned in study.trials[5:]:
+        assert len(pruned.intermediate_values) == 5  # judged at the first rung, not before
+        assert pruned.user_attrs["prune_reason"].startswith(
+            "pruned by SuccessiveHalvingPruner at epoch 5: mean validation loss")
+        assert "not among the best of the trials that reached that epoch" in pruned.user_attrs["prune_reason"]
 
 
 @pytest.mark.parametrize("batch", [1, 3])

@@ -143,7 +143,7 @@ def _bias(space: Space, trials, step: int, why: str, verdict) -> Remedy | None:
 
 
 def _optimization(space: Space, trials, step: int, why: str, below: bool) -> Remedy | None:
-    """The learning-rate range moved to where the deeper nets trained best, or, when the good
+    """The learning-rate range moved down, to where the deeper nets trained best, or, when the good
     learning rates lie below the range (`below`: the best trials crowd at its lowest end, or
     no net trains better than chance), below its lowest end; from the second step on (or when
     the range cannot go lower), warm-up and decay and gradient clipping."""
@@ -157,8 +157,8 @@ def _optimization(space: Space, trials, step: int, why: str, below: bool) -> Rem
         if below:  # two decades under the old lowest end, and a little above it
             low = max(1e-6, old_low / LR_FACTOR ** 2)
             high = min(high, old_low * 3)
-        elif target is not None:  # up to 3x where the deeper nets trained best, not above the old end
-            high = min(high, max(target * 3, low * LR_FACTOR))
+        else:  # the upper end comes down too (a third), and to 3x where the deeper nets trained best
+            high = high / 3 if target is None else min(high / 3, max(target * 3, old_low))
         if low < float(space.lowest("lr")):
             changes["lr"] = Float(_round(low), _round(high), log=True)
     if not changes and _schedule_off(space):

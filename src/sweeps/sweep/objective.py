@@ -105,9 +105,12 @@ class Trainer:
             if prune:
                 pruner = trial.study.pruner
                 name = getattr(pruner, "last_pruner", None) or type(pruner).__name__
+                halving = (optuna.pruners.SuccessiveHalvingPruner, optuna.pruners.HyperbandPruner)
+                compared = "worse than earlier trials at that epoch"
+                if isinstance(getattr(pruner, "pruner", pruner), halving):  # AfterStartup's inner pruner
+                    compared = "not among the best of the trials that reached that epoch (a rung of successive halving)"
                 return getattr(pruner, "last_reason", None) or (
-                    f"pruned by {name} at epoch {epoch}: mean validation loss {mean_val_loss:.4g} was "
-                    "worse than earlier trials at that epoch")
+                    f"pruned by {name} at epoch {epoch}: mean validation loss {mean_val_loss:.4g} was {compared}")
             return None
 
         return on_epoch

@@ -117,3 +117,32 @@ class AnyPruner(optuna.pruners.BasePruner):
                 self.last_pruner = type(pruner).__name__
                 return True
         return False
+
+
+class AfterStartup(optuna.pruners.BasePruner):
+    """`pruner`, but no trial is pruned before `n_startup_trials` trials have completed.
+
+    The inner pruner is still asked at every step, so that it records what it keeps (successive
+    halving writes each trial's value at each rung, which later trials are compared with); only
+    its "prune" is overruled while the study is young. A study of a handful of trials then
+    finishes them, as with `MedianPruner(n_startup_trials=5)`, and its diagnosis has complete
+    trials of several depths to compare.
+    """
+
+    def __init__(self, pruner: optuna.pruners.BasePruner, n_startup_trials: int = 5) -> None:
+        if n_startup_trials < 0:
+            raise ValueError("AfterStartup: n_startup_trials >= 0 must hold.")
+        self.pruner, self.n_startup_trials = pruner, n_startup_trials
+        self.last_reason: str | None = None
+        self.last_pruner: str | None = None
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        self.last_reason = self.last_pruner = None
+        if not self.pruner.prune(study, trial):
+            return False
+        complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        if complete < self.n_startup_trials:
+            return False
+        self.last_reason = getattr(self.pruner, "last_reason", None)
+        self.last_pruner = getattr(self.pruner, "last_pruner", None) or type(self.pruner).__name__
+        return True
