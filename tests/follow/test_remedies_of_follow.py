@@ -120,6 +120,10 @@ def test_overfitting_strengthens_regularization_then_ensembles_and_says_more_dat
     assert remedy.notes and "more data" in remedy.notes[0]
     again = next_remedy(study(), diagnosis(overfitting="yes"), TRIALS, {"overfitting": 1})
     assert again.space == {"ensemble": 4}
+    smaller = next_remedy(study(), diagnosis(overfitting="yes"), TRIALS, {"overfitting": 2})
+    assert smaller.space == {"depth": Int(1, 1), "width": Int(16, 16, log=True)}  # a smaller model
+    assert isinstance(next_remedy(study(Space(depth=1, width=16)), diagnosis(overfitting="yes"), TRIALS,
+                                  {"overfitting": 2}), Stop)  # nothing smaller to go to
 
 
 def test_a_define_by_run_space_is_not_changed():
