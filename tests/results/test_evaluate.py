@@ -221,6 +221,33 @@ def test_two_evaluations_interleaved_in_one_process_get_two_numbers(study_url):
     assert stored["test_evaluations"] == 2 and [e["evaluation"] for e in stored["test_history"]] == [1, 2]
 
 
+def test_an_evaluation_that_finishes_between_anothers_reservation_steps_does_not_shift_its_number(
+        study_url, monkeypatch):
+    # The other interleaving, forced: the second evaluation asks its ledger trial first (number
+    # 0), then, before it reads the study's count, the first one reserves, scores and records
+    # (count 2). A count read after the ask gave the second "#3" (seen once under load).
+    from sweeps.store import record
+
+    first, second = (optuna.load_study(study_name=SPEC.name, storage=study_url) for _ in range(2))
+    entry = dict(evaluation=0, timestamp="t", source="trial #0", loss=0.5, metric=0.9)
+    real_ask, numbers = optuna.Study.ask, []
+
+    def ask(self, *args, **kwargs):
+        trial = real_ask(self, *args, **kwargs)
+        if not numbers:  # inside the second's reservation: the first runs whole
+            numbers.append(None)
+            one, ledger, first_trial = record.reserve_test_evaluation(first)
+            record.write_test_evaluation(first, ledger, first_trial, {**entry, "evaluation": one})
+            numbers.append(one)
+        return trial
+
+    monkeypatch.setattr(optuna.Study, "ask", ask)
+    two, ledger_two, trial_two = record.reserve_test_evaluation(second)
+    assert (numbers[1], two) == (2, 1)  # two numbers, each once
+    record.write_test_evaluation(second, ledger_two, trial_two, {**entry, "evaluation": two})
+    assert [e["evaluation"] for e in snapshot(study_url)["test_history"]] == [1, 2]
+
+
 def test_evaluations_started_together_are_counted_apart(study_url, tmp_path):
     import subprocess
     import sys

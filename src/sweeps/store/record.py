@@ -357,10 +357,12 @@ def reserve_test_evaluation(study: optuna.Study) -> tuple[int, optuna.Study, opt
     numbers are assigned by the storage in one transaction. Counts recorded before the
     companion study existed (sweeps 0.1) are continued.
     """
+    # The count is read before the ledger's trial is asked: read after, it could include an
+    # evaluation that asked later and finished first, and both would count that one.
+    earlier = int(study.user_attrs.get("test_evaluations", 0))
     ledger = optuna.create_study(storage=internals.storage_of(study), study_name=f"{study.study_name}:test-evaluations",
                                  load_if_exists=True, sampler=optuna.samplers.RandomSampler(seed=0))
     trial = ledger.ask()
-    earlier = int(study.user_attrs.get("test_evaluations", 0))
     return max(trial.number + 1, earlier + 1), ledger, trial
 
 
