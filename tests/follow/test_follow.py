@@ -174,4 +174,8 @@ def test_rounds_without_follow_and_follow_with_workers_are_refused(tmp_path, mon
     with pytest.raises(sweeps.SweepsError, match="drop --workers"):
         follow_study(load_study_file(path), load_dataset(load_study_file(path)), RunOptions(workers=2),
                      study_file=str(path))
+    # a folder that cannot take the rounds' files is said before the first sweep, not after it
+    (tmp_path / "refused_round0.partial").mkdir()  # what a read-only folder does to a write (even as root)
+    assert run.main([str(path), "--follow", "--no-progress"]) != 0
+    assert "--follow writes each round as a study file beside refused.py" in capsys.readouterr().err
     assert not (tmp_path / "storage" / "refused.db").exists()

@@ -34,7 +34,7 @@ from sweeps.results.evaluate import evaluate_study
 from sweeps.results.evaluate import report as test_report
 from sweeps.spec.study import Study, load_study_file
 from sweeps.store import notes, record
-from sweeps.store.storage import describe, load_existing_study, resolve_url
+from sweeps.store.storage import describe, load_existing_study, resolve_url, write_text_atomic
 from sweeps.sweep.optimize import RunOptions, run_study
 
 DEFAULT_ROUNDS = 4  # the first study and up to three remedies
@@ -57,7 +57,8 @@ class Round:
     diff_se: float | None = None
     kept: bool = True
     seconds: float = 0.0
-    best_trial: int = 0
+    best_trial: int = 0  # -1: no trial finished
+    folds: list[float] | None = None  # the best trial's per-fold honest losses, which children are compared with
     why: str = ""  # the words of the verdict on its parent that led to it
     diagnosed: str = ""  # its own diagnosis, verdict by verdict, when it was diagnosed
 
@@ -90,13 +91,14 @@ def follow_study(spec: Study, dataset: Dataset, options: RunOptions | None = Non
         raise SweepsError("--follow runs its rounds in this process, one after the other; drop --workers and "
                           "--cluster (or run each round's study file with them yourself).")
     first = Path(study_file)
+    _check_rounds_writable(first)
     url = resolve_url(spec.name, storage)  # every round in the first study's storage
     device = options.device
 
     started = time.perf_counter()
     study = run_study(spec, dataset, options, storage=url, study_file=study_file, overrides=overrides, out=out,
                       children=children)
-    history = [_measure(study, url, 1, spec.name, first, None, None, time.perf_counter() - started)]
+    history = [_measure(study, 1, spec.name, first, None, None, time.perf_counter() - started)]
     specs = {spec.name: spec}
     incumbent, misses, tried = history[0], 0, {}
     stop_reason = ""
@@ -129,8 +131,7 @@ def follow_study(spec: Study, dataset: Dataset, options: RunOptions | None = Non
               f"  change: {remedy.change}\n  study file: {file}", file=out, flush=True)
         started = time.perf_counter()
         study = run_study(spec_next, dataset, options, storage=url, study_file=str(file), out=out)
-        current = _measure(study, url, number, spec_next.name, file, incumbent, remedy,
-                           time.perf_counter() - started)
+        current = _measure(study, number, spec_next.name, file, incumbent, remedy, time.perf_counter() - started)
         history.append(current)
         specs[spec_next.name] = spec_next
         _record(study, current, remedy)
@@ -157,23 +158,30 @@ def follow_study(spec: Study, dataset: Dataset, options: RunOptions | None = Non
     if winner.best_trial < 0:  # not one trial finished, in any round: nothing to score
         mismatch = Verdict("mismatch", "not checked", "no trial finished in any round, so nothing was scored on "
                            "the held-out rows.", [])
-        root, _ = load_existing_study(spec.name, url)
-        text, path = report.write(root, winner_study, url, history, winner, stop_reason, None, mismatch)
-        print(f"\nNo round finished a trial; the path of --follow: {path}.", file=out, flush=True)
-        return FollowResult(history, winner, stop_reason, None, mismatch, text, path)
-    if result is None:
-        result, _ = evaluate_study(winner_spec, dataset, storage=url, device=device, err=err)
-        print(test_report(winner_spec, result), file=out, flush=True)
     else:
-        print(f"'{winner.name}' was already scored on the held-out rows (evaluation #{result['evaluation']}); "
-              "not scored again.", file=out, flush=True)
-    winner_study, _ = load_existing_study(winner.name, url)
-    mismatch = mismatch_verdict(winner_study, dataset, winner_spec, thresholds)
+        if result is None:
+            result, _ = evaluate_study(winner_spec, dataset, storage=url, device=device, err=err)
+            print(test_report(winner_spec, result), file=out, flush=True)
+        else:
+            print(f"'{winner.name}' was already scored on the held-out rows (evaluation #{result['evaluation']}); "
+                  "not scored again.", file=out, flush=True)
+        mismatch = mismatch_verdict(winner_study, dataset, winner_spec, thresholds)
     root, _ = load_existing_study(spec.name, url)
     text, path = report.write(root, winner_study, url, history, winner, stop_reason, result, mismatch)
     print(f"\nThe path of --follow: {path} (attached to '{spec.name}' in optuna-dashboard {describe(url)}).",
           file=out, flush=True)
     return FollowResult(history, winner, stop_reason, result, mismatch, text, path)
+
+
+def _check_rounds_writable(first: Path) -> None:
+    probe = studyfile.round_path(first, 0).with_suffix(".partial")
+    try:
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise SweepsError(f"{first.parent}: --follow writes each round as a study file beside {first.name}, and "
+                          f"cannot write there ({e.strerror}); copy the study file (and its data) to a folder you "
+                          "can write, or drop --follow.") from None
 
 
 def diagnosis_line(diagnosis) -> str:
@@ -194,37 +202,30 @@ def _write_round(first: Path, number: int, root: str, parent: Round, remedy: Rem
     text = studyfile.render(parent_file=parent.file, file=file, name=name, number=number, parent_name=parent.name,
                             remedy=remedy, evidence=evidence + "".join(f" {n}." for n in remedy.notes),
                             storage=url)
-    studyfile.write(file, text)
+    write_text_atomic(file, text)
     return load_study_file(file), file  # exactly what a user running the file gets
 
 
-def _measure(study: optuna.Study, url: str, number: int, name: str, file: Path, parent: Round | None,
+def _measure(study: optuna.Study, number: int, name: str, file: Path, parent: Round | None,
              remedy: Remedy | None, seconds: float) -> Round:
     """The round's honest CV loss, and against its parent, fold by fold."""
-    folds, best = _best_folds(study)
+    trials = _complete(study)
+    best = min(trials, key=lambda t: t.value) if trials else None
+    folds = _honest(best) if best is not None else None
     k = len(folds or [])
     current = Round(number, name, file, parent.name if parent else None, remedy.problem if remedy else None,
                     remedy.change if remedy else None, float(np.mean(folds)) if folds else math.inf,
                     float(np.std(folds, ddof=1) / math.sqrt(k)) if k > 1 else 0.0, seconds=seconds,
-                    best_trial=best, why=remedy.why if remedy else "")
+                    best_trial=best.number if best is not None else -1, folds=folds,
+                    why=remedy.why if remedy else "")
     if parent is not None:
-        theirs, _ = _best_folds(load_existing_study(parent.name, url)[0])
         if folds is None:  # no trial of the round finished: nothing to keep
             current.diff, current.diff_se, current.kept = math.inf, 0.0, False
-        elif theirs is None:  # none of the parent's did: any finished trial is better
+        elif parent.folds is None:  # none of the parent's did: any finished trial is better
             current.diff, current.diff_se, current.kept = -math.inf, 0.0, True
         else:
-            current.diff, current.diff_se, current.kept = compare(folds, theirs)
+            current.diff, current.diff_se, current.kept = compare(folds, parent.folds)
     return current
-
-
-def _best_folds(study: optuna.Study) -> tuple[list[float] | None, int]:
-    """The best complete trial's per-fold honest losses and its number (None, -1: none finished)."""
-    trials = _complete(study)
-    if not trials:
-        return None, -1
-    best = min(trials, key=lambda t: t.value)
-    return _honest(best), best.number
 
 
 def compare(ours: list[float], theirs: list[float]) -> tuple[float, float, bool]:

@@ -94,15 +94,17 @@ def next_remedy(spec: Study, diagnosis: Diagnosis, trials: list[FrozenTrial], tr
         elif problem == "optimization" and verdict["optimization"].status != "yes":
             why = (f"the best trials' learning rate sits at the bottom of its range ({lr_at_bottom}), and the nets "
                    f"train no better than a simple baseline ({verdict['model bias'].summary})")
+        step = tried.get(problem, 0)
         if problem == "optimization":
-            remedy = _optimization(spec.space, trials, tried.get(problem, 0), why, below)
+            remedy = _optimization(spec.space, trials, step, why, below)
+        elif problem == "model bias":
+            remedy = _bias(spec.space, step, why)
         else:
-            remedy = REMEDIES[problem](spec.space, trials, tried.get(problem, 0), why, verdict[problem])
+            remedy = _overfitting(spec.space, step, why, verdict[problem])
         if remedy is not None:
             return remedy
-    return Stop(f"{' and '.join(order)} still limit it, and the ranges are at the caps --follow moves them to "
-                f"({', '.join(order)}): apply the diagnosis's other remedies by hand (more informative features, more "
-                "data)")
+    return Stop(f"{' and '.join(order)} still limit it, and --follow has no step left for it (the ranges are at "
+                "their caps): apply the diagnosis's other remedies by hand (more informative features, more data)")
 
 
 def diverged(spec: Study, trials: list[FrozenTrial], tried: dict[str, int]) -> Remedy | Stop:
@@ -120,7 +122,7 @@ def diverged(spec: Study, trials: list[FrozenTrial], tried: dict[str, int]) -> R
 
 
 # --- the remedies, one per problem -------------------------------------------------------------
-def _bias(space: Space, trials, step: int, why: str, verdict) -> Remedy | None:
+def _bias(space: Space, step: int, why: str) -> Remedy | None:
     """A more flexible model: deeper and wider nets. A second step, from the same study, widens
     again; capacity at the caps leaves "add features" (said by the diagnosis) to the user."""
     changes = {}
@@ -172,7 +174,7 @@ def _optimization(space: Space, trials, step: int, why: str, below: bool) -> Rem
     return Remedy("optimization", why, describe(before, changes), space=changes)
 
 
-def _overfitting(space: Space, trials, step: int, why: str, verdict) -> Remedy | None:
+def _overfitting(space: Space, step: int, why: str, verdict) -> Remedy | None:
     """Stronger regularization: weight decay and dropout ranges raised, input noise searched;
     at the second step, an ensemble of members in every fold-model (where off); then a
     smaller model: one layer fewer and a quarter of the width at the top of their ranges."""
@@ -203,8 +205,6 @@ def _overfitting(space: Space, trials, step: int, why: str, verdict) -> Remedy |
                   notes=(("more data would still help: the validation loss still falls with more rows",) if notes
                          else ()))
 
-
-REMEDIES = {"model bias": _bias, "optimization": _optimization, "overfitting": _overfitting}
 
 
 # --- evidence the remedies read ------------------------------------------------------------------

@@ -13,7 +13,6 @@ import textwrap
 from pathlib import Path
 
 from sweeps.follow.remedies import Remedy, param_source
-from sweeps.store.storage import write_text_atomic
 
 
 def round_path(first: Path, number: int) -> Path:
@@ -51,8 +50,3 @@ def render(*, parent_file: Path, file: Path, name: str, number: int, parent_name
                       "from sweeps import load_study", "",
                       f"parent = load_study({parent!r})", "",
                       "study = parent.replace(", *fields, ")", ""])
-
-
-def write(path: Path, text: str) -> None:
-    """Write the round's file (atomically: an interrupted write leaves the old file or none)."""
-    write_text_atomic(path, text)
