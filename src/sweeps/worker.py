@@ -28,7 +28,6 @@ from sweeps.sweep.workers import WorkerJob, optimize_until, round_tasks, serve
 
 def worker_main(job: WorkerJob) -> None:
     """Entry point of one worker process. Exit codes: 0 done, 2 refused (one line), 130/143 stopped."""
-    _die_with_parent()
     torch.set_num_threads(job.threads or 1)
     _cli.quiet_optuna()
 
@@ -55,23 +54,28 @@ def worker_main(job: WorkerJob) -> None:
 
 
 _PR_SET_PDEATHSIG = 1
+LAUNCHER_PID = "SWEEPS_LAUNCHER_PID"  # set by `children.start_worker`: the process to die with
 
 
-def _die_with_parent() -> None:
-    """SIGTERM this worker when the process that started it dies, even by SIGKILL (Linux: prctl; elsewhere: a watch)."""
-    parent = os.getppid()
+def die_with_launcher() -> None:
+    """SIGTERM this worker when the launcher that started it dies, even by SIGKILL (Linux: prctl;
+    elsewhere: a watch). Armed before the job is read: a launcher killed while this worker was
+    still importing or reading its job must not leave it running the whole study alone."""
+    launcher = int(os.environ.get(LAUNCHER_PID) or os.getppid())
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         armed = libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM) == 0
     except (OSError, AttributeError):
         armed = False
-    if os.getppid() != parent:  # the parent died before prctl took effect
+    # The launcher died before prctl took effect: this process was already handed to another
+    # parent, whose death prctl now watches instead. Compare with the pid the launcher gave.
+    if os.getppid() != launcher:
         os.kill(os.getpid(), signal.SIGTERM)
     if armed:
         return
 
     def watch() -> None:
-        while os.getppid() == parent:
+        while os.getppid() == launcher:
             time.sleep(1.0)
         os.kill(os.getpid(), signal.SIGTERM)
 
@@ -83,6 +87,7 @@ if __name__ == "__main__":
     # ignoring on through exec: the supervisor's relayed SIGINT must stop this worker, so take
     # the default back before `stop.install`.
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    die_with_launcher()
     job = sys.stdin.read()
     if not job.strip():  # started early and never given a job (the launcher stopped first): nothing to do
         _args.leave(0)

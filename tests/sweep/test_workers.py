@@ -300,6 +300,27 @@ def test_workers_die_with_their_launcher_even_when_it_is_killed(tmp_path):
     assert all("terminated (SIGTERM)" in r for r in reasons), reasons
 
 
+def test_a_worker_whose_launcher_died_before_it_started_stops_without_waiting_for_its_job():
+    # The launcher gave its pid and died (here: a pid that is not this worker's parent) before the
+    # worker could ask for the parent-death signal: the worker must not wait, and must never run
+    # a job a dead launcher can no longer stop. Its standard input stays open, as a pipe the
+    # worker inherited elsewhere would.
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    env = {**os.environ, "SWEEPS_LAUNCHER_PID": str(dead.pid)}
+    worker = subprocess.Popen([sys.executable, "-m", "sweeps.worker"], stdin=subprocess.PIPE,
+                              stderr=subprocess.PIPE, env=env)
+    try:
+        worker.wait(timeout=120)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+        worker.stdin.close()
+        worker.stderr.close()
+    assert worker.returncode == -signal.SIGTERM
+
+
 def trial_record(name: str, url: str) -> list:
     trials = optuna.load_study(study_name=name, storage=url).trials
     return [(t.number, t.state, t.params, t.value, t.intermediate_values) for t in trials]

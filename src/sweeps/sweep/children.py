@@ -30,8 +30,11 @@ def start_worker(cwd: str | None = None) -> subprocess.Popen:
     # Started from the launcher's main thread: the worker asks to be sent SIGTERM when the
     # thread that started it ends (prctl's parent-death signal), and that one lives as long
     # as the launcher.
+    # The launcher's pid goes with it: a worker whose launcher died before it could ask for that
+    # signal sees another parent than this one, and stops (`worker.die_with_launcher`).
+    env = {**os.environ, "SWEEPS_LAUNCHER_PID": str(os.getpid())}
     return subprocess.Popen([sys.executable, "-m", "sweeps.worker"], cwd=cwd, stdin=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, env=env)
 
 
 class WaitingWorkers:
