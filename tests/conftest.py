@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
 import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +37,33 @@ def _own_cache(tmp_path, monkeypatch):
 # The suite runs in parallel (pytest-xdist, pyproject's addopts): each test process trains on
 # its share of the cores, so that two of them do not fight over the same ones.
 THREADS = max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+
+
+# fp32 matmul of the whole machine (2 threads) on the days this suite's time bounds were set:
+# 146-168 GFLOP/s on this project's 2-core machine (docs/benchmarks.md, "Engine").
+REFERENCE_FLOPS = 146e9
+
+
+@functools.cache
+def slowness() -> float:
+    """How many times slower this machine runs now than when the time bounds were set (>= 1).
+
+    A bound on wall time guards against code that got slower, not against a machine that did:
+    the same machine was seen at 40 GFLOP/s on a loaded day, 3.6x slower, when the 5,000-trial
+    dashboard page took more than 150 s against 47 s. Bounds measured on the reference day are
+    multiplied by this factor (measured once per test process, on both cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+        fastest = float("inf")
+        for _ in range(4):
+            started = time.perf_counter()
+            a @ b
+            fastest = min(fastest, time.perf_counter() - started)
+    finally:
+        torch.set_num_threads(threads)
+    return max(1.0, REFERENCE_FLOPS / (2 * 2048**3 / fastest))
 
 
 @pytest.fixture(autouse=True)

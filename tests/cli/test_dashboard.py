@@ -24,7 +24,7 @@ from sweeps.data.dataset import load_dataset
 from sweeps.results.evaluate import evaluate_study
 from sweeps.sweep.optimize import run_study
 
-from conftest import default_signals
+from conftest import default_signals, slowness
 
 ARTIFACTS = Path(__file__).parents[2] / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
@@ -283,7 +283,8 @@ def test_missing_study_is_exit_2(tmp_path, monkeypatch, capsys):
 
 def test_a_study_of_5000_trials_opens_with_its_history_plot(browser, tmp_path):
     """Realistic rows (a real sweep's trials, copied with varied values) at the scale users report
-    as slow; the bound is about 3x what this machine measures (docs/benchmarks.md)."""
+    as slow; the bound is about 3x what this machine measures (docs/benchmarks.md), on a day as
+    fast as the one it was measured on (`conftest.slowness`)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("bench_dashboard", Path(__file__).parents[2] / "benchmarks"
@@ -293,5 +294,6 @@ def test_a_study_of_5000_trials_opens_with_its_history_plot(browser, tmp_path):
     study_file = bench.make_big_study(tmp_path, trials=5000, source_trials=4)
     db = tmp_path / "storage" / "big.db"
     assert db.stat().st_size / 5000 < 12 * 1024  # compact rows: ~6.5 KiB per trial
-    timings = bench.open_page(study_file, timeout=150, browser=browser, api=False)  # the page alone
-    assert timings["history_plot_s"] < 120, timings
+    bound = 120 * slowness()
+    timings = bench.open_page(study_file, timeout=bound + 30, browser=browser, api=False)  # the page alone
+    assert timings["history_plot_s"] < bound, timings

@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 
 from sweeps.sweep.workers import NotNeeded, admit
 
-from conftest import default_signals
+from conftest import default_signals, slowness
 
 POSTGRES_URL = os.environ.get("SWEEPS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -286,9 +286,10 @@ def test_workers_die_with_their_launcher_even_when_it_is_killed(tmp_path):
             pass
         time.sleep(0.3)
     process.kill()  # SIGKILL: the launcher cannot pass anything on
-    _, err = process.communicate(timeout=30)  # the workers write to the same pipe: EOF when all are gone
+    # The workers write to the same pipe: EOF when all are gone (each fails its trial first).
+    _, err = process.communicate(timeout=30 * slowness())
     assert "Traceback" not in err, err
-    deadline = time.time() + 30
+    deadline = time.time() + 30 * slowness()
     while time.time() < deadline and [pid for pid in workers if Path(f"/proc/{pid}").exists()]:
         time.sleep(0.2)
     assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]
