@@ -12,7 +12,7 @@ import pytest
 
 import sweeps
 from sweeps.engine.trained import UnseenCategoryWarning
-from sweeps import Space, SweepsError, Table
+from sweeps import Space, Study, SweepsError, Table
 from sweeps.data.dataset import load_dataset
 from sweeps.results.evaluate import evaluate_study
 from sweeps.data.folds import make_folds
@@ -187,6 +187,76 @@ def test_parquet(adult_sample, tmp_path):
     pd.read_csv(adult_sample).to_parquet(path)
     csv, parquet = load_dataset(adult_study(adult_sample)), load_dataset(adult_study(path))
     assert csv.X.shape == parquet.X.shape and np.array_equal(csv.y, parquet.y)
+
+
+def numeric_parquet(path: Path, **changes) -> pd.DataFrame:
+    """A complete numeric table, with the column types Parquet files carry: float64, float32,
+    integers and booleans."""
+    rng = np.random.default_rng(0)
+    n = 2000
+    frame = pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n).astype(np.float32),
+                          "c": rng.integers(-3, 40, n), "d": rng.random(n) > 0.5,
+                          "e": rng.integers(0, 2**40, n), "noise": rng.normal(size=n),
+                          "y": rng.integers(0, 3, n)})
+    frame = frame.assign(**changes)
+    frame.to_parquet(path, index=False)
+    return frame
+
+
+def test_a_numeric_parquet_table_is_read_into_its_float32_matrix_without_a_dataframe(tmp_path, monkeypatch):
+    # Through pandas, a big all-numeric table was held three times at once (Arrow's columns,
+    # the DataFrame's, the matrix): it is now read a column at a time into the matrix, which
+    # training then uses as it is. It must be what the DataFrame path gives, exactly: the
+    # same matrix, columns, target and fingerprint (a study made before must still match).
+    pytest.importorskip("pyarrow")
+    from sweeps.data import dataset as datasets
+
+    path = tmp_path / "numeric.parquet"
+    numeric_parquet(path)
+    table = Table(path, target="y", drop=["noise"])
+    frame = table.read()
+    X_old, y_old = frame.drop(columns=["y", "noise"]), frame["y"]
+    monkeypatch.setattr(Table, "read", lambda self: pytest.fail("read through a DataFrame"))
+    X, y = table()
+    matrix = datasets._features(X)
+    assert np.shares_memory(matrix, X.to_numpy()) and matrix.flags.writeable  # the matrix, not a copy
+    assert matrix.dtype == np.float32 and np.array_equal(matrix, datasets._features(X_old))
+    assert datasets.column_schema(X) == datasets.column_schema(X_old) == (("a", "b", "c", "d", "e"), ("numeric",) * 5)
+    assert y.name == "y" and y.dtype == y_old.dtype and np.array_equal(y, y_old)
+    assert datasets._data_hash(matrix, y.to_numpy()) == datasets._data_hash(datasets._features(X_old), y_old.to_numpy())
+    spec = Study(name="n", task="classification", data=table, space=Space(), folds=3)
+    assert load_dataset(spec).X.shape == (2000, 5)
+
+
+def with_cell(column: str, value):
+    def change(frame: pd.DataFrame) -> pd.DataFrame:
+        frame = frame.astype({column: float})
+        frame.loc[5, column] = value
+        return frame
+    return change
+
+
+@pytest.mark.parametrize("change, message", [
+    (with_cell("a", np.inf), "1 NaN or infinite value"),
+    (with_cell("a", 1e39), "too large for float32"),
+    (lambda f: f.assign(c=np.arange(len(f))), "column 'c' numbers the rows"),
+    (with_cell("y", np.nan), "the target 'y' is missing in 1 row"),
+])
+def test_a_parquet_table_the_matrix_cannot_take_is_refused_as_from_a_dataframe(tmp_path, change, message):
+    pytest.importorskip("pyarrow")
+    path = tmp_path / "t.parquet"
+    change(numeric_parquet(path)).to_parquet(path, index=False)
+    spec = Study(name="n", task="classification", data=Table(path, target="y"), space=Space(), folds=3)
+    with pytest.raises(SweepsError, match=message):
+        load_dataset(spec)
+
+
+def test_a_parquet_table_with_a_missing_value_is_a_dataframe_imputed_per_fold(tmp_path):
+    pytest.importorskip("pyarrow")
+    path = tmp_path / "t.parquet"
+    with_cell("a", np.nan)(numeric_parquet(path)).to_parquet(path, index=False)
+    X, _ = Table(path, target="y")()
+    assert not X.attrs and X["a"].isna().sum() == 1 and X["c"].dtype == np.int64
 
 
 def test_wine_mismatch_demo_is_diagnosed(tmp_path):

@@ -18,7 +18,7 @@ from sklearn.model_selection import train_test_split
 from sweeps.data.preprocess import BLOCK_VALUES
 from sweeps.errors import SweepsError
 from sweeps.spec.study import Study
-from sweeps.spec.table import check_columns, encode_for_hashing, is_table
+from sweeps.spec.table import FLOAT32_MATRIX, check_columns, encode_for_hashing, is_table
 
 
 @dataclass(frozen=True)
@@ -351,11 +351,18 @@ def _features(X: object, where: str = "data") -> np.ndarray:
 def _numeric_table(X, where: str) -> np.ndarray:
     """An all-numeric table as a float32 matrix, filled column by column (the table and the
     matrix are the only full-size copies); a column that fails a check gets the matrix's message."""
+    if X.attrs.get(FLOAT32_MATRIX):  # `Table` read it into a float32 matrix of its own, checked
+        values = X.to_numpy()
+        if values.dtype == np.float32 and values.flags.c_contiguous:
+            values.flags.writeable = True  # pandas hands out a read-only view; the matrix is ours
+            return values
     out = np.empty(X.shape, np.float32)
     for j in range(X.shape[1]):
         column = X.iloc[:, j].to_numpy(dtype=np.float64)
         if not (np.isfinite(column).all() and (np.abs(column) <= np.finfo(np.float32).max).all()):
-            return _features(X.to_numpy(), where)  # the message names the first bad cell of the whole matrix
+            # The message names the first bad cell of the whole matrix (float64: a bool column
+            # beside numbers would make an object array, read as non-numeric).
+            return _features(X.to_numpy(dtype=np.float64), where)
         out[:, j] = column
     return out
 
@@ -378,6 +385,8 @@ def _table(X, where: str):
         raise SweepsError(f"{where}: X has no feature columns.")
     if X.shape[0] == 0:
         raise SweepsError(f"{where}: X has no rows; the loader must return at least one row per fold.")
+    if X.attrs.get(FLOAT32_MATRIX):  # numeric and complete: `Table` checked it as it read it
+        return None
     numeric = all(pd.api.types.is_numeric_dtype(X[c]) or pd.api.types.is_bool_dtype(X[c]) for c in X.columns)
     if numeric and not X.isna().any().any():
         return None

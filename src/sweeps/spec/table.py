@@ -95,8 +95,12 @@ class Table:
         return frame
 
     def __call__(self):
-        frame = self.read()
         path = self.resolved
+        if path.suffix == ".parquet" and path.is_file():
+            numeric = self._numeric_parquet(path)
+            if numeric is not None:
+                return numeric
+        frame = self.read()
         if self.target not in frame.columns:
             raise SweepsError(f"Table {path}: no target column {self.target!r}; columns are "
                               f"{', '.join(map(str, frame.columns))}.")
@@ -118,6 +122,63 @@ class Table:
                 X[name] = as_categories(X[name])
         check_columns(X, str(path))
         return X, y
+
+
+    def _numeric_parquet(self, path: Path):
+        """(X, y) of a Parquet file whose feature columns are all numeric and complete, read a
+        column at a time straight into one float32 matrix; None for any other file (then
+        `read`'s DataFrame path takes it, with its checks and messages).
+
+        Through pandas, a big table was held three times at once: Arrow's columns, the
+        DataFrame's, and the float32 matrix that training reads. Here the matrix is the only
+        full-size array: X is a DataFrame over it (`FLOAT32_MATRIX` in its attrs, so that
+        `load_dataset` takes the matrix as it is), and y is read alone."""
+        import pandas as pd
+
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            file = pq.ParquetFile(path)
+            schema = file.schema_arrow
+        except Exception:  # not readable as Parquet: `read` says why, in its words
+            return None
+        names = [n for n in schema.names if n != self.target and n not in self.drop]
+        if (self.target not in schema.names or not names or self.categorical
+                or any(n not in schema.names for n in self.drop)):
+            return None
+        types = [schema.field(n).type for n in names]
+        if not all(pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) for t in types):
+            return None
+        n_rows = file.metadata.num_rows
+        if n_rows == 0:
+            return None
+        matrix = np.empty((n_rows, len(names)), np.float32)
+        for j, (name, kind) in enumerate(zip(names, types)):
+            column = file.read(columns=[name]).column(0)
+            if column.null_count:
+                return None
+            values = column.to_numpy()
+            if pa.types.is_integer(kind):
+                # The DataFrame path's checks of an integer column (an id numbering the rows).
+                check_columns(pd.DataFrame({name: values}), str(path))
+            # float64 first, as the DataFrame path converts: the same float32 values.
+            wide = values.astype(np.float64)
+            if not (np.isfinite(wide).all() and (np.abs(wide) <= np.finfo(np.float32).max).all()):
+                return None  # missing, infinite or too large: the DataFrame path names the cell
+            matrix[:, j] = wide
+            del column, values, wide
+        y = file.read(columns=[self.target]).column(0).to_pandas()
+        if y.isna().any():
+            return None  # the DataFrame path names the rows
+        X = pd.DataFrame(matrix, columns=names, copy=False)
+        X.attrs[FLOAT32_MATRIX] = True
+        return X, y.rename(self.target)
+
+
+# Set in the attrs of a DataFrame that `Table` built over a float32 matrix of its own: checked,
+# complete, and not shared with anyone, so it is taken as the design matrix without a copy.
+FLOAT32_MATRIX = "sweeps.float32_matrix"
 
 
 def as_categories(column):
