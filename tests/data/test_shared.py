@@ -67,6 +67,60 @@ def test_shared_rows_give_the_features_of_the_copies(adult_path, scaling):
     assert torch.equal(shared.X_train[:, :][:, :, copies.n_numeric:], one_hot)
 
 
+def wine_spec(scaling="auto"):
+    """Wine red: 11 numeric columns, complete, read as one float32 matrix; "auto" ranks the
+    continuous ones and scales the few-level ones, so both kinds are read from the matrix."""
+    from sweeps.spec.study import load_study_file
+
+    return load_study_file(Path(__file__).parents[2] / "studies" / "wine_red.py").replace(
+        preprocessing=scaling, folds=3)
+
+
+@pytest.mark.parametrize("scaling", ["auto", "standard", "robust", "quantile"])
+def test_an_all_numeric_table_shares_its_own_matrix_and_gives_the_features_of_the_copies(scaling):
+    dataset = load_dataset(wine_spec(scaling))
+    assert isinstance(dataset.X, np.ndarray) and dataset.X.dtype == np.float32
+    copies = make_folds(dataset, 3, 0, scaling=scaling, layout="copies")
+    shared = make_folds(dataset, 3, 0, scaling=scaling, layout="shared")
+    source = shared.X_train.source
+    # Nothing per row beside the dataset's matrix: the rows are that matrix, not a copy, and the
+    # grid positions of ranked columns are found as rows are read.
+    assert source.whole_rows and np.shares_memory(source.numeric.numpy(), dataset.X)
+    assert source.grid_index.shape[0] == 0 and source.grid_frac.shape[0] == 0
+    if scaling in ("auto", "quantile"):
+        assert source.rank_columns.numel() > 0
+    torch.testing.assert_close(shared.X_train[:, :], copies.X_train, atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(shared.X_val[:, :], copies.X_val, atol=2e-5, rtol=1e-5)
+    some = torch.tensor([2, 0])
+    order = torch.stack([torch.randperm(shared.X_train.shape[1])[:300] for _ in range(2)])
+    torch.testing.assert_close(shared.X_train[some.unsqueeze(1), order], copies.X_train[some.unsqueeze(1), order],
+                               atol=2e-5, rtol=1e-5)
+
+
+def test_grid_positions_found_while_reading_are_the_stored_ones():
+    # The same numbers as when they were stored (adult's DataFrame keeps storing them): values
+    # on a grid point, between points, below and above the grid, and missing.
+    grid = torch.tensor([[0.0, 1.0, 2.0, 4.0, 4.0], [-1.0, 3.0, 3.0, 3.0, 3.0]], dtype=torch.float64)
+    length = torch.tensor([[4], [2]])
+    x = torch.tensor([[-5.0, 0.0, 0.5, 1.0, 3.0, 4.0, 9.0, float("nan")],
+                      [-1.0, 0.0, 3.0, 7.0, -2.0, 1.0, 2.9, 3.0]], dtype=torch.float64)
+    g, frac = sweeps.data.shared.grid_positions(grid, length, x)
+    assert g.tolist() == [[1, 1, 1, 2, 3, 4, 3, -1], [1, 1, 2, 1, 1, 1, 1, 2]]
+    assert frac.tolist() == [[0.0, -1.0, 0.5, -1.0, 0.5, -1.0, 1.0, 0.0],
+                             [-1.0, 0.25, -1.0, 1.0, 0.0, 0.5, float(np.float32(0.975)), -1.0]]
+
+
+def test_an_all_numeric_tables_folds_come_back_from_the_cache_around_its_matrix(monkeypatch):
+    monkeypatch.setenv("SWEEPS_FOLD_ROWS", "shared")  # wine is small: "auto" would keep copies
+    fresh = cached_folds(load_dataset(wine_spec()), 3, 0, scaling="auto")
+    reloaded = load_dataset(wine_spec())  # as a worker or a rerun: its own matrix
+    again = cached_folds(reloaded, 3, 0, scaling="auto")
+    assert again.shared and again.X_train.source.whole_rows
+    # The entry holds no copy of the rows: they are the loaded dataset's matrix.
+    assert np.shares_memory(again.X_train.source.numeric.numpy(), reloaded.X)
+    assert torch.equal(again.X_train[:, :], fresh.X_train[:, :]) and torch.equal(again.X_val[:, :], fresh.X_val[:, :])
+
+
 def test_training_on_shared_rows_matches_the_copies_across_windows(adult_path, monkeypatch):
     monkeypatch.setattr(sweeps.data.shared, "WINDOW_ROWS", 512)  # 4 windows of 128-row batches per epoch
     monkeypatch.setattr(sweeps.engine.batches, "WINDOW_ROWS", 512)

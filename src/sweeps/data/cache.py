@@ -42,13 +42,13 @@ from sweeps.data.folds import Folds, fold_layout, make_folds
 from sweeps.data.preprocess import Preprocessing
 from sweeps.data.shared import FoldRows, SharedRows
 
-FORMAT = 3  # bump when what `make_folds` produces, or how it is stored, changes
+FORMAT = 4  # bump when what `make_folds` produces, or how it is stored, changes
 DEFAULT_GB = 4.0
 _TENSORS = ("X_train", "y_train", "train_weight", "X_val", "y_val", "val_weight", "target_std",
             "val_groups", "train_importance", "target_X")
 # the large ones: memory-mapped, not read
 _MAPPED = ("X_train", "X_val", "shared_numeric", "shared_codes", "shared_grid_index", "shared_grid_frac")
-_SHARED = tuple(f.name for f in dataclasses.fields(SharedRows) if f.name not in ("n_numeric", "width"))
+_SHARED = tuple(f.name for f in dataclasses.fields(SharedRows) if f.name not in ("n_numeric", "width", "whole_rows"))
 
 
 def cache_dir() -> Path | None:
@@ -101,7 +101,7 @@ def cached_folds(dataset: Dataset, folds: int, seed: int, device: torch.device |
     entry = root / key
     if _ours(entry):
         try:
-            loaded = _load(entry, device, key, dataset.columns_hash)
+            loaded = _load(entry, device, key, dataset.columns_hash, dataset.X)
             os.utime(entry / "meta.json")  # recently used: evicted last
             return loaded
         except Exception:  # damaged, altered, or of an older layout: prepare it again
@@ -158,6 +158,8 @@ def _store(folds: Folds, entry: Path, key: str, columns_hash: str) -> None:
                 np.save(partial / f"{name}.npy", tensor.cpu().numpy(), allow_pickle=False)
         if folds.shared:
             for name in _SHARED:
+                if name == "numeric" and folds.X_train.source.whole_rows:
+                    continue  # the dataset's own matrix: every process that loads the entry has it
                 np.save(partial / f"shared_{name}.npy", getattr(folds.X_train.source, name).cpu().numpy(),
                         allow_pickle=False)
         for f in range(folds.k):
@@ -176,7 +178,8 @@ def _store(folds: Folds, entry: Path, key: str, columns_hash: str) -> None:
                 "format": FORMAT, "k": folds.k, "n_outputs": folds.n_outputs, "fold_ids": folds.fold_ids,
                 "n_numeric": folds.n_numeric, "group_names": list(folds.group_names), "preprocessings": preps,
                 "shared_width": folds.X_train.source.width if folds.shared else None,
-                "shared_numeric_columns": folds.X_train.source.n_numeric if folds.shared else None}
+                "shared_numeric_columns": folds.X_train.source.n_numeric if folds.shared else None,
+                "shared_whole_rows": bool(folds.shared and folds.X_train.source.whole_rows)}
         (partial / "meta.json").write_text(json.dumps(meta))  # written last: an entry with it is whole
         try:
             os.rename(partial, entry)
@@ -187,7 +190,8 @@ def _store(folds: Folds, entry: Path, key: str, columns_hash: str) -> None:
         shutil.rmtree(partial, ignore_errors=True)
 
 
-def _load(entry: Path, device: torch.device | str, key: str, columns_hash: str) -> Folds:
+def _load(entry: Path, device: torch.device | str, key: str, columns_hash: str, X: object = None) -> Folds:
+    """The entry's folds; `X`: the dataset's matrix, which an all-numeric entry's shared rows are."""
     meta = json.loads((entry / "meta.json").read_text())
     if meta.get("format") != FORMAT or meta.get("key") != key or meta.get("columns_sha256") != columns_hash:
         raise ValueError("another format, or another dataset's entry")
@@ -208,8 +212,13 @@ def _load(entry: Path, device: torch.device | str, key: str, columns_hash: str) 
         value = array(name, mapped=name in _MAPPED)
         tensors[name] = None if value is None else torch.as_tensor(value, device=device)
     if meta.get("shared_width") is not None:
-        source = SharedRows(width=int(meta["shared_width"]), n_numeric=int(meta["shared_numeric_columns"]), **{
-            name: torch.as_tensor(array(f"shared_{name}", mapped=f"shared_{name}" in _MAPPED), device=device)
+        whole_rows = bool(meta.get("shared_whole_rows"))
+        if whole_rows and not (isinstance(X, np.ndarray) and X.dtype == np.float32):
+            raise ValueError("the entry's rows are a float32 matrix the dataset does not have")
+        source = SharedRows(width=int(meta["shared_width"]), n_numeric=int(meta["shared_numeric_columns"]),
+                            whole_rows=whole_rows, **{
+            name: torch.as_tensor(X if whole_rows and name == "numeric" else
+                                  array(f"shared_{name}", mapped=f"shared_{name}" in _MAPPED), device=device)
             for name in _SHARED})
         tensors["X_train"] = FoldRows(source, tensors["X_train"])
         tensors["X_val"] = FoldRows(source, tensors["X_val"])

@@ -51,6 +51,10 @@ class SharedRows:
     probability is linear inside each such interval (its quantiles are grid points), so its
     transform is table lookups and a linear step; the tables hold each fold's probabilities
     at the grid points, computed by `preprocess.quantile_probabilities` itself.
+
+    For an all-numeric table (a float32 matrix) nothing per row is stored: `numeric` is that
+    matrix and the positions are found per window (`whole_rows`). Stored, they took 1.5 times
+    the matrix (an int16 and a float32 per ranked cell) beside it.
     """
 
     numeric: torch.Tensor  # [rows, len(raw_columns)] float32 values, NaN where missing
@@ -69,8 +73,14 @@ class SharedRows:
     ranked: torch.Tensor  # [K, r] bool: the fold ranks it (else it scales the raw value)
     codes: torch.Tensor  # [rows, n_categorical] int32: index into the column's categories, -1 missing
     lookup: torch.Tensor  # [K, n_categorical, categories + 1] output column of a code, -1: none; last: missing
+    grid: torch.Tensor  # [r, M] float64: each ranked column's grid, its last point repeated ([0, 0]: positions stored)
+    grid_length: torch.Tensor  # [r] int64: the points of each column's grid before the repeats
     n_numeric: int
     width: int  # output features (the widest fold's; narrower folds have zero columns at the end)
+    # True: `numeric` is the dataset's own float32 matrix (an all-numeric table, every column,
+    # not a copy), and the ranked columns' grid positions are found as rows are read, from
+    # `grid`, instead of being stored (`grid_index` and `grid_frac` then have no rows).
+    whole_rows: bool = False
 
     def transform(self, folds: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """Features `[len(folds), n, width]` of `rows` `[len(folds), n]`, each row by its fold's preprocessing."""
@@ -88,7 +98,8 @@ class SharedRows:
         """Fill `out` with the features of `rows`, row i of dimension 0 by fold i (a `select`ed SharedRows)."""
         k = rows.shape[0]
         if self.raw_columns.numel():
-            x = self.numeric[rows]  # [k, n, c_raw]
+            # [k, n, c_raw]; the whole matrix holds every column, the stored values only these
+            x = self.numeric[rows.unsqueeze(-1), self.raw_columns] if self.whole_rows else self.numeric[rows]
             x = torch.where(torch.isnan(x), self.fill.unsqueeze(1), x)
             z = (x - self.center.unsqueeze(1)) / self.scale.unsqueeze(1)
             clip = self.clip.view(k, 1, 1)
@@ -108,8 +119,10 @@ class SharedRows:
 
     def _ranks(self, rows: torch.Tensor) -> torch.Tensor:
         """The quantile transform's normal scores `[k, n, r]` of the ranked columns (a `select`ed SharedRows)."""
-        g = self.grid_index[rows].long()  # [k, n, r]
-        t = self.grid_frac[rows].double()
+        if self.whole_rows:
+            g, t = self._positions(rows)  # [k, n, r]
+        else:
+            g, t = self.grid_index[rows].long(), self.grid_frac[rows].double()
         below, above = (g - 1).clamp(min=0), g.clamp(0, self.p_left.shape[1] - 1)  # above: unused on a point
         p = torch.lerp(self.p_right.gather(1, below), self.p_left.gather(1, above), t.clamp(min=0))
         on_point = t < 0
@@ -118,12 +131,40 @@ class SharedRows:
         p = torch.where(g < 0, self.p_missing.unsqueeze(1), p)
         return torch.special.ndtri(p).clamp_(_LOWEST, -_LOWEST).to(torch.float32)
 
+    def _positions(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`grid_index` and `grid_frac` of `rows` (`[k, n, r]`), found from the values as
+        `grid_positions` finds them when they are stored: the same numbers."""
+        k, n = rows.shape
+        r = self.rank_columns.numel()
+        x = self.numeric[rows.unsqueeze(-1), self.rank_columns].double().permute(2, 0, 1).reshape(r, k * n)
+        g, frac = grid_positions(self.grid, self.grid_length.unsqueeze(1), x)
+        return g.view(r, k, n).permute(1, 2, 0), frac.view(r, k, n).permute(1, 2, 0)
+
     def select(self, folds: torch.Tensor) -> SharedRows:
         """The same rows with only some folds' preprocessing (`Folds.select`)."""
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         for name in PER_FOLD:
             values[name] = values[name][folds]
         return SharedRows(**values)
+
+
+def grid_positions(grid: torch.Tensor, length: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where values `x` `[r, N]` (float64) fall on their columns' grids `[r, M]` (sorted, the last
+    of a column's `length` points repeated to M): the interval [g-1, g] and how far into it,
+    -1 exactly on grid point g-1 (its own value: a tie's is the middle); g = -1 where missing.
+    The fraction is rounded to float32, as the stored positions are."""
+    x = x.contiguous()
+    after = torch.searchsorted(grid, x, right=True).clamp_(min=1)  # first grid point above x
+    after = torch.minimum(after, length)
+    exact = x == grid.gather(1, after - 1)
+    g = torch.where(exact, after, torch.minimum(after, length - 1))
+    below = grid.gather(1, g - 1)
+    frac = ((x - below) / (grid.gather(1, torch.minimum(g, length - 1)) - below)).clamp_(0.0, 1.0)
+    frac = torch.where(exact, -1.0, frac)
+    missing = torch.isnan(x)
+    g = torch.where(missing, -1, g)
+    frac = torch.where(missing, 0.0, frac).float().double()
+    return g, frac
 
 
 PER_FOLD = ("fill", "center", "scale", "clip", "p_at", "p_right", "p_left", "p_missing", "ranked", "lookup")
@@ -178,9 +219,15 @@ def make_shared(dataset, preps: list[Preprocessing], device: torch.device | str)
     ranked = np.array([_ranked(p) for p in preps])  # [K, c]
     rank_columns = np.flatnonzero(ranked.any(0))
     raw_columns = np.flatnonzero(~ranked.all(0))
-    numeric = np.empty((n_rows, len(raw_columns)), np.float32)
-    for i, j in enumerate(raw_columns):
-        numeric[:, i] = column(j)
+    # An all-numeric table is already the float32 matrix the folds read: used as it is, and the
+    # grid positions found as rows are read. A DataFrame's numeric columns are copied out once.
+    whole_rows = not table and isinstance(X, np.ndarray) and X.dtype == np.float32 and X.ndim == 2
+    if whole_rows:
+        numeric = X
+    else:
+        numeric = np.empty((n_rows, len(raw_columns)), np.float32)
+        for i, j in enumerate(raw_columns):
+            numeric[:, i] = column(j)
 
     grids = [np.unique(np.concatenate([p.quantiles[:, j] for p, r in zip(preps, ranked[:, j]) if r]))
              for j in rank_columns]
@@ -189,20 +236,18 @@ def make_shared(dataset, preps: list[Preprocessing], device: torch.device | str)
     K, r = len(preps), len(rank_columns)
     p_at, p_right, p_left = (np.zeros((K, M, r)) for _ in range(3))
     p_missing = np.zeros((K, r))
-    grid_index = np.empty((n_rows, r), np.int16 if M < 2**15 else np.int32)
-    grid_frac = np.empty((n_rows, r), np.float32)
+    stored = 0 if whole_rows else n_rows
+    grid_index = np.empty((stored, r), np.int16 if M < 2**15 else np.int32)
+    grid_frac = np.empty((stored, r), np.float32)
+    padded_grids = np.stack([np.pad(g, (0, M - len(g)), mode="edge") for g in grids]) if grids else np.zeros((0, 1))
+    lengths = np.array([len(g) for g in grids], np.int64)
     for i, (j, grid) in enumerate(zip(rank_columns, grids)):
-        x = column(j)
-        missing = np.isnan(x)
-        after = np.clip(np.searchsorted(grid, x, side="right"), 1, len(grid))  # first grid point above x
-        exact = x == grid[after - 1]  # exactly on a grid point: its own value (a tie's is the middle)
-        g = np.where(exact, after, np.minimum(after, len(grid) - 1))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            frac = np.clip((x - grid[g - 1]) / (grid[np.minimum(g, len(grid) - 1)] - grid[g - 1]), 0.0, 1.0)
-        frac[exact] = -1.0
-        grid_index[:, i] = np.where(missing, -1, g)
-        grid_frac[:, i] = np.where(missing, 0.0, frac)
-        padded = np.pad(grid, (0, M - len(grid)), mode="edge")
+        if not whole_rows:  # a column at a time: its float64 temporaries stay one column's size
+            g, frac = grid_positions(torch.from_numpy(padded_grids[i:i + 1]), torch.from_numpy(lengths[i:i + 1, None]),
+                                     torch.from_numpy(column(j)[None]))
+            grid_index[:, i] = g[0].numpy()
+            grid_frac[:, i] = frac[0].numpy()
+        padded = padded_grids[i]
         for f, prep in enumerate(preps):
             if not ranked[f, j]:
                 continue
@@ -256,8 +301,11 @@ def make_shared(dataset, preps: list[Preprocessing], device: torch.device | str)
         ranked=tensor(ranked[:, rank_columns], torch.bool).reshape(K, r),
         codes=tensor(codes, torch.int32),
         lookup=tensor(lookup, torch.int64),
+        grid=tensor(padded_grids if whole_rows else np.zeros((0, 0)), torch.float64),
+        grid_length=tensor(lengths if whole_rows else np.zeros(0), torch.int64),
         n_numeric=first.n_numeric,
         width=max(p.n_features for p in preps),
+        whole_rows=whole_rows,
     )
 
 

@@ -67,8 +67,10 @@ class Epoch:
         # not all at once (that would be the copy the layout avoids).
         self.window_steps = max(1, WINDOW_ROWS // rows.batch_size)
         self.windowed = folds.shared and self.window_steps < rows.n_steps
+        # The targets too: gathered for the whole epoch they are another [positions, rows] int64
+        # array (96 MB for 5 folds of 2.4 million training rows).
         self.X = None if self.windowed else folds.X_train[self.folds_now.unsqueeze(1), order]
-        self.y = folds.y_train[self.folds_now.unsqueeze(1), order]
+        self.y = None if self.windowed else folds.y_train[self.folds_now.unsqueeze(1), order]
         self.window_start = 0
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,9 +82,9 @@ class Epoch:
                 self.window_start = step * size
                 window = self.order[:, self.window_start:self.window_start + self.window_steps * size]
                 self.X = self.rows.folds.X_train[self.folds_now.unsqueeze(1), window]
-            x = self.X[:, rows.start - self.window_start:rows.stop - self.window_start]
-        else:
-            x = self.X[:, rows]
+                self.y = self.rows.folds.y_train[self.folds_now.unsqueeze(1), window]
+            rows = slice(rows.start - self.window_start, rows.stop - self.window_start)
+        x = self.X[:, rows]
         if self.noise:  # augmentation: a fresh perturbation of every row, every step, per trial
             x = _with_noise(x, self.runs, self.rows.configs, self.rows.noise_rngs)
         return x, self.y[:, rows]

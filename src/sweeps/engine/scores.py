@@ -127,6 +127,22 @@ def nan_mean(rows: torch.Tensor) -> list[float]:
                        torch.full_like(rows[0], math.nan)).tolist()
 
 
+def _mean_loss_in_chunks(model, X, y: torch.Tensor, weight: torch.Tensor, classification: bool,
+                         class_weight: torch.Tensor | None) -> torch.Tensor:
+    """`mean_losses` of the model's predictions of X, a chunk of rows at a time: the
+    predictions of every training row at once are [k, rows, outputs] floats, plus the losses'
+    temporaries, several times that (on 5 folds of 2.4 million rows, about 350 MB)."""
+    total = count = 0.0
+    for start in range(0, max(X.shape[1], 1), EVAL_CHUNK):
+        rows = slice(start, start + EVAL_CHUNK)
+        out = model.predict(X[:, rows], EVAL_CHUNK, classification)
+        losses = per_row_losses(out, y[:, rows], classification)
+        w = weight[:, rows] if class_weight is None else weight[:, rows] * class_weight.gather(1, y[:, rows])
+        total = total + (losses * w).sum(1)
+        count = count + w.sum(1)
+    return total / count
+
+
 @torch.no_grad()
 def final_scores(result: FoldResult, best: StackedMLP, folds: Folds, best_epoch: list[int],
                   class_weight: torch.Tensor | None = None, worst_group: bool = False) -> None:
@@ -134,9 +150,8 @@ def final_scores(result: FoldResult, best: StackedMLP, folds: Folds, best_epoch:
 
     Both losses use the validation's class weighting, so their gap is on one scale.
     """
-    result.train_losses = mean_losses(best.predict(folds.X_train, EVAL_CHUNK, folds.classification),
-                                       folds.y_train, folds.train_weight, folds.classification,
-                                       class_weight)[0].tolist()
+    result.train_losses = _mean_loss_in_chunks(best, folds.X_train, folds.y_train, folds.train_weight,
+                                               folds.classification, class_weight).tolist()
     if not folds.has_validation:
         result.best_epochs = [len(result.curve_train)] * folds.k
         return
