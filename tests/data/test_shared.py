@@ -83,10 +83,11 @@ def test_an_all_numeric_table_shares_its_own_matrix_and_gives_the_features_of_th
     copies = make_folds(dataset, 3, 0, scaling=scaling, layout="copies")
     shared = make_folds(dataset, 3, 0, scaling=scaling, layout="shared")
     source = shared.X_train.source
-    # Nothing per row beside the dataset's matrix: the rows are that matrix, not a copy, and the
-    # grid positions of ranked columns are found as rows are read.
+    # The rows are the dataset's matrix, not a copy; of the ranked columns' grid positions only
+    # the interval is stored (int16), the fraction into it is found as rows are read.
     assert source.whole_rows and np.shares_memory(source.numeric.numpy(), dataset.X)
-    assert source.grid_index.shape[0] == 0 and source.grid_frac.shape[0] == 0
+    assert source.grid_frac.shape[0] == 0 and source.grid_index.dtype == torch.int16
+    assert source.grid_index.shape == (len(dataset.y), source.rank_columns.numel())
     if scaling in ("auto", "quantile"):
         assert source.rank_columns.numel() > 0
     torch.testing.assert_close(shared.X_train[:, :], copies.X_train, atol=2e-5, rtol=1e-5)
@@ -97,17 +98,18 @@ def test_an_all_numeric_table_shares_its_own_matrix_and_gives_the_features_of_th
                                atol=2e-5, rtol=1e-5)
 
 
-def test_grid_positions_found_while_reading_are_the_stored_ones():
+def test_grid_fractions_found_while_reading_are_the_stored_ones():
     # The same numbers as when they were stored (adult's DataFrame keeps storing them): values
     # on a grid point, between points, below and above the grid, and missing.
-    grid = torch.tensor([[0.0, 1.0, 2.0, 4.0, 4.0], [-1.0, 3.0, 3.0, 3.0, 3.0]], dtype=torch.float64)
-    length = torch.tensor([[4], [2]])
+    grid = torch.tensor([[0.0, 1.0, 2.0, 4.0, 4.0], [-1.0, 3.0, 3.0, 3.0, 3.0]], dtype=torch.float64).T
+    length = torch.tensor([4, 2])
     x = torch.tensor([[-5.0, 0.0, 0.5, 1.0, 3.0, 4.0, 9.0, float("nan")],
-                      [-1.0, 0.0, 3.0, 7.0, -2.0, 1.0, 2.9, 3.0]], dtype=torch.float64)
+                      [-1.0, 0.0, 3.0, 7.0, -2.0, 1.0, 2.9, 3.0]], dtype=torch.float64).T
     g, frac = sweeps.data.shared.grid_positions(grid, length, x)
-    assert g.tolist() == [[1, 1, 1, 2, 3, 4, 3, -1], [1, 1, 2, 1, 1, 1, 1, 2]]
-    assert frac.tolist() == [[0.0, -1.0, 0.5, -1.0, 0.5, -1.0, 1.0, 0.0],
-                             [-1.0, 0.25, -1.0, 1.0, 0.0, 0.5, float(np.float32(0.975)), -1.0]]
+    assert g.T.tolist() == [[1, 1, 1, 2, 3, 4, 3, -1], [1, 1, 2, 1, 1, 1, 1, 2]]
+    assert frac.T.tolist() == [[0.0, -1.0, 0.5, -1.0, 0.5, -1.0, 1.0, 0.0],
+                               [-1.0, 0.25, -1.0, 1.0, 0.0, 0.5, float(np.float32(0.975)), -1.0]]
+    assert torch.equal(sweeps.data.shared.grid_fraction(grid, length, g, x), frac)  # from g and x alone
 
 
 def test_an_all_numeric_tables_folds_come_back_from_the_cache_around_its_matrix(monkeypatch):

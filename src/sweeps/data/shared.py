@@ -52,9 +52,11 @@ class SharedRows:
     transform is table lookups and a linear step; the tables hold each fold's probabilities
     at the grid points, computed by `preprocess.quantile_probabilities` itself.
 
-    For an all-numeric table (a float32 matrix) nothing per row is stored: `numeric` is that
-    matrix and the positions are found per window (`whole_rows`). Stored, they took 1.5 times
-    the matrix (an int16 and a float32 per ranked cell) beside it.
+    For an all-numeric table (a float32 matrix) `numeric` is that matrix, and only the grid
+    intervals are stored (an int16 per ranked cell): the fraction into the interval is found
+    per window from the value (`whole_rows`). Stored, values and fractions took a float32 each
+    per cell beside the matrix. (Finding the interval too, by a binary search per cell per
+    window, doubled the transform's time: measured, not kept.)
     """
 
     numeric: torch.Tensor  # [rows, len(raw_columns)] float32 values, NaN where missing
@@ -73,13 +75,13 @@ class SharedRows:
     ranked: torch.Tensor  # [K, r] bool: the fold ranks it (else it scales the raw value)
     codes: torch.Tensor  # [rows, n_categorical] int32: index into the column's categories, -1 missing
     lookup: torch.Tensor  # [K, n_categorical, categories + 1] output column of a code, -1: none; last: missing
-    grid: torch.Tensor  # [r, M] float64: each ranked column's grid, its last point repeated ([0, 0]: positions stored)
+    grid: torch.Tensor  # [M, r] float64: each ranked column's grid, its last point repeated ([0, 0]: fractions stored)
     grid_length: torch.Tensor  # [r] int64: the points of each column's grid before the repeats
     n_numeric: int
     width: int  # output features (the widest fold's; narrower folds have zero columns at the end)
     # True: `numeric` is the dataset's own float32 matrix (an all-numeric table, every column,
-    # not a copy), and the ranked columns' grid positions are found as rows are read, from
-    # `grid`, instead of being stored (`grid_index` and `grid_frac` then have no rows).
+    # not a copy), and the ranked columns' fractions are found as rows are read, from `grid`,
+    # the values and their stored `grid_index` (`grid_frac` then has no rows).
     whole_rows: bool = False
 
     def transform(self, folds: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -99,7 +101,7 @@ class SharedRows:
         k = rows.shape[0]
         if self.raw_columns.numel():
             # [k, n, c_raw]; the whole matrix holds every column, the stored values only these
-            x = self.numeric[rows.unsqueeze(-1), self.raw_columns] if self.whole_rows else self.numeric[rows]
+            x = self._columns(rows, self.raw_columns) if self.whole_rows else self.numeric[rows]
             x = torch.where(torch.isnan(x), self.fill.unsqueeze(1), x)
             z = (x - self.center.unsqueeze(1)) / self.scale.unsqueeze(1)
             clip = self.clip.view(k, 1, 1)
@@ -132,13 +134,21 @@ class SharedRows:
         return torch.special.ndtri(p).clamp_(_LOWEST, -_LOWEST).to(torch.float32)
 
     def _positions(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """`grid_index` and `grid_frac` of `rows` (`[k, n, r]`), found from the values as
-        `grid_positions` finds them when they are stored: the same numbers."""
-        k, n = rows.shape
-        r = self.rank_columns.numel()
-        x = self.numeric[rows.unsqueeze(-1), self.rank_columns].double().permute(2, 0, 1).reshape(r, k * n)
-        g, frac = grid_positions(self.grid, self.grid_length.unsqueeze(1), x)
-        return g.view(r, k, n).permute(1, 2, 0), frac.view(r, k, n).permute(1, 2, 0)
+        """`grid_index` (stored) and `grid_frac` (found from the values, as `grid_positions`
+        finds it when it is stored: the same numbers) of `rows`, `[k, n, r]`."""
+        g = self.grid_index[rows].long()
+        k, n, r = g.shape
+        x = self._columns(rows, self.rank_columns).double().view(k * n, r)
+        frac = grid_fraction(self.grid, self.grid_length, g.view(k * n, r), x)
+        return g, frac.view(k, n, r)
+
+    def _columns(self, rows: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+        """`numeric[rows][..., columns]` of the whole matrix (`whole_rows`), `[k, n, len(columns)]`:
+        whole rows copied out, then the columns, as plain copies rather than a 2-D gather."""
+        x = self.numeric.index_select(0, rows.reshape(-1))
+        if columns.numel() != self.numeric.shape[1]:  # else every column, in order (they are sorted)
+            x = x.index_select(1, columns)
+        return x.view(*rows.shape, columns.numel())
 
     def select(self, folds: torch.Tensor) -> SharedRows:
         """The same rows with only some folds' preprocessing (`Folds.select`)."""
@@ -149,22 +159,30 @@ class SharedRows:
 
 
 def grid_positions(grid: torch.Tensor, length: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Where values `x` `[r, N]` (float64) fall on their columns' grids `[r, M]` (sorted, the last
-    of a column's `length` points repeated to M): the interval [g-1, g] and how far into it,
-    -1 exactly on grid point g-1 (its own value: a tie's is the middle); g = -1 where missing.
-    The fraction is rounded to float32, as the stored positions are."""
-    x = x.contiguous()
-    after = torch.searchsorted(grid, x, right=True).clamp_(min=1)  # first grid point above x
+    """Where values `x` `[N, r]` (float64) fall on their columns' grids `[M, r]` (each column
+    sorted, the last of its `length` `[r]` points repeated to M): the interval [g-1, g] and how
+    far into it (`grid_fraction`); g = -1 where missing."""
+    after = torch.searchsorted(grid.T.contiguous(), x.T.contiguous(), right=True).T.clamp_(min=1)  # first point above
     after = torch.minimum(after, length)
-    exact = x == grid.gather(1, after - 1)
+    exact = x == grid.gather(0, after - 1)  # exactly on a grid point: its own value (a tie's is the middle)
     g = torch.where(exact, after, torch.minimum(after, length - 1))
-    below = grid.gather(1, g - 1)
-    frac = ((x - below) / (grid.gather(1, torch.minimum(g, length - 1)) - below)).clamp_(0.0, 1.0)
+    g = torch.where(torch.isnan(x), -1, g)
+    return g, grid_fraction(grid, length, g, x)
+
+
+def grid_fraction(grid: torch.Tensor, length: torch.Tensor, g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """How far into its interval [g-1, g] each value `x` `[N, r]` lies (`grid_positions`' g):
+    -1 exactly on grid point g-1, 0 where missing; rounded to float32, as it is stored.
+
+    x equals point g-1 only when it was found exactly on it (else it lies strictly between
+    points, or beyond the grid's ends), so the fraction follows from g and x alone: an
+    all-numeric table stores g and finds the fraction as rows are read (`whole_rows`)."""
+    index = g.clamp(min=1)  # a missing value's g (-1) reads a real point; its fraction is set below
+    below = grid.gather(0, index - 1)
+    exact = x == below
+    frac = ((x - below) / (grid.gather(0, torch.minimum(index, length - 1)) - below)).clamp_(0.0, 1.0)
     frac = torch.where(exact, -1.0, frac)
-    missing = torch.isnan(x)
-    g = torch.where(missing, -1, g)
-    frac = torch.where(missing, 0.0, frac).float().double()
-    return g, frac
+    return torch.where(g < 0, 0.0, frac).float().double()
 
 
 PER_FOLD = ("fill", "center", "scale", "clip", "p_at", "p_right", "p_left", "p_missing", "ranked", "lookup")
@@ -236,17 +254,17 @@ def make_shared(dataset, preps: list[Preprocessing], device: torch.device | str)
     K, r = len(preps), len(rank_columns)
     p_at, p_right, p_left = (np.zeros((K, M, r)) for _ in range(3))
     p_missing = np.zeros((K, r))
-    stored = 0 if whole_rows else n_rows
-    grid_index = np.empty((stored, r), np.int16 if M < 2**15 else np.int32)
-    grid_frac = np.empty((stored, r), np.float32)
+    grid_index = np.empty((n_rows, r), np.int16 if M < 2**15 else np.int32)
+    grid_frac = np.empty((0 if whole_rows else n_rows, r), np.float32)
     padded_grids = np.stack([np.pad(g, (0, M - len(g)), mode="edge") for g in grids]) if grids else np.zeros((0, 1))
     lengths = np.array([len(g) for g in grids], np.int64)
     for i, (j, grid) in enumerate(zip(rank_columns, grids)):
-        if not whole_rows:  # a column at a time: its float64 temporaries stay one column's size
-            g, frac = grid_positions(torch.from_numpy(padded_grids[i:i + 1]), torch.from_numpy(lengths[i:i + 1, None]),
-                                     torch.from_numpy(column(j)[None]))
-            grid_index[:, i] = g[0].numpy()
-            grid_frac[:, i] = frac[0].numpy()
+        # A column at a time: its float64 temporaries stay one column's size.
+        g, frac = grid_positions(torch.from_numpy(padded_grids[i][:, None]), torch.from_numpy(lengths[i:i + 1]),
+                                 torch.from_numpy(column(j)[:, None]))
+        grid_index[:, i] = g[:, 0].numpy()
+        if not whole_rows:
+            grid_frac[:, i] = frac[:, 0].numpy()
         padded = padded_grids[i]
         for f, prep in enumerate(preps):
             if not ranked[f, j]:
@@ -301,7 +319,7 @@ def make_shared(dataset, preps: list[Preprocessing], device: torch.device | str)
         ranked=tensor(ranked[:, rank_columns], torch.bool).reshape(K, r),
         codes=tensor(codes, torch.int32),
         lookup=tensor(lookup, torch.int64),
-        grid=tensor(padded_grids if whole_rows else np.zeros((0, 0)), torch.float64),
+        grid=tensor(padded_grids.T if whole_rows else np.zeros((0, 0)), torch.float64).contiguous(),
         grid_length=tensor(lengths if whole_rows else np.zeros(0), torch.int64),
         n_numeric=first.n_numeric,
         width=max(p.n_features for p in preps),
