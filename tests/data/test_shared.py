@@ -99,17 +99,17 @@ def test_an_all_numeric_table_shares_its_own_matrix_and_gives_the_features_of_th
 
 
 def test_grid_fractions_found_while_reading_are_the_stored_ones():
-    # The same numbers as when they were stored (adult's DataFrame keeps storing them): values
-    # on a grid point, between points, below and above the grid, and missing.
+    # The same numbers whether stored (adult's DataFrame keeps storing them) or found as rows
+    # are read: values on a grid point, between points, below and above the grid, and missing.
     grid = torch.tensor([[0.0, 1.0, 2.0, 4.0, 4.0], [-1.0, 3.0, 3.0, 3.0, 3.0]], dtype=torch.float64).T
     length = torch.tensor([4, 2])
     x = torch.tensor([[-5.0, 0.0, 0.5, 1.0, 3.0, 4.0, 9.0, float("nan")],
                       [-1.0, 0.0, 3.0, 7.0, -2.0, 1.0, 2.9, 3.0]], dtype=torch.float64).T
-    g, frac = sweeps.data.shared.grid_positions(grid, length, x)
+    g = sweeps.data.shared.grid_positions(grid, length, x)
+    frac = sweeps.data.shared.grid_fraction(grid, length, g, x)
     assert g.T.tolist() == [[1, 1, 1, 2, 3, 4, 3, -1], [1, 1, 2, 1, 1, 1, 1, 2]]
     assert frac.T.tolist() == [[0.0, -1.0, 0.5, -1.0, 0.5, -1.0, 1.0, 0.0],
                                [-1.0, 0.25, -1.0, 1.0, 0.0, 0.5, float(np.float32(0.975)), -1.0]]
-    assert torch.equal(sweeps.data.shared.grid_fraction(grid, length, g, x), frac)  # from g and x alone
 
 
 def test_an_all_numeric_tables_folds_come_back_from_the_cache_around_its_matrix(monkeypatch):

@@ -38,6 +38,7 @@ WINDOW_ROWS = 16384  # rows per fold gathered and preprocessed at once by the tr
 # the same within this machine's noise (31.7 s against 33.0 s); at 1,024 the kernels' fixed
 # costs show (39 s). docs/benchmarks.md, "Big tables".
 TRANSFORM_ROWS = 4096
+POSITION_ROWS = 2**18  # rows of a column whose grid positions are found at once when the folds are laid out
 
 
 @dataclass
@@ -158,16 +159,15 @@ class SharedRows:
         return SharedRows(**values)
 
 
-def grid_positions(grid: torch.Tensor, length: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def grid_positions(grid: torch.Tensor, length: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Where values `x` `[N, r]` (float64) fall on their columns' grids `[M, r]` (each column
-    sorted, the last of its `length` `[r]` points repeated to M): the interval [g-1, g] and how
-    far into it (`grid_fraction`); g = -1 where missing."""
+    sorted, the last of its `length` `[r]` points repeated to M): the interval [g-1, g], whose
+    fraction `grid_fraction` finds; g = -1 where missing."""
     after = torch.searchsorted(grid.T.contiguous(), x.T.contiguous(), right=True).T.clamp_(min=1)  # first point above
     after = torch.minimum(after, length)
     exact = x == grid.gather(0, after - 1)  # exactly on a grid point: its own value (a tie's is the middle)
     g = torch.where(exact, after, torch.minimum(after, length - 1))
-    g = torch.where(torch.isnan(x), -1, g)
-    return g, grid_fraction(grid, length, g, x)
+    return torch.where(torch.isnan(x), -1, g)
 
 
 def grid_fraction(grid: torch.Tensor, length: torch.Tensor, g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -259,12 +259,15 @@ def make_shared(dataset, preps: list[Preprocessing], device: torch.device | str)
     padded_grids = np.stack([np.pad(g, (0, M - len(g)), mode="edge") for g in grids]) if grids else np.zeros((0, 1))
     lengths = np.array([len(g) for g in grids], np.int64)
     for i, (j, grid) in enumerate(zip(rank_columns, grids)):
-        # A column at a time: its float64 temporaries stay one column's size.
-        g, frac = grid_positions(torch.from_numpy(padded_grids[i][:, None]), torch.from_numpy(lengths[i:i + 1]),
-                                 torch.from_numpy(column(j)[:, None]))
-        grid_index[:, i] = g[:, 0].numpy()
-        if not whole_rows:
-            grid_frac[:, i] = frac[:, 0].numpy()
+        # A column at a time, a block of rows at a time: the search's temporaries stay small.
+        values, on_grid = column(j), torch.from_numpy(padded_grids[i][:, None])
+        for start in range(0, n_rows, POSITION_ROWS):
+            x = torch.from_numpy(values[start:start + POSITION_ROWS, None])
+            g = grid_positions(on_grid, torch.from_numpy(lengths[i:i + 1]), x)
+            grid_index[start:start + POSITION_ROWS, i] = g[:, 0].numpy()
+            if not whole_rows:
+                grid_frac[start:start + POSITION_ROWS, i] = grid_fraction(on_grid, torch.from_numpy(lengths[i:i + 1]),
+                                                                          g, x)[:, 0].numpy()
         padded = padded_grids[i]
         for f, prep in enumerate(preps):
             if not ranked[f, j]:
