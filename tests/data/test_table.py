@@ -190,13 +190,12 @@ def test_parquet(adult_sample, tmp_path):
 
 
 def numeric_parquet(path: Path, **changes) -> pd.DataFrame:
-    """A complete numeric table, with the column types Parquet files carry: float64, float32,
-    integers and booleans."""
+    """A complete table of floating columns (float64 and float32, one of whole numbers)."""
     rng = np.random.default_rng(0)
     n = 2000
     frame = pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n).astype(np.float32),
-                          "c": rng.integers(-3, 40, n), "d": rng.random(n) > 0.5,
-                          "e": rng.integers(0, 2**40, n), "noise": rng.normal(size=n),
+                          "c": rng.integers(-3, 40, n).astype(float), "d": (rng.random(n) > 0.5).astype(np.float32),
+                          "e": rng.normal(size=n) * 1e6, "noise": rng.normal(size=n),
                           "y": rng.integers(0, 3, n)})
     frame = frame.assign(**changes)
     frame.to_parquet(path, index=False)
@@ -239,7 +238,7 @@ def with_cell(column: str, value):
 @pytest.mark.parametrize("change, message", [
     (with_cell("a", np.inf), "1 NaN or infinite value"),
     (with_cell("a", 1e39), "too large for float32"),
-    (lambda f: f.assign(c=np.arange(len(f))), "column 'c' numbers the rows"),
+    (lambda f: f.assign(c=np.arange(len(f))), "column 'c' numbers the rows"),  # an integer column: a DataFrame
     (with_cell("y", np.nan), "the target 'y' is missing in 1 row"),
 ])
 def test_a_parquet_table_the_matrix_cannot_take_is_refused_as_from_a_dataframe(tmp_path, change, message):
@@ -256,7 +255,18 @@ def test_a_parquet_table_with_a_missing_value_is_a_dataframe_imputed_per_fold(tm
     path = tmp_path / "t.parquet"
     with_cell("a", np.nan)(numeric_parquet(path)).to_parquet(path, index=False)
     X, _ = Table(path, target="y")()
-    assert not X.attrs and X["a"].isna().sum() == 1 and X["c"].dtype == np.int64
+    assert not X.attrs and X["a"].isna().sum() == 1 and X["a"].dtype == np.float64
+
+
+def test_a_parquet_table_with_an_integer_column_keeps_its_types_for_groups(tmp_path):
+    # groups= may name an integer column: its values are the groups' names, as from a CSV.
+    pytest.importorskip("pyarrow")
+    path = tmp_path / "t.parquet"
+    numeric_parquet(path).assign(site=lambda f: np.arange(len(f)) % 4).to_parquet(path, index=False)
+    X, _ = Table(path, target="y")()
+    assert not X.attrs and X["site"].dtype == np.int64
+    spec = Study(name="n", task="classification", data=Table(path, target="y"), space=Space(), folds=3, groups="site")
+    assert load_dataset(spec).group_names == ("0", "1", "2", "3")
 
 
 def test_wine_mismatch_demo_is_diagnosed(tmp_path):

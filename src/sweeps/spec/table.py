@@ -147,21 +147,19 @@ class Table:
         if (self.target not in schema.names or not names or self.categorical
                 or any(n not in schema.names for n in self.drop)):
             return None
-        types = [schema.field(n).type for n in names]
-        if not all(pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) for t in types):
+        # Floating columns only: an integer or boolean column keeps its type through the
+        # DataFrame path, where `groups=` may name it (its values are the groups' names).
+        if not all(pa.types.is_floating(schema.field(n).type) for n in names):
             return None
         n_rows = file.metadata.num_rows
         if n_rows == 0:
             return None
         matrix = np.empty((n_rows, len(names)), np.float32)
-        for j, (name, kind) in enumerate(zip(names, types)):
+        for j, name in enumerate(names):
             column = file.read(columns=[name]).column(0)
             if column.null_count:
                 return None
             values = column.to_numpy()
-            if pa.types.is_integer(kind):
-                # The DataFrame path's checks of an integer column (an id numbering the rows).
-                check_columns(pd.DataFrame({name: values}), str(path))
             # float64 first, as the DataFrame path converts: the same float32 values.
             wide = values.astype(np.float64)
             if not (np.isfinite(wide).all() and (np.abs(wide) <= np.finfo(np.float32).max).all()):
