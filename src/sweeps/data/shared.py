@@ -60,7 +60,7 @@ class SharedRows:
     window, doubled the transform's time: measured, not kept.)
     """
 
-    numeric: torch.Tensor  # [rows, len(raw_columns)] float32 values, NaN where missing
+    numeric: torch.Tensor  # [rows, len(raw_columns)] float32 values, NaN where missing (whole_rows: the matrix)
     raw_columns: torch.Tensor  # [c_raw] int64: their numeric output columns
     fill: torch.Tensor  # [K, c_raw] training medians
     center: torch.Tensor  # [K, c_raw]
@@ -238,7 +238,7 @@ def make_shared(dataset, preps: list[Preprocessing], device: torch.device | str)
     rank_columns = np.flatnonzero(ranked.any(0))
     raw_columns = np.flatnonzero(~ranked.all(0))
     # An all-numeric table is already the float32 matrix the folds read: used as it is, and the
-    # grid positions found as rows are read. A DataFrame's numeric columns are copied out once.
+    # ranked cells' fractions found as rows are read. A DataFrame's numeric columns are copied out once.
     whole_rows = not table and isinstance(X, np.ndarray) and X.dtype == np.float32 and X.ndim == 2
     if whole_rows:
         numeric = X
