@@ -22,6 +22,7 @@ from sweeps.data.cache import cached_folds
 from sweeps.store import candidates, record
 from sweeps.store.storage import describe, open_storage
 from sweeps.sweep.objective import make_objective
+from sweeps.sweep.children import LAUNCHER_PID
 from sweeps.sweep.search import default_pruner, default_sampler
 from sweeps.sweep.workers import WorkerJob, optimize_until, round_tasks, serve
 
@@ -54,7 +55,6 @@ def worker_main(job: WorkerJob) -> None:
 
 
 _PR_SET_PDEATHSIG = 1
-LAUNCHER_PID = "SWEEPS_LAUNCHER_PID"  # set by `children.start_worker`: the process to die with
 
 
 def die_with_launcher() -> None:

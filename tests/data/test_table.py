@@ -250,6 +250,20 @@ def test_a_parquet_table_the_matrix_cannot_take_is_refused_as_from_a_dataframe(t
         load_dataset(spec)
 
 
+def test_a_damaged_parquet_table_is_one_line_naming_the_file(tmp_path):
+    # Its footer intact (the columns' types read fine), a column's pages overwritten: the read
+    # fails inside the matrix path, and the message is the DataFrame path's, not a traceback.
+    pytest.importorskip("pyarrow")
+    path = tmp_path / "t.parquet"
+    numeric_parquet(path)
+    data = bytearray(path.read_bytes())
+    data[8:len(data) // 2] = b"\xff" * (len(data) // 2 - 8)
+    path.write_bytes(bytes(data))
+    spec = Study(name="n", task="classification", data=Table(path, target="y"), space=Space(), folds=3)
+    with pytest.raises(SweepsError, match=r"t.parquet: cannot be read"):
+        load_dataset(spec)
+
+
 def test_a_parquet_table_with_a_missing_value_is_a_dataframe_imputed_per_fold(tmp_path):
     pytest.importorskip("pyarrow")
     path = tmp_path / "t.parquet"

@@ -97,10 +97,14 @@ def mean_losses(out: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, classi
     """Each position's weighted mean loss [P] of the predictions `out`, and with `groups`
     (one per row, -1: none) its mean loss per group [P, G] (`group_means`)."""
     losses = per_row_losses(out, y, classification)
-    if class_weight is not None:  # validation weighs classes as training does
-        weight = weight * class_weight.gather(1, y)
+    weight = _class_weighted(weight, y, class_weight)
     mean = (losses * weight).sum(1) / weight.sum(1)
     return mean, None if groups is None else group_means(losses, weight, groups, n_groups)
+
+
+def _class_weighted(weight: torch.Tensor, y: torch.Tensor, class_weight: torch.Tensor | None) -> torch.Tensor:
+    """Each row's weight, times its class's where classes are weighted (validation weighs them as training does)."""
+    return weight if class_weight is None else weight * class_weight.gather(1, y)
 
 
 def worst_of(by_group: torch.Tensor) -> torch.Tensor:
@@ -137,7 +141,7 @@ def _mean_loss_in_chunks(model, X, y: torch.Tensor, weight: torch.Tensor, classi
         rows = slice(start, start + EVAL_CHUNK)
         out = model.predict(X[:, rows], EVAL_CHUNK, classification)
         losses = per_row_losses(out, y[:, rows], classification)
-        w = weight[:, rows] if class_weight is None else weight[:, rows] * class_weight.gather(1, y[:, rows])
+        w = _class_weighted(weight[:, rows], y[:, rows], class_weight)
         total = total + (losses * w).sum(1)
         count = count + w.sum(1)
     return total / count

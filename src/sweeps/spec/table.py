@@ -155,18 +155,20 @@ class Table:
         if n_rows == 0:
             return None
         matrix = np.empty((n_rows, len(names)), np.float32)
-        for j, name in enumerate(names):
-            column = file.read(columns=[name]).column(0)
-            if column.null_count:
-                return None
-            values = column.to_numpy()
-            # float64 first, as the DataFrame path converts: the same float32 values.
-            wide = values.astype(np.float64)
-            if not (np.isfinite(wide).all() and (np.abs(wide) <= np.finfo(np.float32).max).all()):
-                return None  # missing, infinite or too large: the DataFrame path names the cell
-            matrix[:, j] = wide
-            del column, values, wide
-        y = file.read(columns=[self.target]).column(0).to_pandas()
+        try:
+            for j, name in enumerate(names):
+                column = file.read(columns=[name]).column(0)
+                if column.null_count:
+                    return None
+                # float64 first, as the DataFrame path converts: the same float32 values.
+                wide = column.to_numpy().astype(np.float64)
+                if not (np.isfinite(wide).all() and (np.abs(wide) <= np.finfo(np.float32).max).all()):
+                    return None  # missing, infinite or too large: the DataFrame path names the cell
+                matrix[:, j] = wide
+                del column, wide
+            y = file.read(columns=[self.target]).column(0).to_pandas()
+        except Exception:  # a damaged file: `read` says so in one line
+            return None
         if y.isna().any():
             return None  # the DataFrame path names the rows
         X = pd.DataFrame(matrix, columns=names, copy=False)

@@ -23,6 +23,9 @@ def most_workers() -> int:
     return WORKERS_PER_CORE * (os.cpu_count() or 1)
 
 
+LAUNCHER_PID = "SWEEPS_LAUNCHER_PID"  # the environment variable a worker finds its launcher's pid in
+
+
 def start_worker(cwd: str | None = None) -> subprocess.Popen:
     """One `python -m sweeps.worker` child, waiting for its job (JSON) on its standard input."""
     # start_new_session: a terminal's Ctrl+C reaches the launcher alone, which stops every
@@ -32,7 +35,7 @@ def start_worker(cwd: str | None = None) -> subprocess.Popen:
     # as the launcher.
     # The launcher's pid goes with it: a worker whose launcher died before it could ask for that
     # signal sees another parent than this one, and stops (`worker.die_with_launcher`).
-    env = {**os.environ, "SWEEPS_LAUNCHER_PID": str(os.getpid())}
+    env = {**os.environ, LAUNCHER_PID: str(os.getpid())}
     return subprocess.Popen([sys.executable, "-m", "sweeps.worker"], cwd=cwd, stdin=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True, env=env)
 
