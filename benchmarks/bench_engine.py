@@ -194,6 +194,8 @@ INGREDIENTS = {
     # digits has 64 numeric columns: more than embedding="auto" embeds (32), so this is a worst case
     "periodic embeddings (16 freq., dim 16; all 64 columns)": dict(embedding="periodic", n_frequencies=16,
                                                                    embedding_dim=16),
+    "periodic embeddings (8 freq., dim 4; all 64 columns)": dict(embedding="periodic", n_frequencies=8,
+                                                                 embedding_dim=4),
     "members E=4": dict(ensemble=4),
     "members E=16": dict(ensemble=16),
     "members E=32": dict(ensemble=32),
@@ -331,26 +333,37 @@ def regression_ingredients(args) -> None:
         print(f"| d{depth} w{width} | {t[0.0]:.3f} s | {t[1.0]:.3f} s | {t[1.0] / t[0.0]:.2f}x |", flush=True)
 
 
+# frequencies x outputs per column: the default, and a smaller size (cheaper, and worse on California:
+# docs/benchmarks.md, "The periodic embeddings' cost")
+EMBEDDING_SIZES = {"16 x 16 (the default)": (16, 16), "8 x 4": (8, 4)}
+
+
 def embedding_columns(args) -> None:
-    """The embeddings' cost grows with the numeric columns they embed: ratio to the same trial without."""
+    """The embeddings' cost grows with the numeric columns they embed: ratio to the same trial
+    without, for each size (frequencies x outputs per column), repetitions taken round-robin."""
     reps = 3 if args.quick else args.reps
-    print(f"\nPeriodic embeddings (16 freq., dim 16) by numeric columns (synthetic 20000 rows, 5 folds, d1 w64, "
-          f"batch 256, 3 epochs; medians of {reps}):")
-    print("| numeric columns | without | with | ratio |")
-    print("|---|---|---|---|")
-    for columns in (6, 16, 32):
+    print(f"\nPeriodic embeddings by numeric columns (synthetic 20000 rows, 5 folds, d1 w64, batch 256, "
+          f"3 epochs; medians of {reps}, ratio to the same trial without embeddings):")
+    print("| numeric columns | without | " + " | ".join(EMBEDDING_SIZES) + " |")
+    print("|---|---|" + "---|" * len(EMBEDDING_SIZES))
+    for columns in (6, 14, 32):
         data = lambda: make_classification(n_samples=20_000, n_features=columns, n_informative=columns // 2,  # noqa: E731
                                            n_classes=2, random_state=0)
         spec = Study(name="columns", task="classification", data=data, space=Space(), folds=5, seed=0)
         folds = make_folds(load_dataset(spec), folds=5, seed=0, device=args.device)
-        times = []
-        for embedding in ("none", "periodic"):
-            config = NetConfig(1, 64, 0.2, 1e-4, 1e-3, batch_size=256, embedding=embedding, n_frequencies=16,
-                               embedding_dim=16)
-            run = lambda: train_folds(folds, config, max_epochs=3, patience=None, seed=0)  # noqa: E731
+        configs = [NetConfig(1, 64, 0.2, 1e-4, 1e-3, batch_size=256, embedding="none")] + [
+            NetConfig(1, 64, 0.2, 1e-4, 1e-3, batch_size=256, embedding="periodic", n_frequencies=n, embedding_dim=d)
+            for n, d in EMBEDDING_SIZES.values()]
+        runs = [lambda c=c: train_folds(folds, c, max_epochs=3, patience=None, seed=0) for c in configs]
+        times = [[] for _ in runs]
+        for run in runs:
             run()
-            times.append(statistics.median(timed(run, args.device)[0] for _ in range(reps)))
-        print(f"| {columns} | {times[0]:.3f} s | {times[1]:.3f} s | {times[1] / times[0]:.2f}x |", flush=True)
+        for _ in range(reps):
+            for run, t in zip(runs, times):
+                t.append(timed(run, args.device)[0])
+        m = [statistics.median(t) for t in times]
+        print(f"| {columns} | {m[0]:.3f} s | " + " | ".join(f"{x:.3f} s ({x / m[0]:.2f}x)" for x in m[1:]) + " |",
+              flush=True)
 
 
 def grouped(args) -> None:

@@ -90,6 +90,9 @@ VARIANTS = {
     "plain": dict(embedding="none", preprocessing="standard", beta2=0.999, schedule="constant",
                   label_smoothing=0.0, final_model="refit", ensemble=1),
     "no-embedding": dict(embedding="none"),
+    # the periodic embeddings' size: the default (16 x 16), and a cheaper one
+    "periodic-16x16": dict(embedding="periodic", n_frequencies=16, embedding_dim=16),
+    "periodic-8x4": dict(embedding="periodic", n_frequencies=8, embedding_dim=4),
     "standard-scaling": dict(preprocessing="standard"),
     "robust-scaling": dict(preprocessing="robust"),
     "quantile-scaling": dict(preprocessing="quantile"),

@@ -223,6 +223,20 @@ def test_periodic_embeddings_match_the_reference_package():
     assert f.abs().max() <= 1.5 and abs(f.std().item() - 0.5 * 0.986) < 0.02  # truncation shrinks the std
 
 
+def test_the_embedded_columns_reach_the_first_layer_without_a_copy():
+    # The speed rule of engine/embeddings.py: the per-column maps are computed rows last
+    # ([k*F, d, B], a product with B output columns; with d output columns CPU kernels run
+    # several times slower), and the first layer reads that memory as its input transposed.
+    # A layout that gathers the embedded columns into [k, B, F*d] again adds a copy per step.
+    model = StackedMLP.init([1, 2], n_in=7, n_out=2, depth=1, width=8, n_numeric=5, embedding=(4, 0.5, 3))
+    x = torch.randn(2, 32, 7)
+    _, cache = model.forward(x)
+    flat, rest = cache.inputs
+    assert flat.shape == (2, 32, 5 * 3) and rest.shape == (2, 32, 2)
+    assert cache.embedded.shape == (2 * 5, 3, 32) and cache.trig.shape == (2 * 5, 2 * 4, 32)
+    assert flat.data_ptr() == cache.embedded.data_ptr()  # the same memory, read transposed
+
+
 def test_combined_prediction_is_the_members_mean():
     model = StackedMLP.init([3], n_in=5, n_out=3, depth=1, width=8, members=4)
     x = torch.randn(1, 10, 5)

@@ -42,9 +42,9 @@ class Cache:
     activations: list[torch.Tensor | None]  # input of each layer after the first (masked, unscaled)
     inputs: list[torch.Tensor] = field(default_factory=list)  # the first layer's input, in column blocks
     member_weight: torch.Tensor | None = None  # [k, D, E*width]: the first layer, scaled per member
-    features_t: torch.Tensor | None = None  # numeric inputs as [k, F, B]
-    trig: torch.Tensor | None = None  # [k*F, B, 2n]: cos z, then sin z
-    embedded: torch.Tensor | None = None  # [k*F, B, d] after ReLU
+    features_t: torch.Tensor | None = None  # numeric inputs as [k*F, 1, B]
+    trig: torch.Tensor | None = None  # [k*F, 2n, B]: cos z, then sin z
+    embedded: torch.Tensor | None = None  # [k*F, d, B] after ReLU
     category_input: torch.Tensor | None = None  # [k, B, C]: the one-hot columns the category embedding read
 
     # Compatibility with code that treats the cache as the list of activations.
@@ -452,8 +452,9 @@ class StackedMLP:
         effective = cache.member_weight if members > 1 else weight
         if self.embedding is not None:
             F, _, d = self.embedding.shape
-            d_flat = torch.bmm(dz, effective[:, : F * d].transpose(1, 2))  # [k, B, F*d], summed over members
-            self.embedding.backward(cache, d_flat, grads[0], grads[1], grads[2])
+            # transposed, [k, F*d, B] (summed over members), as the embeddings lay their outputs out
+            d_flat_t = torch.bmm(effective[:, : F * d], dz.transpose(1, 2))
+            self.embedding.backward(cache, d_flat_t, grads[0], grads[1], grads[2])
         if self.categories is not None:  # its rows are the first layer's last
             start = weight.shape[1] - self.categories.out
             d_weight = grads[3 if self.embedding is not None else 0]
