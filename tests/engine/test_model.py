@@ -237,6 +237,28 @@ def test_the_embedded_columns_reach_the_first_layer_without_a_copy():
     assert flat.data_ptr() == cache.embedded.data_ptr()  # the same memory, read transposed
 
 
+def test_predictions_of_a_wide_embedding_come_in_chunks_within_the_memory_budget(monkeypatch):
+    # A chunk of 65,536 rows through 5 fold-models with embeddings on 32 columns held 2 GB at
+    # once; predict sizes its chunks by what a forward pass holds (`rows_within`).
+    from sweeps.engine import model as model_module
+    model = StackedMLP.init([0, 1, 2], n_in=34, n_out=2, depth=2, width=16, n_numeric=32, embedding=(16, 0.5, 16))
+    x = torch.randn(3, 5000, 34)
+    whole = model.combine(model.forward(x)[0], True)
+    seen = []
+    forward = StackedMLP.forward
+    monkeypatch.setattr(StackedMLP, "forward", lambda self, x, *a: seen.append(x.shape[1]) or forward(self, x, *a))
+    monkeypatch.setattr(model_module, "PREDICT_BYTES", 4 * 2**20, raising=False)
+    out = model.predict(x)
+    # per row: 34 inputs, the first layer's 32*16 embedded + 2 other, 2 hidden layers of 16, and
+    # 32*32 cos and sin, for 3 folds
+    per_row = 4 * 3 * (34 + 32 * 16 + 2 + 2 * 16 + 32 * 32)
+    assert max(seen) == 4 * 2**20 // per_row and sum(seen) == 5000
+    torch.testing.assert_close(out, whole, rtol=1e-5, atol=1e-5)
+    seen.clear()
+    model.predict(x, chunk=100)  # a smaller chunk asked for is kept
+    assert max(seen) == 100
+
+
 def test_combined_prediction_is_the_members_mean():
     model = StackedMLP.init([3], n_in=5, n_out=3, depth=1, width=8, members=4)
     x = torch.randn(1, 10, 5)

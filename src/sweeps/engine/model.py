@@ -35,6 +35,11 @@ from sweeps.engine.dropout import backward_scale, drop
 from sweeps.engine.embeddings import Periodic
 
 
+# The transient memory of one chunk of predictions (`StackedMLP.predict`): a big table is
+# predicted in as many chunks as this takes, whatever the caller's chunk.
+PREDICT_BYTES = 256 * 2**20
+
+
 @dataclass
 class Cache:
     """What the forward pass keeps for the backward pass."""
@@ -475,8 +480,21 @@ class StackedMLP:
 
         With members: the combined prediction (`combine`); a single member's are its logits.
         """
+        chunk = self.rows_within(PREDICT_BYTES, chunk, x.shape[2])
         parts = [self.combine(self.forward(x[:, i:i + chunk])[0], classification)
                  for i in range(0, max(x.shape[1], 1), chunk)]
         return torch.cat(parts, dim=1)
+
+    def rows_within(self, budget: int, chunk: int, n_in: int) -> int:
+        """At most `chunk` rows, fewer where a forward pass over them would hold more than `budget`
+        bytes: the input, the first layer's input parts, the embeddings' cos and sin, and two
+        hidden activations, for all k fold-models and E members. With the embeddings on 32
+        columns (16 frequencies) of 5 folds, 65,536 rows took 2 GB at once."""
+        width = self.weights[0].shape[2]
+        floats = n_in + self.weights[0].shape[1] + 2 * self.members * width
+        if self.embedding is not None:
+            F, n, _ = self.embedding.shape
+            floats += F * 2 * n
+        return max(1, min(chunk, budget // (4 * self.k * floats)))
 
 
