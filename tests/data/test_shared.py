@@ -165,7 +165,9 @@ def test_one_copy_of_the_rows_whatever_the_folds(adult_path):
     design = len(dataset.y) * shared.n_features * 4  # the whole table, preprocessed, as float32
     assert copied >= 5 * len(dataset.dev) * shared.n_features * 4  # k copies of every development row
     assert rows < design / 2  # values, grid positions and category codes: less than half a preprocessed copy
-    numbers = shared.X_train.rows.numel() * 8 + shared.X_val.rows.numel() * 8
+    # each fold's row numbers, int32: 4 bytes per row and fold (int64 took twice that)
+    assert shared.X_train.rows.dtype == shared.X_val.rows.dtype == torch.int32
+    numbers = shared.X_train.rows.numel() * 4 + shared.X_val.rows.numel() * 4
     assert rows + numbers < copied / 3
     # What each fold fitted does not grow with the rows: probabilities on a grid of at most
     # k x 1,000 quantiles per ranked column, medians, scales, the category lookups.

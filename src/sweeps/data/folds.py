@@ -213,8 +213,10 @@ def _stack(dataset: Dataset, splits: list[tuple[np.ndarray, np.ndarray]], seed: 
 
     if shared:
         source = make_shared(dataset, preps, device)
-        X_train = FoldRows(source, stack(rows_train, torch.int64))
-        X_val = FoldRows(source, stack(rows_val, torch.int64))
+        # int32 row numbers where they fit: half the memory of int64 (60 MB at 3M rows, 5 folds)
+        numbers = torch.int32 if len(dataset.y) < 2**31 else torch.int64
+        X_train = FoldRows(source, stack(rows_train, numbers))
+        X_val = FoldRows(source, stack(rows_val, numbers))
     else:
         # Each fold's rows are preprocessed straight into their place in the stack: the copies
         # are the only full-size arrays made. One-hot encoders fitted on different training

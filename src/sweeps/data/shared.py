@@ -193,7 +193,7 @@ class FoldRows:
     """Row numbers of each fold into `SharedRows`: indexed like a `[k, rows, features]` tensor."""
 
     def __init__(self, source: SharedRows, rows: torch.Tensor) -> None:
-        self.source, self.rows = source, rows  # rows: [k, n] int64; fold f uses source's fitted fold f
+        self.source, self.rows = source, rows  # rows: [k, n] int32 (int64 past 2**31 rows); fold f uses fitted fold f
 
     @property
     def shape(self) -> torch.Size:
