@@ -167,6 +167,7 @@ def test_one_copy_of_the_rows_whatever_the_folds(adult_path):
     assert rows < design / 2  # values, grid positions and category codes: less than half a preprocessed copy
     # each fold's row numbers, int32: 4 bytes per row and fold (int64 took twice that)
     assert shared.X_train.rows.dtype == shared.X_val.rows.dtype == torch.int32
+    assert all(r.dtype == np.int32 for r in shared.train_rows + shared.val_rows + copies.train_rows)
     numbers = shared.X_train.rows.numel() * 4 + shared.X_val.rows.numel() * 4
     assert rows + numbers < copied / 3
     # What each fold fitted does not grow with the rows: probabilities on a grid of at most
