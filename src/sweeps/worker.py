@@ -21,8 +21,8 @@ from sweeps import _args, _cli
 from sweeps.data.cache import cached_folds
 from sweeps.store import candidates, record
 from sweeps.store.storage import describe, open_storage
-from sweeps.sweep.objective import make_objective
 from sweeps.sweep.children import LAUNCHER_PID
+from sweeps.sweep.objective import make_objective
 from sweeps.sweep.search import default_pruner, default_sampler
 from sweeps.sweep.workers import WorkerJob, optimize_until, round_tasks, serve
 

@@ -136,11 +136,6 @@ def fit_preprocessing(dataset: Dataset, rows: np.ndarray, scaling: str = "standa
     return Preprocessing.fit(dataset.X, y, scaling, rows=rows)
 
 
-def index_dtype(n_rows: int) -> type:
-    """The integer type of row numbers into a table of `n_rows` rows: int32 where they fit."""
-    return np.int32 if n_rows < 2**31 else np.int64
-
-
 def make_folds(dataset: Dataset, folds: int, seed: int, device: torch.device | str = "cpu",
                train_fraction: float = 1.0, scaling: str = "standard", layout: str | None = None) -> Folds:
     """Preprocess each fold on its own training part and stack all folds on `device`.
@@ -187,6 +182,8 @@ def _stack(dataset: Dataset, splits: list[tuple[np.ndarray, np.ndarray]], seed: 
     classification = dataset.classes is not None
     shared = layout == "shared"
     rows_train, rows_val = [], []  # the padded row numbers per fold
+    # int32 row numbers where they fit: half the memory of int64 (60 MB per copy at 3M rows, 5 folds)
+    numbers = np.int32 if len(dataset.y) < 2**31 else np.int64
 
     y_train, w_train, y_val, w_val, stds, preps = [], [], [], [], [], []
     val_groups, importance, target_X = [], [], []
@@ -195,8 +192,8 @@ def _stack(dataset: Dataset, splits: list[tuple[np.ndarray, np.ndarray]], seed: 
         prep = preps[0] if same_rows else fit_preprocessing(dataset, train, scaling)
         preps.append(prep)
         top_up = rng.choice(train, n_train - len(train), replace=False) if n_train > len(train) else []
-        rows_train.append(np.concatenate([train, top_up]).astype(np.int64))
-        rows_val.append(np.concatenate([val, np.full(n_val - len(val), val[0] if len(val) else 0)]).astype(np.int64))
+        rows_train.append(np.concatenate([train, top_up]).astype(numbers))
+        rows_val.append(np.concatenate([val, np.full(n_val - len(val), val[0] if len(val) else 0)]).astype(numbers))
         if layout == "auto":  # decided on the first fold's width: the copies' size against the bound
             copies = len(splits) * (n_train + n_val) * prep.n_features * 4
             layout = "shared" if copies > SHARED_ABOVE_BYTES else "copies"
@@ -213,15 +210,13 @@ def _stack(dataset: Dataset, splits: list[tuple[np.ndarray, np.ndarray]], seed: 
             y_val.append(prep.target(dataset.y[rows_val[-1]]))
         stds.append(prep.y_std)
 
-    def stack(arrays: list, dtype: torch.dtype) -> torch.Tensor:
+    def stack(arrays: list, dtype: torch.dtype | None) -> torch.Tensor:
         return torch.as_tensor(np.stack(arrays), dtype=dtype, device=device).contiguous()
 
     if shared:
         source = make_shared(dataset, preps, device)
-        # int32 row numbers where they fit: half the memory of int64 (60 MB at 3M rows, 5 folds)
-        numbers = torch.from_numpy(np.empty(0, index_dtype(len(dataset.y)))).dtype
-        X_train = FoldRows(source, stack(rows_train, numbers))
-        X_val = FoldRows(source, stack(rows_val, numbers))
+        X_train = FoldRows(source, stack(rows_train, None))  # their own type: int32 where it fits
+        X_val = FoldRows(source, stack(rows_val, None))
     else:
         # Each fold's rows are preprocessed straight into their place in the stack: the copies
         # are the only full-size arrays made. One-hot encoders fitted on different training
@@ -256,9 +251,8 @@ def _stack(dataset: Dataset, splits: list[tuple[np.ndarray, np.ndarray]], seed: 
         val_weight=stack(w_val, torch.float32),
         target_std=torch.tensor(stds, dtype=torch.float32, device=device),
         n_outputs=len(dataset.classes) if classification else 1,
-        # int32 where they fit, as the shared layout's row numbers: half the memory of int64
-        train_rows=[train.astype(index_dtype(len(dataset.y))) for train, _ in splits],
-        val_rows=[val.astype(index_dtype(len(dataset.y))) for _, val in splits],
+        train_rows=[train.astype(numbers) for train, _ in splits],
+        val_rows=[val.astype(numbers) for _, val in splits],
         n_numeric=prep.n_numeric,
         preprocessings=preps,
         val_groups=stack(val_groups, torch.int64) if dataset.groups is not None else None,

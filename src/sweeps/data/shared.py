@@ -260,14 +260,14 @@ def make_shared(dataset, preps: list[Preprocessing], device: torch.device | str)
     lengths = np.array([len(g) for g in grids], np.int64)
     for i, (j, grid) in enumerate(zip(rank_columns, grids)):
         # A column at a time, a block of rows at a time: the search's temporaries stay small.
-        values, on_grid = column(j), torch.from_numpy(padded_grids[i][:, None])
+        values = column(j)
+        on_grid, length = torch.from_numpy(padded_grids[i][:, None]), torch.from_numpy(lengths[i:i + 1])
         for start in range(0, n_rows, POSITION_ROWS):
             x = torch.from_numpy(values[start:start + POSITION_ROWS, None])
-            g = grid_positions(on_grid, torch.from_numpy(lengths[i:i + 1]), x)
+            g = grid_positions(on_grid, length, x)
             grid_index[start:start + POSITION_ROWS, i] = g[:, 0].numpy()
             if not whole_rows:
-                grid_frac[start:start + POSITION_ROWS, i] = grid_fraction(on_grid, torch.from_numpy(lengths[i:i + 1]),
-                                                                          g, x)[:, 0].numpy()
+                grid_frac[start:start + POSITION_ROWS, i] = grid_fraction(on_grid, length, g, x)[:, 0].numpy()
         padded = padded_grids[i]
         for f, prep in enumerate(preps):
             if not ranked[f, j]:
