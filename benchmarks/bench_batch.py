@@ -1,6 +1,7 @@
 """A whole sweep with several trials per stack: wall time and best CV loss, against one trial at a time.
 
-    python benchmarks/bench_batch.py [--seeds 0,1,2] [--trials 100] [--batches 1,8] [--json results.jsonl]
+    python benchmarks/bench_batch.py [--seeds 0,1,2] [--trials 100] [--batches 1,8] [--space shipped|small]
+                                     [--json results.jsonl]
 
 For each seed: the shipped studies/digits.py (same space, folds, epochs, patience) run for
 `--trials` trials with `run_study(batch=P)` for each P, in one process, one after another.
@@ -12,6 +13,7 @@ and how far each best lies from P=1's best, in P=1's standard errors.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
 import statistics
@@ -31,8 +33,15 @@ from sweeps.data.dataset import load_dataset  # noqa: E402
 from sweeps.sweep.optimize import run_study  # noqa: E402
 
 
-def sweep(seed: int, trials: int, batch: int) -> dict:
+# The shipped digits space with only small nets (one or two layers of 16-64 units): the regime
+# where a step is dispatch, which trials in one stack share (`--space small`).
+SMALL_NETS = dict(depth=(1, 2), width=(16, 64))
+
+
+def sweep(seed: int, trials: int, batch: int, space: str = "shipped") -> dict:
     spec = base_study("digits", seed, trials)
+    if space == "small":
+        spec = spec.replace(space=dataclasses.replace(spec.space, **SMALL_NETS))
     dataset = load_dataset(spec)
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
@@ -51,6 +60,8 @@ def main() -> None:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--trials", type=int, default=100)
     p.add_argument("--batches", default="1,8")
+    p.add_argument("--space", choices=("shipped", "small"), default="shipped",
+                   help="small: the same study with depth 1-2 and width 16-64 (where a stack of trials pays)")
     p.add_argument("--json", help="append results as JSON lines")
     args = p.parse_args()
     quiet_optuna()
@@ -58,14 +69,15 @@ def main() -> None:
     runs: dict[int, dict[int, dict]] = {}
     for seed in (int(s) for s in args.seeds.split(",")):
         for batch in batches:
-            result = sweep(seed, args.trials, batch)
+            result = sweep(seed, args.trials, batch, args.space)
             runs.setdefault(batch, {})[seed] = result
             print(json.dumps(result), file=sys.stderr, flush=True)
             if args.json:
                 with open(args.json, "a") as f:
                     f.write(json.dumps(result) + "\n")
     base = runs[batches[0]]
-    print(f"\nstudies/digits.py, {args.trials} trials, seeds {args.seeds}; torch {torch.__version__}, "
+    space = "" if args.space == "shipped" else f" with depth {SMALL_NETS['depth']}, width {SMALL_NETS['width']}"
+    print(f"\nstudies/digits.py{space}, {args.trials} trials, seeds {args.seeds}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; medians over seeds\n")
     print(f"| P | sweep wall time | x P={batches[0]} | best CV loss | best - P={batches[0]}'s best (in its SE) "
           "| pruned |")

@@ -87,8 +87,8 @@ def parser() -> argparse.ArgumentParser:
                         "folds' noise (as Study(stop=\"converged\")); --n-trials and --timeout stay caps")
     p.add_argument("--until-converged", action="store_true", help="the same as --stop converged (its older name)")
     p.add_argument("--batch", type=int, metavar="P",
-                   help="ask the sampler for P trials at a time and train those of one shape in one stack "
-                        "(default: measured; docs: searching)")
+                   help="train up to P trials at once, those of one shape in one stack, each slot refilled "
+                        "as soon as its trial ends (default: measured; docs: searching)")
     p.add_argument("--reproducible", action="store_true",
                    help="with --workers: ask and tell in fixed rounds of N trials, so that the same study file "
                         "and seed give the same trials and values whatever the timing (slower: each round "

@@ -107,3 +107,4 @@ def test_gradient_clipping_measures_the_trained_tensors_alone():
     optimizer.clip(1.0)
     torch.testing.assert_close(optimizer.grads[1], torch.tensor([[0.3, 0.0, 0.4], [0.6, 0.0, 0.8]]),
                                rtol=0, atol=1e-5)  # under the limit: as it was; over: scaled to norm 1
+

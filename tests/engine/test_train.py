@@ -162,23 +162,31 @@ def test_trials_with_embeddings_and_members_train_in_one_stack_as_alone(digits_f
             torch.testing.assert_close(w_group, w_alone, rtol=1e-4, atol=1e-5)
 
 
-def test_a_batch_is_grouped_by_shape_and_close_widths():
-    from sweeps.sweep.objective import _groups
+def test_slots_group_trials_by_shape_and_close_widths(digits_folds):
+    import dataclasses
+    from types import SimpleNamespace
+
+    from sweeps.sweep.slots import Slots
 
     def config(depth, width):
         return NetConfig(depth, width, 0.0, 1e-4, 1e-3, batch_size=64)
 
-    ready = [(name, config(depth, width)) for name, depth, width in
-             [("a", 2, 512), ("b", 2, 16), ("c", 2, 64), ("d", 2, 100), ("e", 1, 32), ("f", 2, 300), ("g", 2, 32)]]
-    groups = [sorted(name for name, _ in group) for group in _groups(ready)]
-    # small widths share a stack whatever their ratio; wider ones only with widths within 2x; depth splits
-    assert sorted(groups) == [["a", "f"], ["b", "c", "g"], ["d"], ["e"]]
-    # what sets an epoch's length (re-sampling) or which tensors step (freeze) splits a group too
-    import dataclasses
-
-    odd = [("h", dataclasses.replace(config(2, 16), resampling="over")),
-           ("i", dataclasses.replace(config(2, 16), freeze=1)), ("j", config(2, 16))]
-    assert sorted(sorted(n for n, _ in group) for group in _groups(odd)) == [["h"], ["i"], ["j"]]
+    trainer = SimpleNamespace(folds=digits_folds, init=None, spec=SimpleNamespace(max_epochs=2, patience=None))
+    slots = Slots(None, trainer, None, [])
+    shapes = [("a", config(2, 512)), ("b", config(2, 16)), ("c", config(2, 64)), ("d", config(2, 100)),
+              ("e", config(1, 32)), ("f", config(2, 300)), ("g", config(2, 32)), ("h", config(2, 128)),
+              # what sets an epoch's length (re-sampling) or which tensors step (freeze) splits a group too
+              ("i", dataclasses.replace(config(2, 16), resampling="over")),
+              ("j", dataclasses.replace(config(2, 16), class_weight="balanced"))]
+    for name, c in shapes:
+        stack, trials = slots._stack_for(c)
+        [index] = stack.add([c], [0])
+        trials[index] = name
+    groups = sorted(sorted(trials.values()) for _, trials in slots.stacks)
+    # small widths share a stack whatever their ratio; wider ones only with their own width; depth splits
+    assert groups == [["a"], ["b", "c", "g", "j"], ["d"], ["e"], ["f"], ["h"], ["i"]]
+    stack, _ = slots._stack_for(config(2, 300))
+    assert stack.configs[0].width == 300  # an equal width joins its stack
 
 
 def test_huber_trials_train_in_one_stack_as_alone_and_are_scored_by_squared_error():

@@ -9,10 +9,11 @@ import numpy as np
 import optuna
 import pytest
 from optuna.distributions import FloatDistribution, IntDistribution
+from optuna.trial import TrialState
 
 from sweeps.sweep import pruners
 from sweeps.results.export import one_standard_error
-from sweeps.sweep.pruners import AnyPruner, FoldPairedPruner
+from sweeps.sweep.pruners import AfterStartup, AnyPruner, FoldPairedPruner
 from sweeps.sweep.search import converged
 from sweeps.engine.config import NetConfig
 from sweeps.engine.scores import honest_cv
@@ -180,3 +181,49 @@ def test_after_startup_asks_its_pruner_every_time_but_prunes_only_once_enough_tr
     assert pruner.prune(study, frozen) and pruner.last_pruner == "Always"
     with pytest.raises(ValueError):
         pruners.AfterStartup(Always(), n_startup_trials=-1)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=5, reduction_factor=4),
+    lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=2, reduction_factor=3, min_early_stopping_rate=1),
+    lambda: optuna.pruners.SuccessiveHalvingPruner(),  # "auto": always asked
+    lambda: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=3, interval_steps=2),
+    lambda: optuna.pruners.PercentilePruner(60.0, n_startup_trials=1, n_warmup_steps=0),
+    lambda: AfterStartup(optuna.pruners.SuccessiveHalvingPruner(min_resource=3, reduction_factor=2), 2),
+    lambda: AnyPruner(optuna.pruners.MedianPruner(n_warmup_steps=4), optuna.pruners.NopPruner()),
+])
+def test_a_pruner_is_skipped_only_at_epochs_where_it_cannot_prune(make):
+    """Skipping `should_prune` where `may_prune_at` says False changes no decision: on real
+    studies of noisy curves, asked at every epoch, the pruner prunes only where it says it may."""
+    from sweeps.sweep.pruners import may_prune_at
+
+    pruner = make()
+    study = optuna.create_study(pruner=pruner)
+    rng = np.random.default_rng(0)
+    pruned_at = []
+    for _ in range(25):
+        trial = study.ask()
+        level, value = rng.uniform(0.2, 2.0), None
+        for epoch in range(1, 41):
+            value = level * (1 + 1 / epoch) + rng.normal(0, 0.05)
+            trial.report(value, epoch)
+            if trial.should_prune():
+                assert may_prune_at(pruner, epoch), f"pruned at epoch {epoch}, which may_prune_at skips"
+                pruned_at.append(epoch)
+                study.tell(trial, state=TrialState.PRUNED)
+                break
+        else:
+            study.tell(trial, value)
+    if not isinstance(pruner, optuna.pruners.SuccessiveHalvingPruner) or pruner._min_resource != "auto":
+        assert pruned_at  # the check above was exercised
+    skipped = [e for e in range(1, 41) if not may_prune_at(pruner, e)]
+    assert skipped or type(pruner) is optuna.pruners.PercentilePruner or pruner._min_resource is None
+
+
+def test_successive_halving_is_asked_at_its_rungs_only():
+    from sweeps.sweep.pruners import may_prune_at
+
+    default = AfterStartup(optuna.pruners.SuccessiveHalvingPruner(min_resource=5, reduction_factor=4), 5)
+    assert [e for e in range(1, 100) if may_prune_at(default, e)] == [5, 20, 80]
+    median = optuna.pruners.MedianPruner(n_warmup_steps=2, interval_steps=3)
+    assert [e for e in range(1, 12) if may_prune_at(median, e)] == [2, 5, 8, 11]

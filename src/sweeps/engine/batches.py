@@ -24,15 +24,16 @@ from sweeps.engine.seeds import seeds_for
 
 
 class EpochRows:
-    """The rows of every epoch of a training run (one per `train_trials` call)."""
+    """The rows of every epoch of a stack in training (`stack.Stack`; `add` as trials join)."""
 
     def __init__(self, folds: Folds, configs: list[NetConfig], seeds: list[int], positions: Positions) -> None:
         self.folds, self.configs, self.positions = folds, configs, positions
         device = folds.X_train.device
+        self.device = device
         self.batch_size = configs[0].batch_size
-        self.batch_rngs = [torch.Generator().manual_seed(r) for s in seeds for r in seeds_for(s, folds.fold_ids,
-                                                                                                 "batches")]
-        self.noise_rngs = [torch.Generator(device=device).manual_seed(seeds_for(s, [0], "noise")[0]) for s in seeds]
+        self.batch_rngs: list[torch.Generator] = []  # per position
+        self.noise_rngs: list[torch.Generator] = []  # per trial
+        self.add(seeds)
         resampling = configs[0].resampling
         self.resampling = resampling if folds.classification and resampling != "none" else None
         self.rows = folds.X_train.shape[1]  # an epoch's rows per position
@@ -41,6 +42,19 @@ class EpochRows:
             self.per_class = epoch_class_size(self.resampling, folds.split_class_counts)
             self.rows = self.per_class * folds.n_outputs
         self.n_steps = math.ceil(self.rows / self.batch_size)
+
+    def add(self, seeds: list[int]) -> None:
+        """The random streams of trials that join the stack (seeded as they would be alone)."""
+        self.batch_rngs += [torch.Generator().manual_seed(r) for s in seeds
+                            for r in seeds_for(s, self.folds.fold_ids, "batches")]
+        self.noise_rngs += [torch.Generator(device=self.device).manual_seed(seeds_for(s, [0], "noise")[0])
+                            for s in seeds]
+
+    def release(self, trial: int, positions: list[int]) -> None:
+        """A finished trial's random streams, dropped."""
+        for p in positions:
+            self.batch_rngs[p] = None
+        self.noise_rngs[trial] = None
 
     def epoch(self) -> Epoch:
         """The next epoch's rows for the live positions (draws from their generators)."""

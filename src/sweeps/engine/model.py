@@ -207,7 +207,8 @@ class StackedMLP:
                 tensors.append(torch.nn.functional.pad(t, pad) if pad and grow else t)
             padded.append(tensors)
         merged = [torch.cat(column) for column in zip(*padded)]
-        dropout = torch.cat([torch.full((s.k,), float(s.dropout)) for s in stacks])
+        dropout = torch.cat([s.dropout if torch.is_tensor(s.dropout) else torch.full((s.k,), float(s.dropout))
+                             for s in stacks])
         return stacks[0]._with(merged, dropout)
 
     def crop(self, width: int, dropout: float) -> StackedMLP:

@@ -49,55 +49,69 @@ class StackedAdamW:
     def __init__(self, params: list[torch.Tensor], lr: float, weight_decay: float,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  no_decay: list[bool] | None = None, segments: list[tuple[int, float, float, float]] | None = None,
-                 frozen: list[bool] | None = None) -> None:
+                 frozen: list[bool] | None = None, steps: list[list[torch.Tensor]] | None = None) -> None:
         """`segments`: stack positions trained with their own settings (trials trained together),
-        as (positions, lr, weight_decay, beta2) in stack order; one kernel call each."""
+        as (positions, lr, weight_decay, beta2) in stack order; one kernel call each. `steps`:
+        each segment's step counters (one per tensor; AdamW's bias correction), which a trial
+        keeps when it shares the stack with trials that started before it (fresh ones if None)."""
         self.params = params
         self.grads = [torch.zeros_like(p) for p in params]
         self.exp_avgs = [torch.zeros_like(p) for p in params]
         self.exp_avg_sqs = [torch.zeros_like(p) for p in params]
-        self.steps = [torch.zeros((), dtype=torch.float32, device=p.device) for p in params]
         self.lr, self.weight_decay, self.betas, self.eps = lr, weight_decay, betas, eps
         self.no_decay = list(no_decay) if no_decay is not None else [False] * len(params)
         self.segments = segments or [(params[0].shape[0], lr, weight_decay, betas[1])]
+        self.steps = steps if steps is not None else [new_steps(params) for _ in self.segments]
         self.fused = hasattr(torch, "_fused_adamw_") and params[0].device.type in ("cpu", "cuda")
         self.frozen = list(frozen) if frozen is not None else [False] * len(params)
         trained = [i for i, f in enumerate(self.frozen) if not f]
         split = any(self.no_decay[i] for i in trained) and any(wd for _, _, wd, _ in self.segments)
         self._groups = ([[i for i in trained if not self.no_decay[i]], [i for i in trained if self.no_decay[i]]]
                         if split else [trained])
+        self._calls: tuple[list, list[torch.Tensor]] | None = None  # `_kernel_calls`, made at the first step
 
     def step(self, lr_factor: float | list[float] = 1.0) -> None:
         """One AdamW step; `lr_factor` per segment (a schedule of its own each) or one for all."""
         beta1 = self.betas[0]
         factors = lr_factor if isinstance(lr_factor, list) else [lr_factor] * len(self.segments)
-        one = len(self.segments) == 1
+        calls, counters = self._kernel_calls()
         if self.fused:
-            torch._foreach_add_(self.steps, 1)
-        start = 0
-        for (count, lr, weight_decay, beta2), factor in zip(self.segments, factors):
-            rows = slice(start, start + count)
-            start += count
-            for g, members in enumerate(self._groups):
-                decay = weight_decay if g == 0 else 0.0
-                every = len(members) == len(self.params)  # no decay split, nothing frozen: the lists as they are
-                if one and every:
-                    params, grads, avgs, sqs = self.params, self.grads, self.exp_avgs, self.exp_avg_sqs
-                else:  # slices along the stack: contiguous views, updated in place
-                    params, grads, avgs, sqs = ([t[i][rows] for i in members] for t in (
-                        self.params, self.grads, self.exp_avgs, self.exp_avg_sqs))
-                steps = self.steps if every else [self.steps[i] for i in members]
-                if self.fused:
-                    torch._fused_adamw_(params, grads, avgs, sqs, [], steps, lr=lr * factor, beta1=beta1,
-                                        beta2=beta2, weight_decay=decay, eps=self.eps, amsgrad=False, maximize=False)
-                else:
-                    # The functional form counts steps itself: give it copies, the shared count moves below.
-                    with torch.no_grad():
-                        functional_adamw(params, grads, avgs, sqs, [], [s.clone() for s in steps], foreach=True,
-                                         lr=lr * factor, beta1=beta1, beta2=beta2, weight_decay=decay, eps=self.eps,
-                                         amsgrad=False, maximize=False)
+            torch._foreach_add_(counters, 1)
+        for segment, decay, (params, grads, avgs, sqs), steps in calls:
+            _, lr, _, beta2 = self.segments[segment]
+            lr = lr * factors[segment]
+            if self.fused:
+                torch._fused_adamw_(params, grads, avgs, sqs, [], steps, lr=lr, beta1=beta1, beta2=beta2,
+                                    weight_decay=decay, eps=self.eps, amsgrad=False, maximize=False)
+            else:
+                # The functional form counts steps itself: give it copies, the shared count moves below.
+                with torch.no_grad():
+                    functional_adamw(params, grads, avgs, sqs, [], [s.clone() for s in steps], foreach=True, lr=lr,
+                                     beta1=beta1, beta2=beta2, weight_decay=decay, eps=self.eps, amsgrad=False,
+                                     maximize=False)
         if not self.fused:
-            torch._foreach_add_(self.steps, 1)
+            torch._foreach_add_(counters, 1)
+
+    def _kernel_calls(self) -> tuple[list, list[torch.Tensor]]:
+        """What each kernel call of a step updates: per segment and weight-decay group, (segment,
+        decay, the lists of tensors, the step counters), and every counter. Made once: the
+        slices along the stack are views of tensors that are only ever updated in place."""
+        if self._calls is None:
+            one, calls, start = len(self.segments) == 1, [], 0
+            for segment, ((count, _, weight_decay, _), counters) in enumerate(zip(self.segments, self.steps)):
+                rows = slice(start, start + count)
+                start += count
+                for g, members in enumerate(self._groups):
+                    every = len(members) == len(self.params)  # no decay split, nothing frozen: the lists as they are
+                    if one and every:
+                        lists = (self.params, self.grads, self.exp_avgs, self.exp_avg_sqs)
+                    else:  # slices along the stack: contiguous views, updated in place
+                        lists = tuple([t[i][rows] for i in members] for t in (
+                            self.params, self.grads, self.exp_avgs, self.exp_avg_sqs))
+                    steps = counters if every else [counters[i] for i in members]
+                    calls.append((segment, weight_decay if g == 0 else 0.0, lists, steps))
+            self._calls = (calls, [c for counters in self.steps for c in counters])
+        return self._calls
 
     def clip(self, max_norm: float | torch.Tensor) -> None:
         """Scale each fold-model's gradient down to norm `max_norm` where it is larger (one limit
@@ -112,11 +126,28 @@ class StackedAdamW:
             g.mul_(factor.view(k, *([1] * (g.ndim - 1))))
 
     def select(self, params: list[torch.Tensor], index: torch.Tensor,
-               segments: list[tuple[int, float, float, float]] | None = None) -> StackedAdamW:
-        """The optimizer of a smaller stack (`params`, the folds at `index`), state carried over."""
+               segments: list[tuple[int, float, float, float]] | None = None,
+               steps: list[list[torch.Tensor]] | None = None) -> StackedAdamW:
+        """The optimizer of a smaller stack (`params`, the folds at `index`), state carried over.
+        `steps`: the kept segments' counters (None: every segment started with the first)."""
+        if steps is None:
+            steps = [[s.clone() for s in self.steps[0]] for _ in (segments or [None])]
         smaller = StackedAdamW(params, self.lr, self.weight_decay, self.betas, self.eps, self.no_decay, segments,
-                               self.frozen)
+                               self.frozen, steps)
         smaller.exp_avgs = [m[index] for m in self.exp_avgs]
         smaller.exp_avg_sqs = [v[index] for v in self.exp_avg_sqs]
-        smaller.steps = [s.clone() for s in self.steps]  # all folds started together
         return smaller
+
+    def grown(self, params: list[torch.Tensor], exp_avgs: list[torch.Tensor], exp_avg_sqs: list[torch.Tensor],
+              segments: list[tuple[int, float, float, float]], steps: list[list[torch.Tensor]]) -> StackedAdamW:
+        """The optimizer of a bigger stack (trials joined it): `exp_avgs`/`exp_avg_sqs` are this
+        one's moments, padded to the new width and followed by zeros for the new positions."""
+        bigger = StackedAdamW(params, self.lr, self.weight_decay, self.betas, self.eps, self.no_decay, segments,
+                              self.frozen, steps)
+        bigger.exp_avgs, bigger.exp_avg_sqs = exp_avgs, exp_avg_sqs
+        return bigger
+
+
+def new_steps(params: list[torch.Tensor]) -> list[torch.Tensor]:
+    """A segment's step counters, one per tensor, at 0."""
+    return [torch.zeros((), dtype=torch.float32, device=p.device) for p in params]

@@ -2,7 +2,8 @@
 
 The stack is trial-major: trial 0's k folds, then trial 1's, and so on. Positions leave the
 stack when their fold stops or their trial ends (`drop`), and everything held per position
-(weights, optimizer state, row orders) is sliced alike with the index `drop` returns.
+(weights, optimizer state, row orders) is sliced alike with the index `drop` returns. Trials
+that join a stack in training (`add`) take the next positions, after the live ones.
 """
 
 from __future__ import annotations
@@ -15,9 +16,19 @@ import torch
 class Positions:
     def __init__(self, trials: int, k: int, device: torch.device) -> None:
         self.k, self.device = k, device
-        self.owner = [t for t in range(trials) for _ in range(k)]
-        self.fold_of = [f for _ in range(trials) for f in range(k)]
-        self.live = list(range(trials * k))  # positions still in the stack, in stack order
+        self.owner: list[int] = []
+        self.fold_of: list[int] = []
+        self.live: list[int] = []  # positions still in the stack, in stack order
+        self.add(trials)
+
+    def add(self, trials: int) -> list[int]:
+        """`trials` more trials join the stack, after the live positions; returns their positions."""
+        first = len(self.owner) // self.k
+        new = list(range(len(self.owner), len(self.owner) + trials * self.k))
+        self.owner += [t for t in range(first, first + trials) for _ in range(self.k)]
+        self.fold_of += [f for _ in range(trials) for f in range(self.k)]
+        self.live += new
+        return new
 
     def index(self, positions: list[int]) -> torch.Tensor:
         return torch.tensor(positions, device=self.device)

@@ -19,37 +19,35 @@ from sweeps.engine.positions import Positions
 
 
 class RowWeights:
+    """The row weights of a stack's live positions (`configs` grows as trials join the stack)."""
+
     def __init__(self, folds: Folds, configs: list[NetConfig], positions: Positions) -> None:
-        owner, fold_of = positions.owner, positions.fold_of
-        self.positions = positions
+        self.folds, self.configs, self.positions = folds, configs, positions
         self.members = configs[0].ensemble
-        balanced = class_weights(folds) if folds.classification else None
-        self.validation_classes = balanced[fold_of] if configs[0].balanced_validation and balanced is not None \
-            else None  # [positions, classes]
-        self.balanced_classes = balanced if configs[0].balanced_validation else None  # [k, classes], final scores
-        weighted = [c.class_weight == "balanced" for c in configs]
-        self.classes = None  # [positions, classes]
-        if balanced is not None and any(weighted):
-            self.classes = torch.stack([balanced[f] if weighted[t] else torch.ones_like(balanced[f])
-                                        for t, f in zip(owner, fold_of)])
-        self.importance = None  # [positions, n_train]
-        if configs[0].importance != "none":
-            if folds.train_importance is None:
-                raise ValueError("train_trials: importance weighting needs folds made with target rows")
-            self.importance = folds.train_importance[fold_of]
+        self.balanced = class_weights(folds) if folds.classification else None  # [k, classes]
+        self.balanced_classes = self.balanced if configs[0].balanced_validation else None  # final scores
+        if configs[0].importance != "none" and folds.train_importance is None:
+            raise ValueError("train_trials: importance weighting needs folds made with target rows")
 
     def epoch(self, order: torch.Tensor) -> EpochWeights:
         """The weights of an epoch whose rows are `order` [live positions, rows]."""
-        live_at = self.positions.index(self.positions.live)
-        classes = None if self.classes is None else self.classes[live_at]  # once per epoch, not per step
-        rows = None if self.importance is None else self.importance[live_at].gather(1, order)
+        owner, folds_now = self.positions.owner, self.positions.folds_now()
+        live = self.positions.live
+        classes = None  # [live positions, classes], once per epoch, not per step
+        if self.balanced is not None and any(self.configs[owner[p]].class_weight == "balanced" for p in live):
+            weighted = torch.tensor([self.configs[owner[p]].class_weight == "balanced" for p in live],
+                                    device=self.balanced.device)
+            classes = torch.where(weighted.unsqueeze(1), self.balanced[folds_now], 1.0)
+        rows = None
+        if self.configs[0].importance != "none":
+            rows = self.folds.train_importance[folds_now].gather(1, order)
         return EpochWeights(classes, rows, self.members)
 
     def validation(self) -> torch.Tensor | None:
         """The live positions' class weights for validation (None: plain)."""
-        if self.validation_classes is None:
+        if self.balanced_classes is None:
             return None
-        return self.validation_classes[self.positions.index(self.positions.live)]
+        return self.balanced_classes[self.positions.folds_now()]
 
 
 class EpochWeights:

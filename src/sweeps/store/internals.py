@@ -6,6 +6,8 @@ the reason. A new release that moves one of them breaks here, and only here
   storage's own calls (read one trial, send heartbeats, write a note's keys) take them.
 - Sweeps runs its own ask / heartbeat / tell step (a trial finished from the dashboard must
   not crash the sweep), and Optuna keeps the heartbeat thread of `study.optimize` private.
+- Optuna's pruners keep their settings private; reading them says at which epochs a built-in
+  pruner can act, so that a trial skips `should_prune` (a storage read) at the others.
 - optuna-dashboard's `save_note` reads every note of the study twice to version the one it
   writes: megabytes per trial in a 5,000-trial study. A trial's note is written once, so its
   keys (private to optuna-dashboard) are written directly.
@@ -63,3 +65,16 @@ def write_trial_note_keys(trial: optuna.Trial, body: str) -> bool:
         storage.set_study_system_attr(study, key, value)
     storage.set_study_system_attr(study, note_ver_key(trial._trial_id), 1)
     return True
+
+
+def halving_rungs(pruner: optuna.pruners.SuccessiveHalvingPruner) -> tuple[int, int] | None:
+    """(the first rung's epoch, the reduction factor) of a successive halving pruner; None while
+    its minimum resource is "auto" (estimated from the trials)."""
+    if not isinstance(pruner._min_resource, int):
+        return None
+    return pruner._min_resource * pruner._reduction_factor ** pruner._min_early_stopping_rate, pruner._reduction_factor
+
+
+def percentile_steps(pruner: optuna.pruners.PercentilePruner) -> tuple[int, int]:
+    """(warm-up steps, interval) of a median or percentile pruner."""
+    return pruner._n_warmup_steps, pruner._interval_steps

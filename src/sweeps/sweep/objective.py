@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 
 import optuna
-from optuna.trial import TrialState
 
 from sweeps.data.dataset import Dataset
 from sweeps.store import candidates, internals, notes, record
@@ -28,12 +27,12 @@ from sweeps.store.storage import explain as storage_explain, heartbeat_failure
 from sweeps.data.folds import Folds
 from sweeps.spec.study import Study
 from sweeps.sweep.trial import prepare, trial_seed
-from sweeps.engine.config import NetConfig, groupable
+from sweeps.engine.config import NetConfig
 from sweeps.engine.memory import available_memory, memory_needed
 from sweeps.engine.train import train_trials
 
 
-def _allocation_failure(error: BaseException) -> bool:
+def allocation_failure(error: BaseException) -> bool:
     if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError":
         return True
     text = str(error).lower()
@@ -49,7 +48,8 @@ def make_objective(spec: Study, folds: Folds, dataset: Dataset | None = None,
 
 
 class Trainer:
-    """Trials of one study in this process: the Optuna objective, one trial or a batch at a time.
+    """Trials of one study in this process: the Optuna objective (one trial at a time), and the
+    pieces `sweep.slots` trains many trials with.
 
     How a trial can end, and what is recorded:
     - complete: its value, and the evidence (record.write_trial);
@@ -101,7 +101,7 @@ class Trainer:
                     trial.report(mean_val_loss, step=epoch)
                 except optuna.exceptions.UpdateFinishedTrialError:
                     return FINISHED_ELSEWHERE  # its training stops; `finish` says so
-                prune = trial.should_prune()
+                prune = pruners.may_prune_at(trial.study.pruner, epoch) and trial.should_prune()
             if prune:
                 pruner = trial.study.pruner
                 name = getattr(pruner, "last_pruner", None) or type(pruner).__name__
@@ -119,30 +119,41 @@ class Trainer:
         """Train the trials' configurations together (they must be `groupable`)."""
         try:
             with stop.immediate():  # Ctrl+C / SIGTERM stop training at once
-                return train_trials(self.folds, configs, [trial_seed(self.spec.seed, t.number) for t in trials],
+                return train_trials(self.folds, configs, [self.seed(t) for t in trials],
                                     [self.hook(t) for t in trials], max_epochs=self.spec.max_epochs,
                                     patience=self.spec.patience, init=self.init)
-        except Terminated:
-            for trial in trials:
-                self.fail(trial, "terminated (SIGTERM); rerun to resume the study")
-            raise
-        except KeyboardInterrupt:
-            for trial in trials:
-                self.fail(trial, "interrupted (Ctrl+C); rerun to resume the study")
-            raise
-        except Exception as e:
-            if _allocation_failure(e):  # these configurations are too big; the next ones may fit
-                reason = f"out of memory while training: {type(e).__name__}: {str(e).splitlines()[0]}"
-                for trial in trials:
-                    self.fail(trial, reason)
-                raise TrialFailed(reason) from None
-            if storage_explain(e) is None:  # a storage that fails cannot take a reason either
-                for trial in trials:
-                    self.fail(trial, f"{type(e).__name__}: {e}")
+        except BaseException as e:
+            failed = self.training_failed(trials, e)
+            if failed is not None:
+                raise failed from None
             raise
         finally:
             for trial in trials:
                 pruners.forget(trial)
+
+    def seed(self, trial: optuna.Trial) -> int:
+        """The trial's training seed: from its number, so it trains the same however it is run."""
+        return trial_seed(self.spec.seed, trial.number)
+
+    def training_failed(self, trials: list[optuna.Trial], error: BaseException) -> TrialFailed | None:
+        """Record why training `trials` stopped with `error`: a `TrialFailed` to raise when the
+        study goes on (too little memory for them), None when `error` stops the study."""
+        if isinstance(error, Terminated):
+            for trial in trials:
+                self.fail(trial, "terminated (SIGTERM); rerun to resume the study")
+        elif isinstance(error, KeyboardInterrupt):
+            for trial in trials:
+                self.fail(trial, "interrupted (Ctrl+C); rerun to resume the study")
+        elif isinstance(error, Exception):
+            if allocation_failure(error):  # these configurations are too big; the next ones may fit
+                reason = f"out of memory while training: {type(error).__name__}: {str(error).splitlines()[0]}"
+                for trial in trials:
+                    self.fail(trial, reason)
+                return TrialFailed(reason)
+            if storage_explain(error) is None:  # a storage that fails cannot take a reason either
+                for trial in trials:
+                    self.fail(trial, f"{type(error).__name__}: {error}")
+        return None
 
     def finish(self, trial: optuna.Trial, result) -> float:
         """Record a trained trial; its value, or `TrialPruned` with the reason (`FinishedElsewhere`
@@ -195,60 +206,6 @@ class Trainer:
         [result] = self.train([trial], [config])
         return self.finish(trial, result)
 
-    # --- many trials in one stack ----------------------------------------------------------
-    def run_batch(self, trials: list[optuna.Trial]) -> list[tuple[optuna.Trial, TrialState, float | None]]:
-        """Train `trials` in as few stacks as their shapes allow; each trial's outcome, to tell."""
-        outcomes: dict[int, tuple[TrialState, float | None]] = {}
-        ready: list[tuple[optuna.Trial, NetConfig]] = []
-        for trial in trials:
-            try:
-                ready.append((trial, self.configure(trial)))
-            except TrialFailed as e:
-                self.fail(trial, str(e))
-                outcomes[trial.number] = (TrialState.FAIL, None)
-            except SweepsError as e:
-                self.fail(trial, str(e))
-                for other in trials:  # the study stops: none of the batch runs
-                    if other is not trial and other.number not in outcomes:
-                        self.fail(other, f"not run: another trial of its batch failed ({e})")
-                raise
-        for group in _groups(ready):
-            batch = [t for t, _ in group]
-            try:
-                results = self.train(batch, [c for _, c in group])
-            except TrialFailed:
-                for trial in batch:
-                    outcomes[trial.number] = (TrialState.FAIL, None)
-                continue
-            for trial, result in zip(batch, results):
-                try:
-                    outcomes[trial.number] = (TrialState.COMPLETE, self.finish(trial, result))
-                except optuna.TrialPruned:
-                    outcomes[trial.number] = (TrialState.PRUNED, None)
-                except FinishedElsewhere as e:
-                    e.say()
-                    outcomes[trial.number] = (None, None)  # not told: it is finished already
-        return [(t, *outcomes[t.number]) for t in trials]
-
 
 FINISHED_ELSEWHERE = "finished outside this sweep"  # the epoch hook's reason when a report is refused
 
-
-SMALL_WIDTH = 64  # units: below, a trial's step is PyTorch's dispatch, not arithmetic, so padding is free
-PADDING = 2.0  # above SMALL_WIDTH, a trial is padded to at most twice its width (bench_engine.py "grouped")
-
-
-def _groups(ready: list[tuple[optuna.Trial, NetConfig]]) -> list[list[tuple[optuna.Trial, NetConfig]]]:
-    """Trials that can share a stack, together: the same depth, batch, embeddings and members,
-    and widths close enough that padding to the widest costs less than it saves."""
-    groups: list[list[tuple[optuna.Trial, NetConfig]]] = []
-    for item in sorted(ready, key=lambda item: item[1].width):
-        for group in groups:
-            narrowest = group[0][1].width
-            if groupable(group[0][1], item[1]) and (
-                    item[1].width <= SMALL_WIDTH or item[1].width <= PADDING * narrowest):
-                group.append(item)
-                break
-        else:
-            groups.append([item])
-    return groups

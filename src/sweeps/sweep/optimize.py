@@ -49,7 +49,8 @@ class RunOptions:
         workers: processes on this machine (or, with `cluster`, tasks on the cluster; 1 there:
             one per Dask worker thread).
         cluster: "dask://HOST:PORT" of a Dask scheduler.
-        batch: trials asked at a time and trained in one stack (None: measured default).
+        batch: slots: trials trained at once, in shared stacks, each slot refilled as soon as its
+            trial ends (None: measured default).
         reproducible: with workers, ask and tell in fixed rounds (same trials whatever the timing).
         heartbeat: (interval, grace period) in seconds.
         stop: "converged" also ends the study when further trials are unlikely to matter

@@ -40,12 +40,12 @@ def default_pruner() -> optuna.pruners.BasePruner:
                                                                reduction_factor=PRUNER_REDUCTION), PRUNER_STARTUP)
 
 
-DEFAULT_BATCH = 1  # trials per ask; measured: README "Many trials in one stack"
+DEFAULT_BATCH = 1  # slots (--batch); measured: docs/benchmarks.md "Many trials in one stack"
 COMPUTE_BOUND_WIDTH = 128  # units: from here a trial's steps are arithmetic, which sharing does not save
 
 
 def default_batch(spec: Study) -> int:
-    """Trials asked at a time and trained in one stack, when the command line does not say.
+    """Trials trained at once in shared stacks (slots), when the command line does not say.
 
     `DEFAULT_BATCH`, set by measurement (benchmarks/bench_engine.py and bench_batch.py), and 1
     when the space makes grouping pointless: every width it allows is compute-bound, where

@@ -28,7 +28,6 @@ study can end up to N-1 trials over its target. These checks make the total exac
 from __future__ import annotations
 
 import json
-from contextlib import ExitStack
 import queue
 import secrets
 import threading
@@ -45,6 +44,7 @@ from sweeps.store import internals, record
 from sweeps.sweep import stop
 from sweeps.errors import FinishedElsewhere, SweepsError, TrialFailed
 from sweeps.sweep.search import converged
+from sweeps.sweep.slots import NotAdmitted, Slots
 
 LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -86,11 +86,11 @@ def optimize_until(study: optuna.Study, objective: Callable[[optuna.Trial], floa
 
     A trial that fails on its own (`TrialFailed`: out of memory) is recorded and the loop goes
     on; `MAX_FAILURES_IN_A_ROW` such failures in a row stop it with a `SweepsError`. With
-    `batch` > 1 (and an objective that can `run_batch`), up to that many trials are asked at
-    once and trained in as few stacks as their shapes allow.
+    `batch` > 1 (and a `Trainer` objective), up to that many trials train at once in shared
+    stacks, each slot refilled as soon as its trial ends (`slots.Slots`).
     """
     heartbeat = internals.has_heartbeat(study)
-    rejected = False
+    rejected = done = False
     failures: list[str] = []  # reasons of this process's latest trials that failed in a row
 
     def count_failures(s: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -100,34 +100,70 @@ def optimize_until(study: optuna.Study, objective: Callable[[optuna.Trial], floa
             failures.clear()
 
     callbacks = [count_failures] + ([on_trial] if on_trial else [])
-    while not rejected and (budget.deadline is None or time.time() < budget.deadline):
-        if len(failures) >= MAX_FAILURES_IN_A_ROW:
-            raise SweepsError(f"{len(failures)} trials in a row failed, the last because: {failures[-1]}; "
-                              "the sweep stops here (finished trials are kept).")
-        if heartbeat:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                optuna.storages.fail_stale_trials(study)  # a dead worker's trial fails, and is retried
-        c = counts(study)
-        finished = c[TrialState.COMPLETE] + c[TrialState.PRUNED]
-        if finished >= budget.target:
-            return
-        if budget.until_converged:
-            reason = converged(study.get_trials(deepcopy=False))
-            if reason:
-                record.write_stop_reason(study, reason)
+    slots = Slots(study, objective, lambda s: _admitted(s, budget.target), callbacks) \
+        if batch > 1 and hasattr(objective, "training_failed") else None
+    try:
+        while True:
+            if slots is not None and slots.live >= batch:  # every slot busy: nothing to ask or count yet
+                slots.epoch()
+                continue
+            if len(failures) >= MAX_FAILURES_IN_A_ROW:
+                raise SweepsError(f"{len(failures)} trials in a row failed, the last because: {failures[-1]}; "
+                                  "the sweep stops here (finished trials are kept).")
+            if heartbeat:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    optuna.storages.fail_stale_trials(study)  # a dead worker's trial fails, and is retried
+            closed = rejected or done or (budget.deadline is not None and time.time() >= budget.deadline)
+            room = None if closed else _room(study, budget)
+            done = room is None  # the target is reached or the study converged: no more trials start
+            if slots is not None:
+                if room and slots.live < batch:
+                    rejected = slots.fill(min(room, batch - slots.live))
+                if slots.live:  # its trials train on, even once the target or the deadline allow no more
+                    slots.epoch()
+                    continue
+            if room is None:
                 return
-        if finished + c[TrialState.RUNNING] >= budget.target:  # waiting trials are work to do: ask() pops them
-            if not heartbeat or not c[TrialState.RUNNING]:
-                return  # nothing can free a place: the other trials belong to live workers
-            time.sleep(budget.poll)  # a running trial may still fail (dead worker) and be retried
-            continue
-        room = budget.target - finished - c[TrialState.RUNNING]
-        if batch > 1 and hasattr(objective, "run_batch") and room > 1:
-            rejected = _run_batch(study, objective, budget, min(batch, room), callbacks)
-            continue
-        with stop.deferred():  # a stop waits for Optuna's writes; training itself stops at once
-            rejected = _run_one(study, objective, budget, callbacks)
+            if room == 0:
+                if not (heartbeat and counts(study)[TrialState.RUNNING]):
+                    return  # nothing can free a place: the other trials belong to live workers
+                time.sleep(budget.poll)  # a running trial may still fail (dead worker) and be retried
+            elif slots is None:
+                with stop.deferred():  # a stop waits for Optuna's writes; training itself stops at once
+                    rejected = _run_one(study, objective, budget, callbacks)
+    except BaseException as e:
+        if slots is not None:
+            slots.fail_all(e)
+        raise
+
+
+def _room(study: optuna.Study, budget: Budget) -> int | None:
+    """How many more trials may start now: None when the study is done (its target reached, or
+    converged), 0 while other processes' running trials fill the target."""
+    c = counts(study)
+    finished = c[TrialState.COMPLETE] + c[TrialState.PRUNED]
+    if finished >= budget.target:
+        return None
+    if budget.until_converged:
+        reason = converged(study.get_trials(deepcopy=False))
+        if reason:
+            record.write_stop_reason(study, reason)
+            return None
+    # waiting trials are work to do: ask() pops them
+    return max(0, budget.target - finished - c[TrialState.RUNNING])
+
+
+def _admitted(study: optuna.Study, target: int) -> optuna.Trial:
+    """A newly asked trial, or `NotAdmitted` (told FAIL, "not needed") when the study is full."""
+    trial = ask(study)
+    try:
+        admit(study, trial, target)
+    except NotNeeded as e:
+        record.write_fail_reason(trial, str(e))
+        study.tell(trial, state=TrialState.FAIL)
+        raise NotAdmitted(str(e)) from None
+    return trial
 
 
 def ask(study: optuna.Study) -> optuna.Trial:
@@ -172,47 +208,6 @@ def _run_one(study: optuna.Study, objective: Callable[[optuna.Trial], float], bu
     for callback in callbacks:
         callback(study, frozen)
     return False
-
-
-def _run_batch(study: optuna.Study, trainer, budget: Budget, size: int, callbacks: list) -> bool:
-    """Ask `size` trials, train them together, tell each; True when one was not admitted."""
-    rejected = False
-    trials = []
-    with stop.deferred():
-        for _ in range(size):
-            trial = ask(study)  # TPE's constant liar: each sees the batch's earlier ones as running
-            try:
-                admit(study, trial, budget.target)
-            except NotNeeded as e:
-                record.write_fail_reason(trial, str(e))
-                study.tell(trial, state=TrialState.FAIL)
-                rejected = True
-                break
-            trials.append(trial)
-    if not trials:
-        return rejected
-    told: set[int] = set()
-    try:
-        with ExitStack() as beats:
-            for trial in trials:
-                beats.enter_context(internals.heartbeat(study, trial))
-            outcomes = trainer.run_batch(trials)
-        with stop.deferred():
-            for trial, state, value in outcomes:
-                if state is not None:  # None: finished elsewhere, left as it is
-                    study.tell(trial, value if state == TrialState.COMPLETE else None, state=state,
-                               skip_if_finished=True)
-                told.add(trial.number)
-                frozen = internals.frozen(study, trial)
-                for callback in callbacks:
-                    callback(study, frozen)
-    except BaseException:
-        with stop.deferred():  # the batch's trials not told yet end as failed (their reason is recorded)
-            for trial in trials:
-                if trial.number not in told:
-                    study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-        raise
-    return rejected
 
 
 # --- reproducible parallel sweeps: fixed rounds --------------------------------------------------
