@@ -150,9 +150,9 @@ class AfterStartup(optuna.pruners.BasePruner):
 
 def may_prune_at(pruner: optuna.pruners.BasePruner, epoch: int) -> bool:
     """Whether `pruner` can prune, at `epoch`, a trial that reports every epoch. False only where
-    it certainly cannot: there the trial skips `Trial.should_prune`, which reads the whole trial
-    back from the storage (about 5 ms on SQLite, every epoch of every trial: a fifth of a sweep
-    of small nets). Unknown pruners are always asked.
+    it certainly cannot: there the trial skips `Trial.should_prune`, which reads the trial's
+    system attributes back from the storage (about 5 ms on SQLite, every epoch of every trial:
+    a fifth of a sweep of small nets). Unknown pruners are always asked.
 
     Successive halving acts only at its rungs (epochs 5, 20, 80, ... by default); a median or
     percentile pruner after its warm-up, every `interval_steps`.
