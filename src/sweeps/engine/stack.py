@@ -96,7 +96,7 @@ class Stack:
         first = self.configs[0] if self.configs else configs[0]
         if not all(groupable(first, c) for c in configs) or (self.configs and not all(map(self.accepts, configs))):
             raise ValueError("train_trials: these trials cannot share a stack (depth, batch, embeddings or members "
-                             "differ)")
+                             "differ, or one would join a domain-adversarial stack in training)")
         if first.freeze and self.init is None:
             raise ValueError("train_trials: freeze keeps loaded layers; it needs `init` (a transferred net)")
         stacks = [self._initial(c, s) for c, s in zip(configs, seeds)]

@@ -115,7 +115,7 @@ def optimize_until(study: optuna.Study, objective: Callable[[optuna.Trial], floa
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                     optuna.storages.fail_stale_trials(study)  # a dead worker's trial fails, and is retried
             closed = rejected or done or (budget.deadline is not None and time.time() >= budget.deadline)
-            room = None if closed else _room(study, budget)
+            room, running = (None, 0) if closed else _room(study, budget)
             done = room is None  # the target is reached or the study converged: no more trials start
             if slots is not None:
                 if room and slots.live < batch:
@@ -126,7 +126,9 @@ def optimize_until(study: optuna.Study, objective: Callable[[optuna.Trial], floa
             if room is None:
                 return
             if room == 0:
-                if not (heartbeat and counts(study)[TrialState.RUNNING]):
+                # Judged on the same count as the room: a running trial that fails meanwhile (a dead
+                # worker's) is queued again, and this worker must then still be here to run it.
+                if not (heartbeat and running):
                     return  # nothing can free a place: the other trials belong to live workers
                 time.sleep(budget.poll)  # a running trial may still fail (dead worker) and be retried
             elif slots is None:
@@ -138,20 +140,20 @@ def optimize_until(study: optuna.Study, objective: Callable[[optuna.Trial], floa
         raise
 
 
-def _room(study: optuna.Study, budget: Budget) -> int | None:
-    """How many more trials may start now: None when the study is done (its target reached, or
-    converged), 0 while other processes' running trials fill the target."""
+def _room(study: optuna.Study, budget: Budget) -> tuple[int | None, int]:
+    """How many more trials may start now (None when the study is done: its target reached, or
+    converged; 0 while running trials fill the target), and how many trials are running."""
     c = counts(study)
-    finished = c[TrialState.COMPLETE] + c[TrialState.PRUNED]
+    finished, running = c[TrialState.COMPLETE] + c[TrialState.PRUNED], c[TrialState.RUNNING]
     if finished >= budget.target:
-        return None
+        return None, running
     if budget.until_converged:
         reason = converged(study.get_trials(deepcopy=False))
         if reason:
             record.write_stop_reason(study, reason)
-            return None
+            return None, running
     # waiting trials are work to do: ask() pops them
-    return max(0, budget.target - finished - c[TrialState.RUNNING])
+    return max(0, budget.target - finished - running), running
 
 
 def _admitted(study: optuna.Study, target: int) -> optuna.Trial:
