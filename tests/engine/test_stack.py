@@ -76,3 +76,20 @@ def test_a_stack_refuses_a_trial_of_another_shape(digits_folds):
     assert not stack.accepts(deeper)
     with pytest.raises(ValueError, match="cannot share a stack"):
         stack.add([deeper], [1])
+
+
+def test_a_trials_seconds_are_its_share_of_the_stacks_time(digits_folds):
+    import time
+
+    settings = dict(max_epochs=4, patience=None)
+    config = NetConfig(1, 32, 0.0, 1e-4, 3e-3, batch_size=64)
+    started = time.perf_counter()
+    alone = _alone(digits_folds, config, 0, **settings)
+    wall_alone = time.perf_counter() - started
+    assert 0.5 * wall_alone <= alone.seconds <= wall_alone
+    started = time.perf_counter()
+    twins = train_trials(digits_folds, [config, config], [0, 1], [None, None], **settings)
+    wall = time.perf_counter() - started
+    # two equal trials share the stack's time equally, and together account for its wall time
+    assert 0.5 * wall <= sum(r.seconds for r in twins) <= wall
+    assert twins[0].seconds == pytest.approx(twins[1].seconds, rel=0.3)

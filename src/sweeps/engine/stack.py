@@ -61,7 +61,7 @@ class Stack:
         self.configs: list[NetConfig] = []  # per trial, in the order they joined
         self.widths: list[int] = []
         self.joined_at: list[int] = []  # the stack's epochs done when the trial joined
-        self.started: list[float] = []
+        self.seconds: list[float] = []  # the trial's share of the stack's time so far (by its positions)
         self.schedule_steps: list[int] = []  # the trial's optimizer steps so far: its schedule's clock
         self.adam_steps: list[list[torch.Tensor]] = []  # the trial's AdamW step counters
         self.dropout_rngs: list[torch.Generator] = []
@@ -104,7 +104,7 @@ class Stack:
         self.configs += configs
         self.widths += [c.width if self.init is None else s.weights[0].shape[2] for c, s in zip(configs, stacks)]
         self.joined_at += [self.epochs_done] * len(configs)
-        self.started += [time.perf_counter()] * len(configs)
+        self.seconds += [0.0] * len(configs)
         self.schedule_steps += [0] * len(configs)
         self.dropout_rngs += [torch.Generator(device=self.device).manual_seed(seeds_for(s, [0], "dropout")[0])
                               for s in seeds]
@@ -163,6 +163,7 @@ class Stack:
     # --- one epoch of every live trial ------------------------------------------------------------
     def epoch(self) -> list[tuple[int, FoldResult]]:
         """Train every live trial one epoch; the trials that finished, with their results."""
+        started = time.perf_counter()
         folds, model, optimizer, rows, adversary = self.folds, self.model, self.optimizer, self.rows, self.adversary
         configs, classification, members = self.configs, folds.classification, self.configs[0].ensemble
         positions = self.positions
@@ -208,6 +209,11 @@ class Stack:
         epochs = [self.epochs_done - joined for joined in self.joined_at]
         leaving, finished = self.stops.after_epoch(epochs, (loss_sum / (rows.rows * members)).tolist(), model,
                                                    self.weights)
+        # Each trial's time is its share of the epoch (by its positions), not the wall clock from
+        # when it joined: in a stack, and beside other stacks, that would count other trials' work.
+        elapsed, positions_now = time.perf_counter() - started, sum(n for _, n in runs)
+        for t, n in runs:
+            self.seconds[t] += elapsed * n / positions_now
         results = [(t, self._result(t)) for t in finished]
         self.stops.forget(finished)
         for t in finished:  # a long-lived stack keeps nothing of its finished trials but a few numbers
@@ -218,8 +224,9 @@ class Stack:
         return results
 
     def _result(self, t: int) -> FoldResult:
+        started = time.perf_counter()
         result = self.stops.result(t, self.model, self.widths[t], self.weights)
-        result.seconds = time.perf_counter() - self.started[t]
+        result.seconds = self.seconds[t] + time.perf_counter() - started  # and its own final scoring
         return result
 
     def _drop(self, leaving: list[int]) -> None:
