@@ -217,8 +217,8 @@ class Stack:
         results = [(t, self._result(t)) for t in finished]
         self.stops.forget(finished)
         for t in finished:  # a long-lived stack keeps nothing of its finished trials but a few numbers
-            self.stops.results[t] = self.stops.hooks[t] = self.dropout_rngs[t] = None
             self.rows.release(t, list(self.positions.of_trial(t)))
+            self.dropout_rngs[t] = None
         if leaving:
             self._drop(leaving)
         return results

@@ -169,7 +169,9 @@ class Stops:
         return result
 
     def forget(self, trials: list[int]) -> None:
-        """Finished trials' best weights leave (their results are taken)."""
+        """Finished trials' results (taken), hooks and best weights, dropped."""
+        for t in trials:
+            self.results[t] = self.hooks[t] = None
         if self.best is None:
             return
         keep = [i for i, p in enumerate(self.kept) if self.positions.owner[p] not in trials]

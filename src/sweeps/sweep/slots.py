@@ -131,9 +131,7 @@ class Slots:
 
     def _tell(self, trial: optuna.Trial, state: TrialState | None, value: float | None) -> None:
         with stop.deferred():
-            beat = self.heartbeats.pop(trial.number, None)
-            if beat is not None:
-                beat.__exit__(None, None, None)
+            self._stop_heartbeat(trial)
             if state is not None:
                 self.study.tell(trial, value, state=state, skip_if_finished=True)
             frozen = internals.frozen(self.study, trial)
@@ -146,9 +144,12 @@ class Slots:
         self.trainer.training_failed(live, error)
         with stop.deferred():
             for trial in live:
-                beat = self.heartbeats.pop(trial.number, None)
-                if beat is not None:
-                    beat.__exit__(None, None, None)
+                self._stop_heartbeat(trial)
                 self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
                 pruners.forget(trial)
             self.stacks.clear()
+
+    def _stop_heartbeat(self, trial: optuna.Trial) -> None:
+        beat = self.heartbeats.pop(trial.number, None)
+        if beat is not None:
+            beat.__exit__(None, None, None)
