@@ -19,7 +19,7 @@ import torch
 from sweeps.data.folds import Folds
 from sweeps.data.shared import WINDOW_ROWS
 from sweeps.engine.config import NetConfig
-from sweeps.engine.positions import Positions
+from sweeps.engine.positions import Positions, rows_of_folds
 from sweeps.engine.seeds import seeds_for
 
 
@@ -83,8 +83,8 @@ class Epoch:
         self.windowed = folds.shared and self.window_steps < rows.n_steps
         # The targets too: gathered for the whole epoch they are another [positions, rows] int64
         # array (96 MB for 5 folds of 2.4 million training rows).
-        self.X = None if self.windowed else folds.X_train[self.folds_now.unsqueeze(1), order]
-        self.y = None if self.windowed else folds.y_train[self.folds_now.unsqueeze(1), order]
+        self.X = None if self.windowed else rows_of_folds(folds.X_train, self.folds_now, order)
+        self.y = None if self.windowed else rows_of_folds(folds.y_train, self.folds_now, order)
         self.window_start = 0
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -65,3 +65,21 @@ class Positions:
         keep = [i for i, p in enumerate(self.live) if p not in leaving]
         self.live = [self.live[i] for i in keep]
         return self.index(keep)
+
+
+# Per-position copies of fold tensors, once per epoch. `index_select` on dimension 0 copies
+# whole blocks; advanced indexing (`x[folds]`, `x[folds[:, None], order]`) goes element by
+# element: 7x slower for 40 positions' validation rows of digits, 4x for their epoch's
+# training rows, a tenth of an 8-trial d1 w32 stack's time (docs/benchmarks.md).
+def of_folds(x, folds: torch.Tensor):
+    """`x[folds]`: each position's fold's block of `x` (a tensor, or `data.shared.FoldRows`)."""
+    return x.index_select(0, folds) if torch.is_tensor(x) else x[folds]
+
+
+def rows_of_folds(x, folds: torch.Tensor, order: torch.Tensor):
+    """`x[folds[:, None], order]`: rows `order[i]` of fold `folds[i]`, `[positions, n, ...]`
+    (a tensor `[k, rows, ...]`, or `data.shared.FoldRows`, which gathers and preprocesses)."""
+    if not (torch.is_tensor(x) and x.is_contiguous()):
+        return x[folds.unsqueeze(1), order]
+    flat = (folds.unsqueeze(1) * x.shape[1] + order).view(-1)
+    return x.view(-1, *x.shape[2:]).index_select(0, flat).view(*order.shape, *x.shape[2:])

@@ -29,6 +29,7 @@ from sweeps.engine import categories
 from sweeps.engine.batches import EpochRows
 from sweeps.engine.config import NetConfig, groupable
 from sweeps.engine.domain import Adversary
+from sweeps.engine.dropout import TrialMasks
 from sweeps.engine.losses import loss_and_grad
 from sweeps.engine.model import StackedMLP
 from sweeps.engine.optim import StackedAdamW, lr_factor, new_steps
@@ -245,5 +246,6 @@ class Stack:
         if not any(self.configs[t].dropout for t, _ in runs):
             return None
         if torch.is_tensor(self.model.dropout):
-            return [(n, self.widths[t], self.dropout_rngs[t]) for t, n in runs]
+            return TrialMasks([(n, self.widths[t], self.dropout_rngs[t]) for t, n in runs], self.model.dropout,
+                              self.device)
         return self.dropout_rngs[runs[0][0]]

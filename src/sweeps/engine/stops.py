@@ -20,7 +20,7 @@ import torch
 from sweeps.data.folds import Folds
 from sweeps.engine.config import NetConfig
 from sweeps.engine.model import StackedMLP
-from sweeps.engine.positions import Positions
+from sweeps.engine.positions import Positions, of_folds
 from sweeps.engine.scores import EVAL_CHUNK, FoldResult, final_scores, mean_losses, nan_mean, worst_of
 from sweeps.engine.weights import RowWeights
 
@@ -100,9 +100,9 @@ class Stops:
         """Every live fold with its current weights (no dropout): its loss, and per group."""
         folds, now = self.folds, self.positions.folds_now()
         val, by_group = mean_losses(
-            model.predict(folds.X_val[now], EVAL_CHUNK, folds.classification), folds.y_val[now],
-            folds.val_weight[now], folds.classification, weights.validation(),
-            None if folds.val_groups is None else folds.val_groups[now], len(folds.group_names))
+            model.predict(of_folds(folds.X_val, now), EVAL_CHUNK, folds.classification), of_folds(folds.y_val, now),
+            of_folds(folds.val_weight, now), folds.classification, weights.validation(),
+            None if folds.val_groups is None else of_folds(folds.val_groups, now), len(folds.group_names))
         if self.configs[0].worst_group:  # folds stop on (and the trial is scored by) their worst group
             val = worst_of(by_group)
         return val.tolist(), by_group
