@@ -179,6 +179,11 @@ def test_after_startup_asks_its_pruner_every_time_but_prunes_only_once_enough_tr
     assert not pruner.prune(study, frozen) and Always.asked == 1  # asked (it records), overruled
     complete(study, 0.4, [])
     assert pruner.prune(study, frozen) and pruner.last_pruner == "Always"
+    reads = []  # once enough trials completed, the start-up is not counted again
+    study.get_trials = lambda *a, **k: reads.append(1) or []
+    assert pruner.prune(study, frozen) and not reads
+    other = optuna.create_study()  # another study starts its own count
+    assert not pruner.prune(other, frozen)
     with pytest.raises(ValueError):
         pruners.AfterStartup(Always(), n_startup_trials=-1)
 

@@ -135,14 +135,21 @@ class AfterStartup(optuna.pruners.BasePruner):
         self.pruner, self.n_startup_trials = pruner, n_startup_trials
         self.last_reason: str | None = None
         self.last_pruner: str | None = None
+        self._started: set[tuple[int, int]] = set()  # studies (storage, id) seen with enough complete trials
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         self.last_reason = self.last_pruner = None
         if not self.pruner.prune(study, trial):
             return False
-        complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-        if complete < self.n_startup_trials:
-            return False
+        key = (id(internals.storage_of(study)), internals.study_id(study))
+        if key not in self._started:
+            # Counted until it is reached, then never again: complete trials only ever add up, and
+            # each count reads the running trials back from the storage (with 8 in flight, a few
+            # percent of a sweep of small nets).
+            complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+            if complete < self.n_startup_trials:
+                return False
+            self._started.add(key)
         self.last_reason = getattr(self.pruner, "last_reason", None)
         self.last_pruner = getattr(self.pruner, "last_pruner", None) or type(self.pruner).__name__
         return True
