@@ -39,7 +39,7 @@ class TrialMasks:
     `trials`: (positions, width, generator) per trial, in stack order; `dropout`: the drop
     probability per stack position. The bytes of every trial go into one buffer, each where
     its positions and units are (straight from the generator when its units fill the
-    stack's width), and one comparison and one multiply per layer drop and rescale every
+    stack's width), and one comparison and two multiplies per layer drop and rescale every
     position. Drawing a mask per trial and writing it into a mask of ones took 23 % of an
     8-trial d2 w128 stack's time (docs/benchmarks.md, "Many trials in one stack").
     """
