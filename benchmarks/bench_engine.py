@@ -15,6 +15,8 @@ a third, what each ingredient of the recipe costs, as a ratio to the plain trial
 engine, same data and epochs): periodic embeddings, shared-weight members, label smoothing,
 the cosine schedule, gradient clipping, and all of them together; then category embeddings
 against one-hot (adult) and the regression-only options against squared error (California).
+The last (`--only grouped`): 8 trials of one shape trained in one stack against the same 8
+one after another, timed in pairs (alone, then together), the median of the pairs' ratios.
 """
 
 from __future__ import annotations
