@@ -12,7 +12,7 @@ Trials share a stack when they have the same shape (`engine.config.groupable`: d
 size, embeddings, members...) and widths of one `width_class`: up to `SMALL_WIDTH` units a
 step is PyTorch's dispatch, not arithmetic, so any widths share (padded to the widest with
 units that stay 0); above, only equal widths, because there a step is arithmetic, which
-grows with the square of the padded width, while sharing saves little (1.2x at d2 w128,
+grows with the square of the padded width, while sharing saves less (1.6x at d2 w128,
 docs/benchmarks.md). A trial of another shape starts a stack of its own beside the others;
 each round, every stack trains one epoch.
 """
@@ -119,7 +119,6 @@ class Slots:
                 self.stacks.remove((stack, trials))
 
     def _finish(self, trial: optuna.Trial, result) -> None:
-        pruners.forget(trial)
         try:
             state, value = TrialState.COMPLETE, self.trainer.finish(trial, result)
         except optuna.TrialPruned:
@@ -130,6 +129,7 @@ class Slots:
         self._tell(trial, state, value)
 
     def _tell(self, trial: optuna.Trial, state: TrialState | None, value: float | None) -> None:
+        pruners.forget(trial)  # every way a trial ends here (finished, failed, out of memory) is told here
         with stop.deferred():
             self._stop_heartbeat(trial)
             if state is not None:
