@@ -110,8 +110,10 @@ def test_three_workers_on_postgresql_total_is_exact(tmp_path, postgres):
 
 
 def running_worker_after(name: str, url: str, completed: int, timeout: float = 240) -> tuple[list[int], int]:
-    """Once `completed` trials are complete and one is running: (the complete trials' numbers,
-    the pid of the worker process running the latest running trial)."""
+    """Once `completed` trials are complete and one has just started (at most 5 epochs reported):
+    (the complete trials' numbers, the pid of the worker process running it). A trial further
+    along could finish between this read and the caller's kill (seen once under load): there
+    would then be no trial to fail."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         time.sleep(0.3)
@@ -122,7 +124,8 @@ def running_worker_after(name: str, url: str, completed: int, timeout: float = 2
         except (KeyError, sqlalchemy.exc.SQLAlchemyError):  # the study or its tables are being made
             continue
         done = [t.number for t in trials if t.state == TrialState.COMPLETE]
-        running = [t for t in trials if t.state == TrialState.RUNNING and "worker" in t.user_attrs]
+        running = [t for t in trials if t.state == TrialState.RUNNING and "worker" in t.user_attrs
+                   and len(t.intermediate_values) <= 5]
         if len(done) >= completed and running:
             return done, int(running[-1].user_attrs["worker"].rsplit(":", 1)[1])
     raise AssertionError("never saw a running trial to kill")
