@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+from sweeps.data.allocator import release_freed_memory
 from sweeps.data.preprocess import BLOCK_VALUES
 from sweeps.errors import SweepsError
 from sweeps.spec.study import Study
@@ -151,6 +152,7 @@ def load_dataset(spec: Study) -> Dataset:
                                          else np.full(len(y) - n_dev, None, dtype=object)])
         groups, names = _group_codes(raw_groups)
         _check_groups(groups[dev], names, spec.folds)
+    release_freed_memory()  # the conversions' temporaries, freed but kept by the C allocator
     return Dataset(X, y, classes, dev, test, data_hash, test_hash, groups, names, target, columns, kinds)
 
 

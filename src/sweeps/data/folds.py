@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from sklearn.model_selection import KFold, StratifiedKFold
 
+from sweeps.data.allocator import release_freed_memory
 from sweeps.data.dataset import Dataset
 from sweeps.errors import SweepsError
 from sweeps.data.importance import density_ratios
@@ -120,14 +121,23 @@ class Folds:
 
 
 def split_folds(dataset: Dataset, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(train_rows, val_rows) per fold, as dataset row indices; never a test row."""
+    """(train_rows, val_rows) per fold, as dataset row indices; never a test row.
+
+    int32 where the table has fewer than 2**31 rows: every fold's row numbers are held while
+    the folds are laid out, 5 x 24 MB at 3M rows as int64."""
     dev = dataset.dev
     if dataset.classes is not None:
         splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
         splits = splitter.split(dev, dataset.y[dev])
     else:
         splits = KFold(n_splits=folds, shuffle=True, random_state=seed).split(dev)
-    return [(dev[train], dev[val]) for train, val in splits]
+    numbers = row_number_type(len(dataset.y))
+    return [(dev[train].astype(numbers), dev[val].astype(numbers)) for train, val in splits]
+
+
+def row_number_type(rows: int) -> type:
+    """int32 where a table's row numbers fit it: half the memory of int64."""
+    return np.int32 if rows < 2**31 else np.int64
 
 
 def fit_preprocessing(dataset: Dataset, rows: np.ndarray, scaling: str = "standard") -> Preprocessing:
@@ -151,7 +161,9 @@ def make_folds(dataset: Dataset, folds: int, seed: int, device: torch.device | s
         rng = np.random.default_rng([seed, int(train_fraction * 1000)])
         splits = [(np.sort(rng.choice(train, max(1, round(train_fraction * len(train))), replace=False)), val)
                   for train, val in splits]
-    return _stack(dataset, splits, seed, device, scaling, fold_layout(layout))
+    folds = _stack(dataset, splits, seed, device, scaling, fold_layout(layout))
+    release_freed_memory()  # fitting's temporaries, freed but kept by the C allocator
+    return folds
 
 
 def fold_layout(layout: str | None = None) -> str:
@@ -181,42 +193,49 @@ def _stack(dataset: Dataset, splits: list[tuple[np.ndarray, np.ndarray]], seed: 
     n_val = max(len(val) for _, val in splits)
     classification = dataset.classes is not None
     shared = layout == "shared"
-    rows_train, rows_val = [], []  # the padded row numbers per fold
-    # int32 row numbers where they fit: half the memory of int64 (60 MB per copy at 3M rows, 5 folds)
-    numbers = np.int32 if len(dataset.y) < 2**31 else np.int64
+    K = len(splits)
+    numbers = row_number_type(len(dataset.y))
+    # Per fold and padded row: its row number, target and weight, written in place (a list of
+    # per-fold arrays stacked at the end held each twice: 150 MB at 3M rows).
+    rows_train, rows_val = np.empty((K, n_train), numbers), np.empty((K, n_val), numbers)
+    y_type = np.int64 if classification else np.float32
+    y_train, y_val = np.empty((K, n_train), y_type), np.empty((K, n_val), y_type)
+    w_train, w_val = np.zeros((K, n_train), np.float32), np.zeros((K, n_val), np.float32)
 
-    y_train, w_train, y_val, w_val, stds, preps = [], [], [], [], [], []
-    val_groups, importance, target_X = [], [], []
-    for train, val in splits:
+    stds, preps, val_groups, importance, target_X = [], [], [], [], []
+    for f, (train, val) in enumerate(splits):
         same_rows = bool(preps) and train is splits[0][0]  # copies of one final fit: fitted once
         prep = preps[0] if same_rows else fit_preprocessing(dataset, train, scaling)
         preps.append(prep)
-        top_up = rng.choice(train, n_train - len(train), replace=False) if n_train > len(train) else []
-        rows_train.append(np.concatenate([train, top_up]).astype(numbers))
-        rows_val.append(np.concatenate([val, np.full(n_val - len(val), val[0] if len(val) else 0)]).astype(numbers))
+        rows_train[f, :len(train)] = train
+        if n_train > len(train):  # top-up repeats (drawn only where needed: the seeded draws stay as they were)
+            rows_train[f, len(train):] = rng.choice(train, n_train - len(train), replace=False)
+        rows_val[f, :len(val)] = val
+        rows_val[f, len(val):] = val[0] if len(val) else 0
         if layout == "auto":  # decided on the first fold's width: the copies' size against the bound
             copies = len(splits) * (n_train + n_val) * prep.n_features * 4
             layout = "shared" if copies > SHARED_ABOVE_BYTES else "copies"
             shared = layout == "shared"
-        w_train.append(np.arange(n_train) < len(train))
-        w_val.append(np.arange(n_val) < len(val))
+        w_train[f, :len(train)] = 1.0
+        w_val[f, :len(val)] = 1.0
         if dataset.groups is not None:
-            val_groups.append(np.where(w_val[-1], dataset.groups[rows_val[-1]], -1))
+            val_groups.append(np.where(w_val[f] > 0, dataset.groups[rows_val[f]], -1))
         if classification:
-            y_train.append(dataset.y[rows_train[-1]])
-            y_val.append(dataset.y[rows_val[-1]])
+            y_train[f], y_val[f] = dataset.y[rows_train[f]], dataset.y[rows_val[f]]
         else:
-            y_train.append(prep.target(dataset.y[rows_train[-1]]))
-            y_val.append(prep.target(dataset.y[rows_val[-1]]))
+            y_train[f], y_val[f] = prep.target(dataset.y[rows_train[f]]), prep.target(dataset.y[rows_val[f]])
         stds.append(prep.y_std)
 
     def stack(arrays: list, dtype: torch.dtype | None) -> torch.Tensor:
         return torch.as_tensor(np.stack(arrays), dtype=dtype, device=device).contiguous()
 
+    def tensor(array: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(array, device=device)
+
     if shared:
         source = make_shared(dataset, preps, device)
-        X_train = FoldRows(source, stack(rows_train, None))  # their own type: int32 where it fits
-        X_val = FoldRows(source, stack(rows_val, None))
+        X_train = FoldRows(source, tensor(rows_train))  # their own type: int32 where it fits
+        X_val = FoldRows(source, tensor(rows_val))
     else:
         # Each fold's rows are preprocessed straight into their place in the stack: the copies
         # are the only full-size arrays made. One-hot encoders fitted on different training
@@ -241,18 +260,17 @@ def _stack(dataset: Dataset, splits: list[tuple[np.ndarray, np.ndarray]], seed: 
     if not shared:
         X_train = torch.as_tensor(X_train, device=device)
         X_val = torch.as_tensor(X_val, device=device)
-    y_dtype = torch.int64 if classification else torch.float32
     return Folds(
         X_train=X_train,
-        y_train=stack(y_train, y_dtype),
-        train_weight=stack(w_train, torch.float32),
+        y_train=tensor(y_train),
+        train_weight=tensor(w_train),
         X_val=X_val,
-        y_val=stack(y_val, y_dtype),
-        val_weight=stack(w_val, torch.float32),
+        y_val=tensor(y_val),
+        val_weight=tensor(w_val),
         target_std=torch.tensor(stds, dtype=torch.float32, device=device),
         n_outputs=len(dataset.classes) if classification else 1,
-        train_rows=[train.astype(numbers) for train, _ in splits],
-        val_rows=[val.astype(numbers) for _, val in splits],
+        train_rows=[train.astype(numbers, copy=False) for train, _ in splits],
+        val_rows=[val.astype(numbers, copy=False) for _, val in splits],
         n_numeric=prep.n_numeric,
         preprocessings=preps,
         val_groups=stack(val_groups, torch.int64) if dataset.groups is not None else None,

@@ -60,8 +60,10 @@ class EpochRows:
         """The next epoch's rows for the live positions (draws from their generators)."""
         live, fold_of = self.positions.live, self.positions.fold_of
         n_train = self.folds.X_train.shape[1]
-        if self.resampling is None:
-            order = torch.stack([torch.randperm(n_train, generator=self.batch_rngs[p]) for p in live])
+        if self.resampling is None:  # drawn in place: stacking each position's draw held the epoch's order twice
+            order = torch.empty(len(live), n_train, dtype=torch.int64)
+            for i, p in enumerate(live):
+                torch.randperm(n_train, generator=self.batch_rngs[p], out=order[i])
         else:
             order = torch.stack([resampled_epoch(self.class_rows[fold_of[p]], self.per_class, self.batch_rngs[p])
                                  for p in live])
