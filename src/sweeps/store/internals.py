@@ -8,6 +8,10 @@ the reason. A new release that moves one of them breaks here, and only here
   not crash the sweep), and Optuna keeps the heartbeat thread of `study.optimize` private.
 - Optuna's pruners keep their settings private; reading them says at which epochs a built-in
   pruner can act, so that a trial skips `should_prune` (a storage read) at the others.
+- Optuna counts a study's trials by reading every trial (`get_n_trials` is `len(get_all_trials())`),
+  and its cache reads each running trial back whole every time (intermediate values and
+  attributes): with 8 trials in flight, counting took 5 % of a sweep of small nets. On a
+  database one COUNT query per state is enough (`count_trials`).
 - optuna-dashboard's `save_note` reads every note of the study twice to version the one it
   writes: megabytes per trial in a 5,000-trial study. A trial's note is written once, so its
   keys (private to optuna-dashboard) are written directly.
@@ -78,3 +82,26 @@ def halving_rungs(pruner: optuna.pruners.SuccessiveHalvingPruner) -> tuple[int, 
 def percentile_steps(pruner: optuna.pruners.PercentilePruner) -> tuple[int, int]:
     """(warm-up steps, interval) of a median or percentile pruner."""
     return pruner._n_warmup_steps, pruner._interval_steps
+
+
+def count_trials(study: optuna.Study, states: tuple[optuna.trial.TrialState, ...] | None = None,
+                 below: int | None = None) -> dict[optuna.trial.TrialState, int] | None:
+    """The study's trials per state, counted by the database (`states`: only these; `below`:
+    only trials numbered lower); None for a storage that is not a database (then read the trials)."""
+    rdb = backend(study._storage)
+    if not isinstance(rdb, optuna.storages.RDBStorage):
+        return None
+    import sqlalchemy
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    trial = models.TrialModel
+    query = [trial.study_id == study._study_id]
+    if states is not None:
+        query.append(trial.state.in_(states))
+    if below is not None:
+        query.append(trial.number < below)
+    with _create_scoped_session(rdb.scoped_session) as session:
+        rows = session.query(trial.state, sqlalchemy.func.count(trial.trial_id)).filter(*query) \
+            .group_by(trial.state).all()
+    return {state: n for state, n in rows}

@@ -63,7 +63,12 @@ class Budget:
 
 
 def counts(study: optuna.Study) -> dict[TrialState, int]:
+    """The study's trials per state (counted by the database where there is one: reading every
+    trial to count them is a sweep's cost, several times per trial)."""
     found = {state: 0 for state in TrialState}
+    counted = internals.count_trials(study)
+    if counted is not None:
+        return found | counted
     for t in study.get_trials(deepcopy=False):
         found[t.state] += 1
     return found
@@ -71,7 +76,9 @@ def counts(study: optuna.Study) -> dict[TrialState, int]:
 
 def admit(study: optuna.Study, trial: optuna.Trial, target: int) -> None:
     """Raise `NotNeeded` unless fewer than `target` live trials precede `trial`."""
-    before = sum(1 for t in study.get_trials(deepcopy=False, states=LIVE) if t.number < trial.number)
+    counted = internals.count_trials(study, LIVE, below=trial.number)
+    before = sum(counted.values()) if counted is not None else \
+        sum(1 for t in study.get_trials(deepcopy=False, states=LIVE) if t.number < trial.number)
     if before >= target:
         raise NotNeeded(f"not needed: the study reached its target of {target} trials")
 
