@@ -11,7 +11,7 @@ the reason. A new release that moves one of them breaks here, and only here
 - Optuna counts a study's trials by reading every trial (`get_n_trials` is `len(get_all_trials())`),
   and its cache reads each running trial back whole every time (intermediate values and
   attributes): with 8 trials in flight, counting took 5 % of a sweep of small nets. On a
-  database one COUNT query per state is enough (`count_trials`).
+  database one COUNT query, grouped by state, is enough (`count_trials`).
 - optuna-dashboard's `save_note` reads every note of the study twice to version the one it
   writes: megabytes per trial in a 5,000-trial study. A trial's note is written once, so its
   keys (private to optuna-dashboard) are written directly.
