@@ -102,6 +102,23 @@ def sqlite_url(tmp_path):
     return f"sqlite:///{tmp_path / 'study.db'}"
 
 
+POSTGRES_URL = os.environ.get("SWEEPS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """The PostgreSQL server's URL; a test fails without it in CI and skips elsewhere."""
+    import optuna
+
+    try:
+        optuna.storages.RDBStorage(POSTGRES_URL)
+    except Exception as e:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL at {POSTGRES_URL} is not reachable in CI: {e}")
+        pytest.skip(f"PostgreSQL not reachable: {e}")
+    return POSTGRES_URL
+
+
 def default_signals() -> None:
     """preexec_fn for test subprocesses: SIGINT handled as Ctrl+C even when pytest itself was
     started in the background (a shell starts background jobs with SIGINT ignored, and the

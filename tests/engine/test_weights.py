@@ -30,3 +30,5 @@ def test_balanced_class_weights_count_each_fold_s_real_rows_and_not_its_top_up_r
         expected = len(real) / (3 * counts)
         np.testing.assert_allclose(weights[f].numpy(), expected, rtol=1e-6)
     assert weights.dtype == torch.float32
+    # a fold trained alone, or folds in another order, get their own fold's weights
+    torch.testing.assert_close(class_weights(folds.select([3, 1])), weights[[3, 1]])

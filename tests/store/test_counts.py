@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 
 import optuna
@@ -12,25 +11,11 @@ from optuna.trial import TrialState
 from sweeps.store.storage import open_storage
 from sweeps.sweep.workers import LIVE, NotNeeded, admit, counts
 
-POSTGRES_URL = os.environ.get("SWEEPS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def storage_url(kind: str, tmp_path) -> str:
-    if kind == "sqlite":
-        return f"sqlite:///{tmp_path / 'counts.db'}"
-    try:
-        optuna.storages.RDBStorage(POSTGRES_URL)
-    except Exception as e:
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL at {POSTGRES_URL} is not reachable in CI: {e}")
-        pytest.skip(f"PostgreSQL not reachable: {e}")
-    return POSTGRES_URL
-
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
-def test_trials_are_counted_per_state_by_the_database(kind, tmp_path, monkeypatch):
-    study = optuna.create_study(study_name=f"counts-{uuid.uuid4().hex[:8]}", storage=open_storage(
-        storage_url(kind, tmp_path), create=True))
+def test_trials_are_counted_per_state_by_the_database(kind, tmp_path, monkeypatch, request):
+    url = f"sqlite:///{tmp_path / 'counts.db'}" if kind == "sqlite" else request.getfixturevalue("postgres")
+    study = optuna.create_study(study_name=f"counts-{uuid.uuid4().hex[:8]}", storage=open_storage(url, create=True))
     other = optuna.create_study(study_name=f"other-{uuid.uuid4().hex[:8]}", storage=study._storage)
     other.enqueue_trial({})  # another study's trials are not counted
     told = [TrialState.COMPLETE] * 3 + [TrialState.PRUNED] * 2 + [TrialState.FAIL]

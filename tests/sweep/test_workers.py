@@ -24,8 +24,6 @@ from sweeps.sweep.workers import NotNeeded, admit
 
 from conftest import default_signals, slowness
 
-POSTGRES_URL = os.environ.get("SWEEPS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-
 STUDY = """
 from sklearn.datasets import load_digits
 from sweeps import Study, Space
@@ -34,17 +32,6 @@ study = Study(name={name!r}, task="classification", data=lambda: load_digits(ret
               folds=3, max_epochs={epochs}, patience=3, n_trials={n_trials},
               pruner=__import__("optuna").pruners.NopPruner())
 """
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    try:
-        optuna.storages.RDBStorage(POSTGRES_URL)
-    except Exception as e:
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL at {POSTGRES_URL} is not reachable in CI: {e}")
-        pytest.skip(f"PostgreSQL not reachable: {e}")
-    return POSTGRES_URL
 
 
 def write_study(tmp_path: Path, name: str, n_trials: int, epochs: int = 4) -> str:
