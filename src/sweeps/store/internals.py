@@ -12,6 +12,11 @@ the reason. A new release that moves one of them breaks here, and only here
   and its cache reads each running trial back whole every time (intermediate values and
   attributes): with 8 trials in flight, counting took 5 % of a sweep of small nets. On a
   database one COUNT query, grouped by state, is enough (`count_trials`).
+- Optuna's `Trial.report` and `Trial.set_user_attr` write each value in a transaction of its
+  own (about 1.2 ms on SQLite): one per epoch, and 25 more for a trial's record, were 15 % of
+  a small table's sweep. `write_trial_values` writes a trial's pending epochs and attributes in
+  one transaction (Optuna's own per-row helpers), and keeps the trial's in-process copy (what
+  its pruner reads) as `Trial.report` does.
 - optuna-dashboard's `save_note` reads every note of the study twice to version the one it
   writes: megabytes per trial in a 5,000-trial study. A trial's note is written once, so its
   keys (private to optuna-dashboard) are written directly.
@@ -105,3 +110,73 @@ def count_trials(study: optuna.Study, states: tuple[optuna.trial.TrialState, ...
         rows = session.query(trial.state, sqlalchemy.func.count(trial.trial_id)).filter(*query) \
             .group_by(trial.state).all()
     return {state: n for state, n in rows}
+
+
+def note_intermediate(trial: optuna.Trial, step: int, value: float) -> bool:
+    """`Trial.report`'s in-process half: the value goes into the trial's own copy, which its pruner
+    reads (`Trial.should_prune`); False where that step was reported already (then nothing changes)."""
+    values = trial._cached_frozen_trial.intermediate_values
+    if step in values:
+        return False
+    values[step] = value
+    return True
+
+
+def write_trial_values(trial: optuna.Trial, intermediate: dict[int, float], user_attrs: dict) -> None:
+    """Write a running trial's intermediate values and user attributes: one transaction on a
+    database (all or nothing), one call each on other storages. Raises Optuna's
+    `UpdateFinishedTrialError` when the trial is finished, as its own calls do.
+
+    On SQLite and PostgreSQL, two multi-row upserts after one check of the trial's state (the
+    statements Optuna's per-row calls send, less the per-row reads: 0.5-0.7 ms a row in one
+    transaction); other databases, Optuna's per-row helpers in the same transaction.
+    """
+    storage, number = trial.storage, trial._trial_id
+    rdb = backend(storage)
+    if not isinstance(rdb, optuna.storages.RDBStorage):
+        for step, value in intermediate.items():
+            storage.set_trial_intermediate_value(number, step, value)
+        for key, value in user_attrs.items():
+            storage.set_trial_user_attr(number, key, value)
+    elif intermediate or user_attrs:
+        _write_rows(rdb, number, intermediate, user_attrs)
+    trial._cached_frozen_trial.user_attrs.update(user_attrs)
+
+
+def _write_rows(rdb: optuna.storages.RDBStorage, number: int, intermediate: dict[int, float],
+                user_attrs: dict) -> None:
+    import json
+
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    values, attrs = models.TrialIntermediateValueModel, models.TrialUserAttributeModel
+    with _create_scoped_session(rdb.scoped_session) as session:
+        if rdb.engine.name not in ("sqlite", "postgresql"):
+            for step, value in intermediate.items():
+                rdb._set_trial_intermediate_value_without_commit(session, number, step, value)
+            for key, value in user_attrs.items():
+                rdb._set_trial_attr_without_commit(session, attrs, number, key, value)
+            return
+        if rdb.engine.name == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert
+        rdb.check_trial_is_updatable(number, models.TrialModel.find_or_raise_by_id(number, session).state)
+        if intermediate:
+            rows = []
+            for step, value in intermediate.items():
+                stored, kind = values.intermediate_value_to_stored_repr(value)
+                rows.append({"trial_id": number, "step": step, "intermediate_value": stored,
+                             "intermediate_value_type": kind})
+            statement = insert(values)
+            session.execute(statement.on_conflict_do_update(
+                index_elements=[values.trial_id, values.step],
+                set_={"intermediate_value": statement.excluded.intermediate_value,
+                      "intermediate_value_type": statement.excluded.intermediate_value_type}), rows)
+        if user_attrs:
+            rows = [{"trial_id": number, "key": key, "value_json": json.dumps(value)}
+                    for key, value in user_attrs.items()]
+            statement = insert(attrs)
+            session.execute(statement.on_conflict_do_update(
+                index_elements=[attrs.trial_id, attrs.key], set_={"value_json": statement.excluded.value_json}), rows)

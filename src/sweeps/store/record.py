@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import datetime
 import math
+import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -104,8 +105,9 @@ def group_attrs(result: FoldResult, names: tuple[str, ...]) -> dict[str, Any]:
 
 
 def write_trial(trial: optuna.Trial, result: FoldResult, task: str,
-                group_names: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Store a finished training run's evidence on its trial (before it is told); returns it."""
+                group_names: tuple[str, ...] = (), epochs: EpochValues | None = None) -> dict[str, Any]:
+    """Store a finished training run's evidence on its trial (before it is told), with the epochs
+    `epochs` holds back, in one write; returns it."""
     _, cv_std = _mean_std(result.val_losses)
     train_mean, train_std = _mean_std(result.train_losses)
     metric, metric_std = _mean_std(result.metrics)
@@ -140,13 +142,46 @@ def write_trial(trial: optuna.Trial, result: FoldResult, task: str,
         attrs["cv_optimism"] = honest - result.cv_loss
     if result.diverged or result.interrupted:
         attrs["prune_reason"] = result.diverged or result.interrupted
-    for key, value in attrs.items():
-        trial.set_user_attr(key, value)
+    (epochs or EpochValues(trial)).write(attrs)
     return attrs
 
 
-def write_fail_reason(trial: optuna.Trial, reason: str) -> None:
-    trial.set_user_attr("fail_reason", reason)
+def write_fail_reason(trial: optuna.Trial, reason: str, epochs: EpochValues | None = None) -> None:
+    (epochs or EpochValues(trial)).write({"fail_reason": reason})
+
+
+WRITE_EVERY = 2.0  # seconds: the most a running trial's stored curve lags behind its training
+
+
+class EpochValues:
+    """A running trial's value after each epoch (what `Trial.report` stores), written in batches:
+    every `WRITE_EVERY` seconds, and with the trial's record when it ends, in one transaction.
+
+    Optuna writes each report in a transaction of its own (about 1.2 ms on SQLite): with the
+    record's 25 attributes, 15 % of a sweep of a small table. Holding them back changes no
+    decision: the trial's own pruner reads the trial's in-process copy, updated at once, and
+    nothing else reads a running trial's values (Optuna's median and percentile pruners,
+    sweeps' fold-paired pruner and TPE read finished trials; successive halving, the rungs it
+    writes itself). The dashboard's live curves lag by at most `WRITE_EVERY`; a process that
+    dies loses only the unwritten epochs of trials that are failed for it anyway.
+    """
+
+    def __init__(self, trial: optuna.Trial) -> None:
+        self.trial, self.pending, self.written_at = trial, {}, time.monotonic()
+
+    def add(self, epoch: int, value: float) -> None:
+        """Report `value` at `epoch` (raises `UpdateFinishedTrialError` when a write finds the
+        trial finished elsewhere, as `Trial.report` does)."""
+        value = float(value)
+        if internals.note_intermediate(self.trial, epoch, value):
+            self.pending[epoch] = value
+        if time.monotonic() - self.written_at >= WRITE_EVERY:
+            self.write()
+
+    def write(self, user_attrs: dict[str, Any] | None = None) -> None:
+        """Write the held-back epochs, and `user_attrs`, now."""
+        internals.write_trial_values(self.trial, self.pending, user_attrs or {})
+        self.pending, self.written_at = {}, time.monotonic()
 
 
 def write_stale_reason(storage: optuna.storages.BaseStorage, trial_id: int, grace_period: int) -> None:

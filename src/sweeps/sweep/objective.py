@@ -3,6 +3,8 @@
 The trial's value is the mean over folds of each fold's best validation loss. After every
 epoch the mean over folds of the best validation loss so far is reported to Optuna: it is
 what the trial's value would be if training ended there, so pruners compare like with like.
+Its pruner reads it at once; the storage gets it every few seconds and with the trial's record
+(`record.EpochValues`: a transaction per epoch was a tenth of a small table's sweep).
 
 A trial whose loss becomes NaN or infinite is *pruned*, not failed, with the reason in
 `prune_reason`: TPE learns from pruned trials (they rank below complete ones), while it
@@ -66,11 +68,12 @@ class Trainer:
         self.folds, self.dataset, self.candidates_folder = folds, dataset, candidates_folder
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.device = folds.X_train.device
+        self.epochs: dict[int, record.EpochValues] = {}  # by trial number: each running trial's unwritten epochs
 
     # --- the pieces ----------------------------------------------------------------------
     def fail(self, trial: optuna.Trial, reason: str) -> None:
         try:
-            record.write_fail_reason(trial, reason)
+            record.write_fail_reason(trial, reason, self.epochs.pop(trial.number, None))
             notes.save_trial_note(trial, notes.trial_note(None, self.spec.task, f"failed: {reason}"))
         except optuna.exceptions.UpdateFinishedTrialError:
             pass  # finished elsewhere meanwhile: its own state stands
@@ -90,6 +93,7 @@ class Trainer:
     def hook(self, trial: optuna.Trial):
         """The trial's per-epoch hook: report to Optuna, ask the pruner, say why it prunes."""
         storage = internals.storage_of(trial.study)
+        epochs = self.epochs[trial.number] = record.EpochValues(trial)
 
         def on_epoch(epoch: int, mean_val_loss: float, fold_losses: list[float]) -> str | None:
             failure = heartbeat_failure(storage)
@@ -98,7 +102,7 @@ class Trainer:
             pruners.report_folds(trial, fold_losses)  # for FoldPairedPruner, in this process
             with stop.deferred():  # a write that a stop must not cut in half
                 try:
-                    trial.report(mean_val_loss, step=epoch)
+                    epochs.add(epoch, mean_val_loss)
                 except optuna.exceptions.UpdateFinishedTrialError:
                     return FINISHED_ELSEWHERE  # its training stops; `finish` says so
                 prune = pruners.may_prune_at(trial.study.pruner, epoch) and trial.should_prune()
@@ -158,10 +162,11 @@ class Trainer:
     def finish(self, trial: optuna.Trial, result) -> float:
         """Record a trained trial; its value, or `TrialPruned` with the reason (`FinishedElsewhere`
         when another process finished it meanwhile: nothing is written)."""
+        epochs = self.epochs.pop(trial.number, None)
         try:
             if result.interrupted == FINISHED_ELSEWHERE:
                 raise optuna.exceptions.UpdateFinishedTrialError()
-            attrs = record.write_trial(trial, result, self.spec.task, self.folds.group_names)  # before pruning
+            attrs = record.write_trial(trial, result, self.spec.task, self.folds.group_names, epochs)  # before pruning
         except optuna.exceptions.UpdateFinishedTrialError:
             state = internals.frozen(trial.study, trial).state.name
             raise FinishedElsewhere(f"trial #{trial.number} was finished outside this sweep while it trained "
