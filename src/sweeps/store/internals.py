@@ -15,8 +15,8 @@ the reason. A new release that moves one of them breaks here, and only here
 - Optuna's `Trial.report` and `Trial.set_user_attr` write each value in a transaction of its
   own (about 1.2 ms on SQLite): one per epoch, and 25 more for a trial's record, were 15 % of
   a small table's sweep. `write_trial_values` writes a trial's pending epochs and attributes in
-  one transaction (Optuna's own per-row helpers), and keeps the trial's in-process copy (what
-  its pruner reads) as `Trial.report` does.
+  one transaction (Optuna's tables and row encodings, written by multi-row upserts), and keeps
+  the trial's in-process copy (what its pruner reads) as `Trial.report` does.
 - optuna-dashboard's `save_note` reads every note of the study twice to version the one it
   writes: megabytes per trial in a 5,000-trial study. A trial's note is written once, so its
   keys (private to optuna-dashboard) are written directly.
@@ -146,13 +146,16 @@ def write_trial_values(trial: optuna.Trial, intermediate: dict[int, float], user
 def _write_rows(rdb: optuna.storages.RDBStorage, number: int, intermediate: dict[int, float],
                 user_attrs: dict) -> None:
     import json
+    import sqlite3
 
     from optuna.storages._rdb import models
     from optuna.storages._rdb.storage import _create_scoped_session
 
     values, attrs = models.TrialIntermediateValueModel, models.TrialUserAttributeModel
+    # SQLite has upserts from 3.24 (Optuna checks the same); other databases, Optuna's row by row
+    upsert = rdb.engine.name == "postgresql" or (rdb.engine.name == "sqlite" and sqlite3.sqlite_version_info >= (3, 24))
     with _create_scoped_session(rdb.scoped_session) as session:
-        if rdb.engine.name not in ("sqlite", "postgresql"):
+        if not upsert:
             for step, value in intermediate.items():
                 rdb._set_trial_intermediate_value_without_commit(session, number, step, value)
             for key, value in user_attrs.items():
