@@ -9,11 +9,12 @@ pruned or fails, it is told at once and its slot is asked for again: no trial wa
 round's slowest member.
 
 Trials share a stack when they have the same shape (`engine.config.groupable`: depth, batch
-size, embeddings, members...) and widths of one `width_class`: up to `SMALL_WIDTH` units a
-step is PyTorch's dispatch, not arithmetic, so any widths share (padded to the widest with
-units that stay 0); above, only equal widths, because there a step is arithmetic, which
-grows with the square of the padded width, while sharing saves less (1.6x at d2 w128,
-docs/benchmarks.md). A trial of another shape starts a stack of its own beside the others;
+size, embeddings, members...) and widths of one `width_class`: up to `SMALL_WIDTH` units any
+widths share, padded to the widest with units that stay 0 (the padding costs arithmetic, but
+a second stack costs as much in per-operation dispatch: two classes, up to 32 and up to 64,
+were no faster than one; docs/benchmarks.md, "Widths packed, not padded?"); above, only
+equal widths, because there a step is arithmetic, which grows with the square of the padded
+width, while sharing saves less (1.6x at d2 w128). A trial of another shape starts a stack of its own beside the others;
 each round, every stack trains one epoch.
 """
 
@@ -31,7 +32,7 @@ from sweeps.store import internals
 from sweeps.sweep import pruners, stop
 from sweeps.sweep.objective import allocation_failure
 
-SMALL_WIDTH = 64  # units: below, a trial's step is PyTorch's dispatch, not arithmetic, so padding is free
+SMALL_WIDTH = 64  # units: up to here, padding to a stack's widest costs less than a stack of its own
 
 
 def width_class(width: int) -> int:
