@@ -68,12 +68,12 @@ class Trainer:
         self.folds, self.dataset, self.candidates_folder = folds, dataset, candidates_folder
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.device = folds.X_train.device
-        self.epochs: dict[int, record.EpochValues] = {}  # by trial number: each running trial's unwritten epochs
+        self.epoch_values: dict[int, record.EpochValues] = {}  # by trial number: each running trial's unwritten epochs
 
     # --- the pieces ----------------------------------------------------------------------
     def fail(self, trial: optuna.Trial, reason: str) -> None:
         try:
-            record.write_fail_reason(trial, reason, self.epochs.pop(trial.number, None))
+            record.write_fail_reason(trial, reason, self.epoch_values.pop(trial.number, None))
             notes.save_trial_note(trial, notes.trial_note(None, self.spec.task, f"failed: {reason}"))
         except optuna.exceptions.UpdateFinishedTrialError:
             pass  # finished elsewhere meanwhile: its own state stands
@@ -93,7 +93,7 @@ class Trainer:
     def hook(self, trial: optuna.Trial):
         """The trial's per-epoch hook: report to Optuna, ask the pruner, say why it prunes."""
         storage = internals.storage_of(trial.study)
-        epochs = self.epochs[trial.number] = record.EpochValues(trial)
+        epochs = self.epoch_values[trial.number] = record.EpochValues(trial)
 
         def on_epoch(epoch: int, mean_val_loss: float, fold_losses: list[float]) -> str | None:
             failure = heartbeat_failure(storage)
@@ -162,7 +162,7 @@ class Trainer:
     def finish(self, trial: optuna.Trial, result) -> float:
         """Record a trained trial; its value, or `TrialPruned` with the reason (`FinishedElsewhere`
         when another process finished it meanwhile: nothing is written)."""
-        epochs = self.epochs.pop(trial.number, None)
+        epochs = self.epoch_values.pop(trial.number, None)
         try:
             if result.interrupted == FINISHED_ELSEWHERE:
                 raise optuna.exceptions.UpdateFinishedTrialError()
