@@ -7,6 +7,7 @@ postgresql://postgres@127.0.0.1:5432/test); they skip only when it is unreachabl
 from __future__ import annotations
 
 import collections
+import datetime
 import os
 import signal
 import subprocess
@@ -97,10 +98,11 @@ def test_three_workers_on_postgresql_total_is_exact(tmp_path, postgres):
 
 
 def running_worker_after(name: str, url: str, completed: int, timeout: float = 240) -> tuple[list[int], int]:
-    """Once `completed` trials are complete and one has just started (at most 5 epochs reported):
-    (the complete trials' numbers, the pid of the worker process running it). A trial further
-    along could finish between this read and the caller's kill (seen once under load): there
-    would then be no trial to fail."""
+    """Once `completed` trials are complete and one has just started (within the last half
+    second): (the complete trials' numbers, the pid of the worker process running it). A trial
+    further along could finish between this read and the caller's kill (seen once under load):
+    there would then be no trial to fail. Its age is its start time: its epochs are no measure,
+    as a running trial's are written every 2 s (`record.EpochValues`)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         time.sleep(0.3)
@@ -111,8 +113,9 @@ def running_worker_after(name: str, url: str, completed: int, timeout: float = 2
         except (KeyError, sqlalchemy.exc.SQLAlchemyError):  # the study or its tables are being made
             continue
         done = [t.number for t in trials if t.state == TrialState.COMPLETE]
+        now = datetime.datetime.now()
         running = [t for t in trials if t.state == TrialState.RUNNING and "worker" in t.user_attrs
-                   and len(t.intermediate_values) <= 5]
+                   and (now - t.datetime_start).total_seconds() < 0.5]
         if len(done) >= completed and running:
             return done, int(running[-1].user_attrs["worker"].rsplit(":", 1)[1])
     raise AssertionError("never saw a running trial to kill")
@@ -225,7 +228,9 @@ def test_a_worker_whose_data_differs_refuses_before_training(tmp_path):
 
 
 def test_sigterm_fails_running_trials_stops_workers_and_a_rerun_finishes_at_once(tmp_path):
-    path = write_study(tmp_path, "term", n_trials=10, epochs=10)
+    # 20 trials of up to 30 epochs: the sweep lasts long enough to be seen with trials complete
+    # and running (10 trials of 10 epochs could all end between two looks)
+    path = write_study(tmp_path, "term", n_trials=20, epochs=30)
     url = f"sqlite:///{tmp_path / 'storage' / 'term.db'}"
     process = sweeps_run(path, "--workers", "2", cwd=tmp_path)
     deadline = time.time() + 180
@@ -255,7 +260,7 @@ def test_sigterm_fails_running_trials_stops_workers_and_a_rerun_finishes_at_once
     assert rerun.returncode == 0, err
     assert_exact_total = len(optuna.load_study(study_name="term", storage=url).get_trials(
         states=(TrialState.COMPLETE, TrialState.PRUNED)))
-    assert assert_exact_total == 10
+    assert assert_exact_total == 20
     assert time.time() - started < 60 + 120  # no wait for the 60 s heartbeat grace period before work
 
 
