@@ -24,6 +24,8 @@ the reason. A new release that moves one of them breaks here, and only here
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from contextlib import AbstractContextManager
 
 import optuna
@@ -145,9 +147,6 @@ def write_trial_values(trial: optuna.Trial, intermediate: dict[int, float], user
 
 def _write_rows(rdb: optuna.storages.RDBStorage, number: int, intermediate: dict[int, float],
                 user_attrs: dict) -> None:
-    import json
-    import sqlite3
-
     from optuna.storages._rdb import models
     from optuna.storages._rdb.storage import _create_scoped_session
 

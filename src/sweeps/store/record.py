@@ -105,9 +105,9 @@ def group_attrs(result: FoldResult, names: tuple[str, ...]) -> dict[str, Any]:
 
 
 def write_trial(trial: optuna.Trial, result: FoldResult, task: str,
-                group_names: tuple[str, ...] = (), epochs: EpochValues | None = None) -> dict[str, Any]:
-    """Store a finished training run's evidence on its trial (before it is told), with the epochs
-    `epochs` holds back, in one write; returns it."""
+                group_names: tuple[str, ...] = (), held: EpochValues | None = None) -> dict[str, Any]:
+    """Store a finished training run's evidence on its trial (before it is told), with the epoch
+    values `held` back, in one write; returns it."""
     _, cv_std = _mean_std(result.val_losses)
     train_mean, train_std = _mean_std(result.train_losses)
     metric, metric_std = _mean_std(result.metrics)
@@ -142,12 +142,12 @@ def write_trial(trial: optuna.Trial, result: FoldResult, task: str,
         attrs["cv_optimism"] = honest - result.cv_loss
     if result.diverged or result.interrupted:
         attrs["prune_reason"] = result.diverged or result.interrupted
-    (epochs or EpochValues(trial)).write(attrs)
+    (held or EpochValues(trial)).write(attrs)
     return attrs
 
 
-def write_fail_reason(trial: optuna.Trial, reason: str, epochs: EpochValues | None = None) -> None:
-    (epochs or EpochValues(trial)).write({"fail_reason": reason})
+def write_fail_reason(trial: optuna.Trial, reason: str, held: EpochValues | None = None) -> None:
+    (held or EpochValues(trial)).write({"fail_reason": reason})
 
 
 WRITE_EVERY = 2.0  # seconds: the most a running trial's stored curve lags behind its training

@@ -93,7 +93,7 @@ class Trainer:
     def hook(self, trial: optuna.Trial):
         """The trial's per-epoch hook: report to Optuna, ask the pruner, say why it prunes."""
         storage = internals.storage_of(trial.study)
-        epochs = self.epoch_values[trial.number] = record.EpochValues(trial)
+        held = self.epoch_values[trial.number] = record.EpochValues(trial)
 
         def on_epoch(epoch: int, mean_val_loss: float, fold_losses: list[float]) -> str | None:
             failure = heartbeat_failure(storage)
@@ -102,7 +102,7 @@ class Trainer:
             pruners.report_folds(trial, fold_losses)  # for FoldPairedPruner, in this process
             with stop.deferred():  # a write that a stop must not cut in half
                 try:
-                    epochs.add(epoch, mean_val_loss)
+                    held.add(epoch, mean_val_loss)
                 except optuna.exceptions.UpdateFinishedTrialError:
                     return FINISHED_ELSEWHERE  # its training stops; `finish` says so
                 prune = pruners.may_prune_at(trial.study.pruner, epoch) and trial.should_prune()
@@ -162,11 +162,11 @@ class Trainer:
     def finish(self, trial: optuna.Trial, result) -> float:
         """Record a trained trial; its value, or `TrialPruned` with the reason (`FinishedElsewhere`
         when another process finished it meanwhile: nothing is written)."""
-        epochs = self.epoch_values.pop(trial.number, None)
+        held = self.epoch_values.pop(trial.number, None)
         try:
             if result.interrupted == FINISHED_ELSEWHERE:
                 raise optuna.exceptions.UpdateFinishedTrialError()
-            attrs = record.write_trial(trial, result, self.spec.task, self.folds.group_names, epochs)  # before pruning
+            attrs = record.write_trial(trial, result, self.spec.task, self.folds.group_names, held)  # before pruning
         except optuna.exceptions.UpdateFinishedTrialError:
             state = internals.frozen(trial.study, trial).state.name
             raise FinishedElsewhere(f"trial #{trial.number} was finished outside this sweep while it trained "
