@@ -30,14 +30,14 @@ from sklearn.datasets import load_digits
 from sweeps import Study, Space
 study = Study(name={name!r}, task="classification", data=lambda: load_digits(return_X_y=True),
               space=Space(depth=(1, 2), width=(16, 64), lr=(1e-3, 1e-2)),
-              folds=3, max_epochs={epochs}, patience=3, n_trials={n_trials},
+              folds=3, max_epochs={epochs}, patience={patience}, n_trials={n_trials},
               pruner=__import__("optuna").pruners.NopPruner())
 """
 
 
-def write_study(tmp_path: Path, name: str, n_trials: int, epochs: int = 4) -> str:
+def write_study(tmp_path: Path, name: str, n_trials: int, epochs: int = 4, patience: int = 3) -> str:
     path = tmp_path / f"{name}.py"
-    path.write_text(STUDY.format(name=name, n_trials=n_trials, epochs=epochs))
+    path.write_text(STUDY.format(name=name, n_trials=n_trials, epochs=epochs, patience=patience))
     return str(path)
 
 
@@ -144,9 +144,9 @@ def worker_pids(launcher: int) -> list[int]:
 
 def test_a_sigkilled_worker_is_failed_by_heartbeat_and_retried(tmp_path, postgres):
     name = f"pg-kill-{uuid.uuid4().hex[:8]}"
-    # ~1-2 s trials: the kill lands mid-trial, and ten trials remain, so the heartbeat check (4 s)
-    # fails the dead one before the others reach the target
-    path = write_study(tmp_path, name, n_trials=13, epochs=30)
+    # Trials of 1-3 s (400 epochs, no early stop): the kill lands mid-trial, and ten trials
+    # remain, so the heartbeat check (4 s) fails the dead one before the others reach the target
+    path = write_study(tmp_path, name, n_trials=13, epochs=400, patience=400)
     try:
         process = sweeps_run(path, "--workers", "3", "--storage", postgres, "--heartbeat-interval", "1",
                              "--grace-period", "4", cwd=tmp_path)
@@ -425,7 +425,8 @@ def dask_cluster(tmp_path):
 def test_a_dask_cluster_runs_the_study_exactly_and_a_killed_dask_worker_loses_nothing(
         tmp_path, postgres, dask_cluster):
     name = f"pg-dask-{uuid.uuid4().hex[:8]}"
-    path = write_study(tmp_path, name, n_trials=8, epochs=30)  # ~1-2 s trials: the kill lands mid-trial
+    # 150 epochs, no early stop: trials of about a second, so the kill lands mid-trial
+    path = write_study(tmp_path, name, n_trials=8, epochs=150, patience=150)
     try:
         process = sweeps_run(path, "--cluster", dask_cluster, "--storage", postgres, "--heartbeat-interval", "1",
                              "--grace-period", "4", cwd=tmp_path)
@@ -480,11 +481,10 @@ def test_a_cluster_that_loses_its_only_worker_ends_in_one_line_and_sigterm_alway
         tmp_path, lone_dask_worker):
     cluster, start_worker = lone_dask_worker
     name = "lone"
-    path = write_study(tmp_path, name, n_trials=30, epochs=300)
+    path = write_study(tmp_path, name, n_trials=30, epochs=300, patience=300)
     # Trials of several seconds, so that the kill lands mid-trial: without early stopping (with
     # patience 3 a trial could finish between being seen running and the kill, leaving nothing
     # to fail).
-    Path(path).write_text(Path(path).read_text().replace("patience=3", "patience=300"))
     url = f"sqlite:///{tmp_path / 'storage' / 'lone.db'}"
     worker = start_worker()
     process = sweeps_run(path, "--cluster", cluster, "--heartbeat-interval", "1", "--grace-period", "3", cwd=tmp_path)
