@@ -330,7 +330,7 @@ def test_reproducible_workers_give_the_same_trials_whatever_the_timing_and_the_s
         name = f"repro-{uuid.uuid4().hex[:8]}"
         path = tmp_path / f"{name}.py"
         # the same study file both times, but for its name; with MedianPruner (the default) at work
-        path.write_text(STUDY.format(name=name, n_trials=6, epochs=4).replace(
+        path.write_text(STUDY.format(name=name, n_trials=6, epochs=4, patience=3).replace(
             'pruner=__import__("optuna").pruners.NopPruner()',
             'pruner=__import__("optuna").pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)'))
         try:
